@@ -1,0 +1,262 @@
+//! What `enroll` changes on the workstation: the backup user, its
+//! root-owned `~/.ssh/authorized_keys`, the sudoers drop-in, the state
+//! file. Each step checks first and changes only what differs, so a
+//! re-run on an enrolled machine changes nothing.
+
+use anyhow::{bail, Context, Result};
+use backuppc_enroll::atomic::{self, Ownership};
+use backuppc_enroll::authorized_keys::{self, KeyLine};
+use backuppc_enroll::config::{ClientConfig, ClientState};
+use nix::unistd::User;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ROOT_FILE: Ownership = Ownership {
+    uid: 0,
+    gid: 0,
+    mode: 0o644,
+};
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+pub fn lookup_user(name: &str) -> Result<Option<User>> {
+    User::from_name(name).with_context(|| format!("cannot look up user {name}"))
+}
+
+/// Create the backup user if missing; repair a shell that would stop
+/// sshd from running the forced command. Returns a line per change.
+pub fn ensure_backup_user(cfg: &ClientConfig) -> Result<Vec<String>> {
+    let name = &cfg.backup_user;
+    let mut done = Vec::new();
+    match lookup_user(name)? {
+        None => {
+            let home = cfg.backup_home();
+            if let Some(parent) = home.parent() {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            run(Command::new("useradd")
+                .args([
+                    "--system",
+                    "--create-home",
+                    "--user-group",
+                    "--shell",
+                    "/bin/sh",
+                    "--password",
+                    "*",
+                ])
+                .args([
+                    "--comment",
+                    "BackupPC backups (backuppc-enroll)",
+                    "--home-dir",
+                ])
+                .arg(&home)
+                .arg(name))
+            .with_context(|| format!("cannot create the backup user {name}"))?;
+            done.push(format!(
+                "created system user {name} (home {})",
+                home.display()
+            ));
+        }
+        Some(u) => {
+            let shell = u.shell.to_string_lossy();
+            if shell.ends_with("nologin") || shell.ends_with("false") {
+                run(Command::new("usermod").args(["--shell", "/bin/sh", name]))?;
+                done.push(format!(
+                    "set the shell of {name} to /bin/sh (sshd runs forced commands through it)"
+                ));
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn home_of(cfg: &ClientConfig) -> Result<PathBuf> {
+    Ok(lookup_user(&cfg.backup_user)?
+        .map(|u| u.dir)
+        .unwrap_or_else(|| cfg.backup_home()))
+}
+
+pub fn authorized_keys_path(cfg: &ClientConfig) -> Result<PathBuf> {
+    Ok(home_of(cfg)?.join(".ssh/authorized_keys"))
+}
+
+/// `~/.ssh` owned by root, 0755: the backup user cannot change its keys.
+fn ensure_ssh_dir(cfg: &ClientConfig) -> Result<Option<String>> {
+    let dir = home_of(cfg)?.join(".ssh");
+    match fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0 => Ok(None),
+        Ok(m) if m.is_dir() => {
+            std::os::unix::fs::chown(&dir, Some(0), Some(0))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+            Ok(Some(format!("made {} root-owned", dir.display())))
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a folder: move it away and re-run",
+            dir.display()
+        ),
+        Err(_) => {
+            fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+            std::os::unix::fs::chown(&dir, Some(0), Some(0))?;
+            Ok(Some(format!("created {}", dir.display())))
+        }
+    }
+}
+
+/// Install `line`, replacing this server's previous line, keeping others.
+pub fn install_key_line(cfg: &ClientConfig, line: &KeyLine) -> Result<Vec<String>> {
+    let mut done: Vec<String> = ensure_ssh_dir(cfg)?.into_iter().collect();
+    let path = authorized_keys_path(cfg)?;
+    let existing = String::from_utf8_lossy(&atomic::read_or_empty(&path)?).into_owned();
+    let updated = authorized_keys::replace(&existing, &line.server, Some(line));
+    let m = fs::metadata(&path).ok();
+    let owner_ok = m
+        .as_ref()
+        .is_some_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0);
+    if updated != existing || !owner_ok {
+        atomic::write(&path, updated.as_bytes(), ROOT_FILE)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        done.push(format!("installed the server's key in {}", path.display()));
+    }
+    Ok(done)
+}
+
+pub fn sudoers_content(cfg: &ClientConfig) -> Result<String> {
+    if !cfg
+        .rsync
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    {
+        bail!(
+            "rsync path {:?} has characters sudoers would interpret",
+            cfg.rsync
+        );
+    }
+    let u = &cfg.backup_user;
+    Ok(format!(
+        "# Written by backuppc-enroll. The backup user may run only the rsync\n\
+         # server (for backups and restores), without a password or a tty.\n\
+         Defaults:{u} !requiretty\n\
+         {u} ALL=(root) NOPASSWD: {rsync} --server *\n",
+        rsync = cfg.rsync
+    ))
+}
+
+/// Write the sudoers drop-in, checked with `visudo -cf` before it is
+/// moved into place.
+pub fn ensure_sudoers(cfg: &ClientConfig) -> Result<Vec<String>> {
+    let content = sudoers_content(cfg)?;
+    let path = cfg.sudoers_file();
+    let current = fs::read(&path).ok();
+    let mode_ok = fs::metadata(&path).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o777 == 0o440);
+    if current.as_deref() == Some(content.as_bytes()) && mode_ok {
+        return Ok(vec![]);
+    }
+    // sudo ignores drop-ins whose name has a dot: the staging file is
+    // never read by sudo, even if a crash leaves it behind.
+    let staged = cfg
+        .sudoers_dir
+        .join(format!(".backuppc-enroll-{}.tmp", cfg.backup_user));
+    let _ = fs::remove_file(&staged);
+    atomic::write_new(
+        &staged,
+        content.as_bytes(),
+        Ownership {
+            uid: 0,
+            gid: 0,
+            mode: 0o440,
+        },
+    )?;
+    let check = Command::new("visudo")
+        .arg("-cf")
+        .arg(&staged)
+        .output()
+        .context("cannot run visudo (install sudo)")?;
+    if !check.status.success() {
+        let _ = fs::remove_file(&staged);
+        bail!(
+            "visudo rejected the sudoers drop-in: {}",
+            String::from_utf8_lossy(&check.stderr).trim()
+        );
+    }
+    fs::rename(&staged, &path)?;
+    atomic::sync_dir(&cfg.sudoers_dir)?;
+    Ok(vec![format!(
+        "installed {} (rsync --server only)",
+        path.display()
+    )])
+}
+
+pub fn save_state(cfg: &ClientConfig, state: &ClientState) -> Result<bool> {
+    let mut text = serde_json::to_string_pretty(state)?;
+    text.push('\n');
+    if fs::read(&cfg.state_file).ok().as_deref() == Some(text.as_bytes()) {
+        return Ok(false);
+    }
+    if let Some(dir) = cfg.state_file.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    atomic::write(&cfg.state_file, text.as_bytes(), ROOT_FILE)?;
+    Ok(true)
+}
+
+/// Undo what enroll did: this server's key line, the sudoers drop-in, the
+/// state, and with `remove_user` the user and its home.
+pub fn uninstall(cfg: &ClientConfig, server: &str, remove_user: bool) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let path = authorized_keys_path(cfg)?;
+    if let Ok(existing) = fs::read_to_string(&path) {
+        let updated = authorized_keys::replace(&existing, server, None);
+        if updated != existing {
+            if updated.is_empty() {
+                fs::remove_file(&path)?;
+                if let Some(dir) = path.parent() {
+                    let _ = fs::remove_dir(dir); // only if empty
+                }
+            } else {
+                atomic::write(
+                    &path,
+                    updated.as_bytes(),
+                    Ownership::of_existing_or(&path, ROOT_FILE),
+                )?;
+            }
+            done.push(format!(
+                "removed the key line of {server} from {}",
+                path.display()
+            ));
+        }
+    }
+    for p in [cfg.sudoers_file(), cfg.state_file.clone()] {
+        if remove_if_exists(&p)? {
+            done.push(format!("removed {}", p.display()));
+        }
+    }
+    if remove_user && lookup_user(&cfg.backup_user)?.is_some() {
+        run(Command::new("userdel").args(["--remove", &cfg.backup_user]))?;
+        done.push(format!("deleted user {} and its home", cfg.backup_user));
+    }
+    Ok(done)
+}
+
+fn remove_if_exists(p: &Path) -> Result<bool> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", p.display())),
+    }
+}

@@ -1,0 +1,127 @@
+//! `rsyncsend`: the forced command of the backup server's key on a
+//! workstation. Lets the server run only the rsync server invocations the
+//! client policy allows, then execs rsync through `sudo -n`.
+
+use backuppc_enroll::config::{ClientConfig, CLIENT_CONFIG};
+use backuppc_enroll::log::Audit;
+use backuppc_enroll::rsync::{self, Parsed, RealFs, RsyncPolicy, StdinWithDeadline};
+use backuppc_enroll::sshenv::SshEnv;
+use clap::Parser;
+use serde_json::json;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Restricted command for the backup server's key: allows only the rsync
+/// invocations of a BackupPC backup (and restores when enabled).
+///
+/// Run by sshd through `command="rsyncsend --config …"`; it reads
+/// SSH_ORIGINAL_COMMAND. `true` is a connectivity check; `status` prints
+/// the version and policy.
+///
+/// Exit status: rsync's own when rsync runs; 0 for `true` and `status`;
+/// 1 when the command is refused or the config is unusable.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Client config file.
+    #[arg(long, default_value = CLIENT_CONFIG)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = SshEnv::from_process();
+    let audit = Audit::new(c"rsyncsend", None);
+    let client = env
+        .client
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "-".into());
+    let refuse = |why: &str| {
+        audit.event(
+            "refused",
+            json!({ "client": client, "reason": why, "command": env.original_command }),
+        );
+        eprintln!("rsyncsend: refused: {why}");
+        ExitCode::from(1)
+    };
+    let cfg = match ClientConfig::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    let Some(cmd) = env.original_command.as_deref() else {
+        return refuse("no command: this key only allows rsync for backups");
+    };
+    let policy = policy(&cfg, &cli.config);
+    if cmd == "status" {
+        let shares: Vec<String> = policy
+            .shares
+            .iter()
+            .map(|s| s.display().to_string())
+            .collect();
+        println!("rsyncsend {}", backuppc_enroll::VERSION);
+        println!("shares: {}", shares.join(" "));
+        println!("restore: {}\ndelete: {}", cfg.restore, cfg.delete);
+        audit.event("status", json!({ "client": client }));
+        return ExitCode::SUCCESS;
+    }
+    let invocation = match rsync::parse_command(cmd, &policy, &RealFs) {
+        Ok(Parsed::Check) => {
+            audit.event("check", json!({ "client": client }));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Ready(inv)) => inv,
+        Ok(Parsed::NeedsProtectedArgs(partial)) => {
+            let deadline = Instant::now() + Duration::from_secs(cfg.timeout.max(1));
+            let args =
+                match rsync::read_protected_args(&mut StdinWithDeadline { deadline }, deadline) {
+                    Ok(a) => a,
+                    Err(e) => return refuse(&e.0),
+                };
+            match partial.complete(&args, &policy, &RealFs) {
+                Ok(inv) => inv,
+                Err(e) => return refuse(&format!("{} (protected arguments {:?})", e.0, args)),
+            }
+        }
+        Err(e) => return refuse(&e.0),
+    };
+    let argv = invocation.argv(&cfg.sudo, &cfg.rsync);
+    audit.event("accepted", json!({ "client": client, "direction": format!("{:?}", invocation.direction), "argv": argv }));
+    let err = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .exec();
+    refuse(&format!("cannot run {}: {err}", argv[0]))
+}
+
+fn policy(cfg: &ClientConfig, config_path: &std::path::Path) -> RsyncPolicy {
+    let shares = cfg.shares.clone().unwrap_or_else(|| {
+        backuppc_enroll::config::ClientState::load(&cfg.state_file)
+            .map(|s| s.shares)
+            .unwrap_or_default()
+    });
+    let canonical = |p: &str| std::fs::canonicalize(p).ok();
+    let mut protected = vec![
+        cfg.backup_home().join(".ssh"),
+        PathBuf::from("/etc/sudoers"),
+        cfg.sudoers_dir.clone(),
+    ];
+    if let Some(dir) = config_path.parent() {
+        protected.push(dir.to_path_buf());
+    }
+    if let Some(dir) = cfg.state_file.parent() {
+        protected.push(dir.to_path_buf());
+    }
+    RsyncPolicy {
+        shares: shares.iter().filter_map(|s| canonical(s)).collect(),
+        restore: cfg.restore,
+        delete: cfg.delete,
+        rsync_path: cfg.rsync.clone(),
+        protected: protected
+            .into_iter()
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+            .collect(),
+    }
+}

@@ -1,0 +1,162 @@
+//! Crash-safe file replacement and locks. A file is never written in
+//! place: the new contents go to a temporary file in the same folder, are
+//! flushed to disk, get the owner and mode the file must have, and are
+//! renamed over the old one; then the folder is flushed. Readers see the
+//! old file or the new one, never a torn one, even after `kill -9`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Who owns the file written, and its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl Ownership {
+    /// The owner and mode of `path` if it exists, else `default`.
+    pub fn of_existing_or(path: &Path, default: Ownership) -> Ownership {
+        match fs::metadata(path) {
+            Ok(m) => Ownership {
+                uid: m.uid(),
+                gid: m.gid(),
+                mode: m.mode() & 0o7777,
+            },
+            Err(_) => default,
+        }
+    }
+}
+
+/// Replace `path` with `contents` atomically, with the given ownership.
+/// Ownership is only changed when the process may (root); otherwise the
+/// file keeps the writer's ids, which is what a non-root writer can do.
+pub fn write(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
+    let dir = parent(path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", file_name(path)))
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(&dir)?;
+    tmp.write_all(contents)?;
+    let f = tmp.as_file();
+    chown_if_needed(f, own)?;
+    f.set_permissions(fs::Permissions::from_mode(own.mode))?;
+    f.sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(&dir)
+}
+
+/// Write `contents` to a new file `path` that must not exist yet
+/// (`O_EXCL`), flushed, with the given ownership. Used for `hosts.new`
+/// style staging files that are then renamed.
+pub fn write_new(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    chown_if_needed(&f, own)?;
+    f.set_permissions(fs::Permissions::from_mode(own.mode))?;
+    f.sync_all()
+}
+
+fn chown_if_needed(f: &File, own: Ownership) -> io::Result<()> {
+    let m = f.metadata()?;
+    if m.uid() != own.uid || m.gid() != own.gid {
+        std::os::unix::fs::fchown(f, Some(own.uid), Some(own.gid))?;
+    }
+    Ok(())
+}
+
+/// Flush a folder so a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent(path: &Path) -> io::Result<PathBuf> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => Ok(p.to_path_buf()),
+        _ => Ok(PathBuf::from(".")),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// An exclusive `flock` held until dropped, on a lock file that is created
+/// if missing (as BackupPC does with `$ConfDir/LOCK`).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    pub fn exclusive(path: &Path) -> io::Result<Lock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)?;
+        file.lock()?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// Read a file, treating a missing file as empty.
+pub fn read_or_empty(path: &Path) -> io::Result<Vec<u8>> {
+    match fs::read(path) {
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me(mode: u32) -> Ownership {
+        Ownership {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn replaces_and_keeps_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write(&p, b"one", me(0o640)).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
+        let own = Ownership::of_existing_or(&p, me(0o600));
+        write(&p, b"two", own).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
+        let leftovers: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+    }
+
+    #[test]
+    fn write_new_refuses_existing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("hosts.new");
+        write_new(&p, b"a", me(0o644)).unwrap();
+        assert!(write_new(&p, b"b", me(0o644)).is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"a");
+    }
+}

@@ -1,0 +1,364 @@
+//! Configuration files (TOML, every key optional with a safe default).
+//! Key names are the interface SPEC section 10 fixes; unknown keys are an
+//! error so a typo never silently falls back to a default.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const CLIENT_CONFIG: &str = "/etc/backuppc-enroll/client.toml";
+pub const SERVER_CONFIG: &str = "/etc/backuppc-enroll/server.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// `/etc/backuppc-enroll/client.toml`, read by `enroll` and `rsyncsend`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    pub server: Option<String>,
+    pub port: u16,
+    pub server_user: String,
+    pub server_host_keys: PathBuf,
+    pub register_key: PathBuf,
+    pub backup_user: String,
+    /// Home of the backup user when `enroll` creates it.
+    pub backup_home: Option<PathBuf>,
+    pub rsync: String,
+    pub sudo: String,
+    /// Paths the server may read; when unset, the shares of the last
+    /// enrollment (from the state file).
+    pub shares: Option<Vec<String>>,
+    pub restore: bool,
+    pub delete: bool,
+    pub timeout: u64,
+    /// Where `rsyncsend` is installed (named by the key line).
+    pub rsyncsend: PathBuf,
+    /// Record of the last enrollment.
+    pub state_file: PathBuf,
+    /// Folder of sudoers drop-ins.
+    pub sudoers_dir: PathBuf,
+    /// Host name sent in the hello block; default: this machine's name.
+    pub hostname: Option<String>,
+    /// Port of this machine's sshd, sent in the hello block.
+    pub sshd_port: u16,
+    /// Public host keys of this machine's sshd, sent in the hello block.
+    pub host_keys: Vec<PathBuf>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            server: None,
+            port: 22,
+            server_user: "backuppc".into(),
+            server_host_keys: "/etc/backuppc-enroll/server_host_keys".into(),
+            register_key: "/etc/backuppc-enroll/register-key".into(),
+            backup_user: "bckpciuem".into(),
+            backup_home: None,
+            rsync: "/usr/bin/rsync".into(),
+            sudo: "/usr/bin/sudo".into(),
+            shares: None,
+            restore: false,
+            delete: false,
+            timeout: 30,
+            rsyncsend: "/usr/lib/backuppc-enroll/rsyncsend".into(),
+            state_file: "/var/lib/backuppc-enroll/client-state.json".into(),
+            sudoers_dir: "/etc/sudoers.d".into(),
+            hostname: None,
+            sshd_port: 22,
+            host_keys: vec![
+                "/etc/ssh/ssh_host_ed25519_key.pub".into(),
+                "/etc/ssh/ssh_host_ecdsa_key.pub".into(),
+                "/etc/ssh/ssh_host_rsa_key.pub".into(),
+            ],
+        }
+    }
+}
+
+impl ClientConfig {
+    pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
+        let c: ClientConfig = load(path)?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        crate::names::user_name(&c.backup_user)
+            .map_err(|e| invalid(format!("backup_user: {e}")))?;
+        if let Some(shares) = &c.shares {
+            for s in shares {
+                crate::names::absolute_path(s).map_err(|e| invalid(format!("shares: {e}")))?;
+            }
+        }
+        for (k, v) in [("rsync", &c.rsync), ("sudo", &c.sudo)] {
+            crate::names::absolute_path(v).map_err(|e| invalid(format!("{k}: {e}")))?;
+        }
+        Ok(c)
+    }
+
+    pub fn backup_home(&self) -> PathBuf {
+        self.backup_home
+            .clone()
+            .unwrap_or_else(|| Path::new("/var/lib").join(&self.backup_user))
+    }
+
+    /// The sudoers drop-in for the backup user.
+    pub fn sudoers_file(&self) -> PathBuf {
+        self.sudoers_dir
+            .join(format!("backuppc-enroll-{}", self.backup_user))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogonCheck {
+    Nss,
+    File,
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostNaming {
+    Confirmed,
+    ReverseDns,
+    Ip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Open,
+}
+
+/// `/etc/backuppc-enroll/server.toml`, read by `forced-command`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub backuppc_conf_dir: PathBuf,
+    pub backuppc_user: String,
+    /// Default: `~backuppc_user/.ssh`.
+    pub ssh_dir: Option<PathBuf>,
+    pub url: Option<String>,
+    pub allowed_os: Vec<String>,
+    pub logon_pattern: String,
+    pub logon_check: LogonCheck,
+    /// Allow-list for `logon_check = "file"`, one logon per line.
+    pub logon_file: Option<PathBuf>,
+    pub networks: Vec<IpNet>,
+    pub host_naming: HostNaming,
+    pub mode: Mode,
+    pub shares: BTreeMap<String, Vec<String>>,
+    pub client_user: String,
+    pub registry: PathBuf,
+    /// Audit log file (JSON lines), besides syslog.
+    pub audit_log: Option<PathBuf>,
+    /// `from=` pattern sent to clients; default: the address they reached.
+    pub from: Option<String>,
+    /// rsync path on clients written into the per-host config.
+    pub rsync_client_path: String,
+    /// Allow a registered host to move to another logon.
+    pub allow_reassign: bool,
+    /// Seconds to wait for the hello block.
+    pub hello_timeout: u64,
+    /// Command that tells a running BackupPC to reload; empty to skip.
+    pub reload_command: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let nets = [
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ];
+        ServerConfig {
+            backuppc_conf_dir: "/etc/backuppc".into(),
+            backuppc_user: "backuppc".into(),
+            ssh_dir: None,
+            url: None,
+            allowed_os: vec!["linux".into(), "mac".into()],
+            logon_pattern: "^[a-z_][a-z0-9_.-]{0,31}$".into(),
+            logon_check: LogonCheck::Nss,
+            logon_file: None,
+            networks: nets
+                .iter()
+                .map(|n| n.parse().expect("valid default network"))
+                .collect(),
+            host_naming: HostNaming::Confirmed,
+            mode: Mode::Open,
+            shares: BTreeMap::from([
+                (
+                    "linux".to_string(),
+                    vec!["/home".to_string(), "/etc".to_string()],
+                ),
+                ("mac".to_string(), vec!["/Users".to_string()]),
+            ]),
+            client_user: "bckpciuem".into(),
+            registry: "/var/lib/backuppc-enroll/registry.json".into(),
+            audit_log: None,
+            from: None,
+            rsync_client_path: "/usr/bin/rsync".into(),
+            allow_reassign: false,
+            hello_timeout: 10,
+            reload_command: vec![
+                "/usr/share/backuppc/bin/BackupPC_serverMesg".into(),
+                "server".into(),
+                "reload".into(),
+            ],
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let c: ServerConfig = load(path)?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let url = c.url.as_deref().ok_or_else(|| invalid("url is required (for example \"https://backup.example.org/backuppc/index.cgi?host={host}\")".into()))?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid("url must start with http:// or https://".into()));
+        }
+        regex::Regex::new(&c.logon_pattern).map_err(|e| invalid(format!("logon_pattern: {e}")))?;
+        if c.logon_check == LogonCheck::File && c.logon_file.is_none() {
+            return Err(invalid("logon_check = \"file\" needs logon_file".into()));
+        }
+        crate::names::user_name(&c.client_user)
+            .map_err(|e| invalid(format!("client_user: {e}")))?;
+        for os in &c.allowed_os {
+            let Some(shares) = c.shares.get(os) else {
+                return Err(invalid(format!(
+                    "allowed OS {os:?} has no shares.{os} list"
+                )));
+            };
+            for s in shares {
+                crate::names::absolute_path(s).map_err(|e| invalid(format!("shares.{os}: {e}")))?;
+                if s.contains(' ') {
+                    return Err(invalid(format!(
+                        "shares.{os}: {s:?} has a space, which BackupPC's rsync splits"
+                    )));
+                }
+            }
+        }
+        if let Some(f) = &c.from {
+            crate::answer::check_from(f).map_err(|e| invalid(format!("from: {e}")))?;
+        }
+        Ok(c)
+    }
+
+    pub fn url_for(&self, host: &str, logon: &str) -> String {
+        self.url
+            .clone()
+            .unwrap_or_default()
+            .replace("{host}", host)
+            .replace("{logon}", logon)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_defaults_and_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.toml");
+        std::fs::write(&p, "url = \"https://b/?host={host}\"\n").unwrap();
+        let c = ServerConfig::load(&p).unwrap();
+        assert_eq!(c.url_for("dormeur", "x"), "https://b/?host=dormeur");
+        assert_eq!(c.logon_check, LogonCheck::Nss);
+        for (text, why) in [
+            ("", "url missing"),
+            ("url = \"ftp://x\"", "url not http"),
+            ("url = \"http://x\"\nlogon_chek = \"any\"", "typo in key"),
+            (
+                "url = \"http://x\"\nnetworks = [\"10.0.0.0/33\"]",
+                "bad CIDR",
+            ),
+            (
+                "url = \"http://x\"\nlogon_check = \"file\"",
+                "file without list",
+            ),
+            (
+                "url = \"http://x\"\nallowed_os = [\"bsd\"]",
+                "OS without shares",
+            ),
+            ("url = \"http://x\"\nlogon_pattern = \"(\"", "bad regex"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            assert!(ServerConfig::load(&p).is_err(), "{why}");
+        }
+    }
+
+    #[test]
+    fn client_defaults_and_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, "server = \"dugong\"\n").unwrap();
+        let c = ClientConfig::load(&p).unwrap();
+        assert_eq!(c.backup_user, "bckpciuem");
+        assert_eq!(
+            c.sudoers_file(),
+            Path::new("/etc/sudoers.d/backuppc-enroll-bckpciuem")
+        );
+        assert_eq!(c.backup_home(), Path::new("/var/lib/bckpciuem"));
+        for (text, why) in [
+            ("backup_user = \"a.b\"", "dot in user"),
+            ("shares = [\"home\"]", "relative share"),
+            ("rsync = \"rsync\"", "relative rsync"),
+            ("restore = \"yes\"", "wrong type"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            assert!(ClientConfig::load(&p).is_err(), "{why}");
+        }
+    }
+}
+
+/// What `enroll` records after an enrollment; `rsyncsend` reads the shares.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ClientState {
+    pub server: String,
+    pub host: Option<String>,
+    pub logon: String,
+    pub url: String,
+    pub from: Option<String>,
+    pub shares: Vec<String>,
+    /// Bare public key the server backs up with (to repair the key line
+    /// without asking the server again).
+    pub key: String,
+    pub key_fingerprint: String,
+    pub enrolled_at: String,
+    /// Whether `enroll` created the backup user (so `--remove-user` knows).
+    pub created_user: bool,
+}
+
+impl ClientState {
+    pub fn load(path: &Path) -> Option<ClientState> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}

@@ -1,0 +1,24 @@
+//! Shared code of the backuppc-enroll toolkit: the wire protocol between
+//! `enroll` and `forced-command` (request, hello block, answer), the SSH
+//! environment, `authorized_keys` and `known_hosts` lines, BackupPC's files,
+//! atomic writes and locks, configuration, the rsync invocation policy of
+//! `rsyncsend`, and the audit log. The binaries are thin layers over this.
+
+pub mod answer;
+pub mod atomic;
+pub mod authorized_keys;
+pub mod config;
+pub mod hello;
+pub mod hosts;
+pub mod known_hosts;
+pub mod log;
+pub mod names;
+pub mod perhost;
+pub mod policy;
+pub mod registry;
+pub mod request;
+pub mod rsync;
+pub mod sshenv;
+
+/// Version reported by every binary and sent in the hello block.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,238 @@
+//! Validators for the names that cross a trust boundary: host names, user
+//! names, paths and public keys. Each returns the value in its canonical
+//! form, or says in plain words why it was refused. Everything that later
+//! lands in a file another program parses (BackupPC's `hosts`, a Perl
+//! config, `known_hosts`, `authorized_keys`) goes through one of these first.
+
+use ssh_key::PublicKey;
+use std::path::{Component, Path};
+
+/// A DNS host name: labels of `[a-z0-9-]`, not starting or ending with `-`,
+/// 1 to 63 characters each, 253 in all. Returned lower-cased.
+pub fn host_name(raw: &str) -> Result<String, String> {
+    let name = raw.strip_suffix('.').unwrap_or(raw);
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!(
+            "host name must be 1 to 253 characters, got {}",
+            raw.len()
+        ));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "host name {:?} is not a valid DNS name",
+                printable(raw)
+            ));
+        }
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A local account name usable in sudoers, sshd and a sudoers.d file name:
+/// `[a-z_][a-z0-9_-]{0,31}` (no dot: sudo skips drop-ins whose name has one).
+pub fn user_name(raw: &str) -> Result<String, String> {
+    let mut bytes = raw.bytes();
+    let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'_'));
+    let rest_ok = bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+    if first_ok && rest_ok && raw.len() <= 32 {
+        Ok(raw.to_string())
+    } else {
+        Err(format!(
+            "user name {:?} must be 1 to 32 characters of [a-z0-9_-], starting with a letter or _",
+            printable(raw)
+        ))
+    }
+}
+
+/// An absolute path with no `..`, no `.` component, no empty component
+/// other than the leading `/`, and no control characters.
+pub fn absolute_path(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') {
+        return Err(format!("path {:?} is not absolute", printable(raw)));
+    }
+    if raw.len() > 4096 || raw.chars().any(|c| c.is_control()) {
+        return Err(format!(
+            "path {:?} has control characters or is too long",
+            printable(raw)
+        ));
+    }
+    for c in Path::new(raw).components() {
+        match c {
+            Component::RootDir | Component::Normal(_) => {}
+            _ => {
+                return Err(format!(
+                    "path {:?} has a '.' or '..' component",
+                    printable(raw)
+                ))
+            }
+        }
+    }
+    if raw.contains("//") || raw.contains("/./") || raw.ends_with("/.") {
+        return Err(format!("path {:?} is not in normal form", printable(raw)));
+    }
+    Ok(if raw.len() > 1 {
+        raw.trim_end_matches('/').to_string()
+    } else {
+        raw.to_string()
+    })
+}
+
+/// Algorithms accepted for public keys crossing the wire.
+pub const KEY_ALGORITHMS: &[&str] = &[
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+];
+
+/// A bare OpenSSH public key: `algorithm base64 [comment]` with a known
+/// algorithm, no options prefix, printable ASCII only. Returns the parsed
+/// key; callers rebuild the line from it rather than copying the input.
+pub fn public_key(raw: &str) -> Result<PublicKey, String> {
+    if raw.len() > 16 * 1024 || !raw.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err("public key has non-printable characters or is too long".into());
+    }
+    let algorithm = raw.split(' ').next().unwrap_or_default();
+    if !KEY_ALGORITHMS.contains(&algorithm) {
+        return Err(format!(
+            "public key must start with one of {} (no options), got {:?}",
+            KEY_ALGORITHMS.join(", "),
+            truncate(algorithm, 40)
+        ));
+    }
+    let key =
+        PublicKey::from_openssh(raw).map_err(|e| format!("public key does not parse: {e}"))?;
+    if key.algorithm().as_str() != algorithm {
+        return Err("public key algorithm name does not match its data".into());
+    }
+    Ok(key)
+}
+
+/// `algorithm base64` of a key, without its comment.
+pub fn key_without_comment(key: &PublicKey) -> String {
+    let mut k = key.clone();
+    k.set_comment("");
+    k.to_openssh().unwrap_or_default().trim_end().to_string()
+}
+
+/// `SHA256:…` fingerprint as OpenSSH prints it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(ssh_key::HashAlg::Sha256).to_string()
+}
+
+/// Escape a value for display in a one-line message: control characters
+/// and non-ASCII become escapes, so a hostile value cannot forge lines.
+pub fn printable(raw: &str) -> String {
+    truncate(&raw.escape_default().to_string(), 80)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        s.to_string()
+    } else {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        let table: &[(&str, Option<&str>, &str)] = &[
+            ("dormeur", Some("dormeur"), "single label"),
+            (
+                "Dormeur.Example.ORG.",
+                Some("dormeur.example.org"),
+                "lower-cased, root dot dropped",
+            ),
+            ("a-b.c", Some("a-b.c"), "hyphen inside"),
+            ("", None, "empty"),
+            ("-x", None, "leading hyphen"),
+            ("x-", None, "trailing hyphen"),
+            ("a..b", None, "empty label"),
+            ("a b", None, "space"),
+            ("a\nb", None, "newline"),
+            ("a_b", None, "underscore is not DNS"),
+            ("été", None, "non-ASCII"),
+            ("x;rm", None, "shell metacharacter"),
+        ];
+        for (input, want, why) in table {
+            assert_eq!(host_name(input).ok().as_deref(), *want, "{why}: {input:?}");
+        }
+        assert!(host_name(&"a".repeat(64)).is_err(), "label over 63");
+        assert!(
+            host_name(&format!("{}.x", "a.".repeat(130))).is_err(),
+            "over 253"
+        );
+    }
+
+    #[test]
+    fn user_names() {
+        let table: &[(&str, bool, &str)] = &[
+            ("bckpciuem", true, "default"),
+            ("_svc-1", true, "underscore and hyphen"),
+            ("Root", false, "upper case"),
+            ("a.b", false, "dot breaks sudoers.d"),
+            ("1abc", false, "leading digit"),
+            ("", false, "empty"),
+            ("a b", false, "space"),
+        ];
+        for (input, ok, why) in table {
+            assert_eq!(user_name(input).is_ok(), *ok, "{why}: {input:?}");
+        }
+        assert!(user_name(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn absolute_paths() {
+        let table: &[(&str, Option<&str>, &str)] = &[
+            ("/home", Some("/home"), "plain"),
+            ("/home/", Some("/home"), "trailing slash dropped"),
+            ("/", Some("/"), "root"),
+            ("/home/a b", Some("/home/a b"), "space allowed"),
+            ("home", None, "relative"),
+            ("/home/../etc", None, "dot-dot"),
+            ("/home/./x", None, "dot"),
+            ("//home", None, "double slash"),
+            ("/home\n/etc", None, "newline"),
+        ];
+        for (input, want, why) in table {
+            assert_eq!(
+                absolute_path(input).ok().as_deref(),
+                *want,
+                "{why}: {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_keys() {
+        let good =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q c";
+        assert!(public_key(good).is_ok());
+        let bad: &[(&str, &str)] = &[
+            ("command=\"sh\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q", "options prefix"),
+            ("ssh-dss AAAAB3NzaC1kc3MAAACBAP", "unknown algorithm"),
+            ("ssh-ed25519 AAAA", "truncated data"),
+            ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q c\nssh-ed25519 AAAA", "newline"),
+            ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q", "algorithm does not match data"),
+        ];
+        for (input, why) in bad {
+            assert!(public_key(input).is_err(), "{why}");
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The server's enrollment decisions as plain functions: is this OS
+//! allowed, does this logon match the pattern and exist, may this address
+//! enroll, what is this host called. Lookups that touch the system (NSS,
+//! DNS) are behind [`Directory`] and [`Resolver`] so every rule is tested
+//! without them.
+
+use crate::config::{HostNaming, LogonCheck, ServerConfig};
+use crate::names;
+use std::net::IpAddr;
+
+/// A refusal, worded for the person at the workstation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("operating system {os:?} is not accepted by this server (accepted: {allowed})")]
+    Os { os: String, allowed: String },
+    #[error("logon {0:?} does not have the form this server accepts: check the spelling")]
+    LogonPattern(String),
+    #[error("logon {0:?} is not known to this server's directory: check the spelling or ask the helpdesk")]
+    LogonUnknown(String),
+    #[error("the logon directory could not be asked ({0}): try again later or tell the backup administrator")]
+    DirectoryDown(String),
+    #[error(
+        "address {0} is not in a network allowed to enroll: enroll from the organisation's network"
+    )]
+    Network(IpAddr),
+    #[error("the server could not tell the client's address")]
+    NoAddress,
+    #[error("{0}")]
+    HostName(String),
+}
+
+pub fn check_os(cfg: &ServerConfig, os: &str) -> Result<(), Refusal> {
+    if cfg.allowed_os.iter().any(|a| a == os) {
+        Ok(())
+    } else {
+        Err(Refusal::Os {
+            os: os.into(),
+            allowed: cfg.allowed_os.join(", "),
+        })
+    }
+}
+
+pub fn check_logon_pattern(cfg: &ServerConfig, logon: &str) -> Result<(), Refusal> {
+    // Anchor the whole pattern, whatever the admin wrote.
+    let re = regex::Regex::new(&format!("^(?:{})$", cfg.logon_pattern))
+        .map_err(|_| Refusal::LogonPattern(logon.into()))?;
+    if re.is_match(logon) {
+        Ok(())
+    } else {
+        Err(Refusal::LogonPattern(logon.into()))
+    }
+}
+
+pub fn check_network(cfg: &ServerConfig, client: Option<IpAddr>) -> Result<IpAddr, Refusal> {
+    let ip = client.ok_or(Refusal::NoAddress)?;
+    if cfg.networks.iter().any(|n| n.contains(&ip)) {
+        Ok(ip)
+    } else {
+        Err(Refusal::Network(ip))
+    }
+}
+
+/// Where logons are looked up.
+pub trait Directory {
+    /// `Ok(true)` when the logon exists; `Err` when the directory cannot
+    /// answer (which is a refusal, never an acceptance).
+    fn exists(&self, logon: &str) -> Result<bool, String>;
+}
+
+/// The system's NSS (`getpwnam`): files, and LDAP through sssd or nslcd.
+pub struct Nss;
+
+impl Directory for Nss {
+    fn exists(&self, logon: &str) -> Result<bool, String> {
+        nix::unistd::User::from_name(logon)
+            .map(|u| u.is_some())
+            .map_err(|e| format!("NSS: {e}"))
+    }
+}
+
+/// An allow-list file, one logon per line, `#` comments.
+pub struct AllowList(pub String);
+
+impl Directory for AllowList {
+    fn exists(&self, logon: &str) -> Result<bool, String> {
+        Ok(self
+            .0
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .any(|l| l == logon))
+    }
+}
+
+pub fn check_logon(check: LogonCheck, dir: &dyn Directory, logon: &str) -> Result<(), Refusal> {
+    if check == LogonCheck::Any {
+        return Ok(());
+    }
+    match dir.exists(logon) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refusal::LogonUnknown(logon.into())),
+        Err(e) => Err(Refusal::DirectoryDown(e)),
+    }
+}
+
+/// Name lookups for host naming.
+pub trait Resolver {
+    fn forward(&self, name: &str) -> Vec<IpAddr>;
+    fn reverse(&self, ip: IpAddr) -> Option<String>;
+}
+
+/// The system resolver (`getaddrinfo`, `getnameinfo`).
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn forward(&self, name: &str) -> Vec<IpAddr> {
+        dns_lookup::lookup_host(name)
+            .map(|v| v.into_iter().map(crate::sshenv::canonical).collect())
+            .unwrap_or_default()
+    }
+    fn reverse(&self, ip: IpAddr) -> Option<String> {
+        dns_lookup::lookup_addr(&ip).ok()
+    }
+}
+
+/// The BackupPC host name for a client.
+pub fn host_name(
+    naming: HostNaming,
+    hello_name: Option<&str>,
+    ip: IpAddr,
+    resolver: &dyn Resolver,
+) -> Result<String, Refusal> {
+    let confirmed = |name: &str| resolver.forward(name).contains(&ip);
+    let reverse = || -> Result<String, Refusal> {
+        let name = resolver.reverse(ip).ok_or_else(|| {
+            Refusal::HostName(format!("address {ip} has no reverse DNS name: ask the network administrator to register this machine"))
+        })?;
+        let name = names::host_name(&name).map_err(Refusal::HostName)?;
+        if confirmed(&name) {
+            Ok(name)
+        } else {
+            Err(Refusal::HostName(format!(
+                "the reverse DNS name {name} of {ip} does not resolve back to it"
+            )))
+        }
+    };
+    match naming {
+        HostNaming::Ip => Ok(ip_host_name(ip)),
+        HostNaming::ReverseDns => reverse(),
+        HostNaming::Confirmed => match hello_name {
+            Some(n) if confirmed(n) => Ok(n.to_string()),
+            Some(n) => reverse().map_err(|_| {
+                Refusal::HostName(format!(
+                    "host name {n} does not resolve to the address {ip} this machine connects from, and {ip} has no confirmed reverse DNS name: register the machine in DNS"
+                ))
+            }),
+            None => reverse(),
+        },
+    }
+}
+
+/// A host name made from an address: `10.1.2.3` stays itself, IPv6
+/// colons become dashes (BackupPC names folders after hosts).
+pub fn ip_host_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("ip6-{}", v6.to_string().replace(':', "-")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct FakeDns {
+        fwd: HashMap<&'static str, Vec<IpAddr>>,
+        rev: HashMap<IpAddr, &'static str>,
+    }
+    impl Resolver for FakeDns {
+        fn forward(&self, name: &str) -> Vec<IpAddr> {
+            self.fwd.get(name).cloned().unwrap_or_default()
+        }
+        fn reverse(&self, ip: IpAddr) -> Option<String> {
+            self.rev.get(&ip).map(|s| s.to_string())
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn naming_table() {
+        let dns = FakeDns {
+            fwd: HashMap::from([
+                ("dormeur.example.org", vec![ip("10.0.0.5")]),
+                ("liar.example.org", vec![ip("10.0.0.99")]),
+                ("rev.example.org", vec![ip("10.0.0.7")]),
+            ]),
+            rev: HashMap::from([
+                (ip("10.0.0.7"), "rev.example.org"),
+                (ip("10.0.0.8"), "unconfirmed.example.org"),
+            ]),
+        };
+        use HostNaming::*;
+        let rows: &[(HostNaming, Option<&str>, &str, Option<&str>, &str)] = &[
+            (
+                Confirmed,
+                Some("dormeur.example.org"),
+                "10.0.0.5",
+                Some("dormeur.example.org"),
+                "hello name confirmed",
+            ),
+            (
+                Confirmed,
+                Some("liar.example.org"),
+                "10.0.0.5",
+                None,
+                "hello name points elsewhere, no reverse",
+            ),
+            (
+                Confirmed,
+                Some("liar.example.org"),
+                "10.0.0.7",
+                Some("rev.example.org"),
+                "falls back to confirmed reverse",
+            ),
+            (
+                Confirmed,
+                None,
+                "10.0.0.7",
+                Some("rev.example.org"),
+                "seed client: reverse DNS",
+            ),
+            (Confirmed, None, "10.0.0.8", None, "reverse not confirmed"),
+            (
+                ReverseDns,
+                Some("dormeur.example.org"),
+                "10.0.0.5",
+                None,
+                "hello name ignored",
+            ),
+            (
+                ReverseDns,
+                None,
+                "10.0.0.7",
+                Some("rev.example.org"),
+                "reverse confirmed",
+            ),
+            (Ip, None, "10.0.0.9", Some("10.0.0.9"), "address as name"),
+            (
+                Ip,
+                None,
+                "fd00::1",
+                Some("ip6-fd00--1"),
+                "IPv6 address as name",
+            ),
+        ];
+        for (naming, hello, addr, want, why) in rows {
+            let got = host_name(*naming, *hello, ip(addr), &dns).ok();
+            assert_eq!(got.as_deref(), *want, "{why}");
+        }
+    }
+
+    #[test]
+    fn checks() {
+        let cfg = ServerConfig::default();
+        assert!(check_os(&cfg, "linux").is_ok());
+        assert!(check_os(&cfg, "windows").is_err());
+        for (logon, ok) in [
+            ("jdupont", true),
+            ("_x", true),
+            ("Jdupont", false),
+            ("9x", false),
+            ("a b", false),
+        ] {
+            assert_eq!(check_logon_pattern(&cfg, logon).is_ok(), ok, "{logon}");
+        }
+        let mut unanchored = cfg.clone();
+        unanchored.logon_pattern = "[a-z]+".into();
+        assert!(
+            check_logon_pattern(&unanchored, "abc1").is_err(),
+            "pattern is matched whole"
+        );
+        assert!(check_network(&cfg, Some(ip("127.0.0.1"))).is_ok());
+        assert!(check_network(&cfg, Some(ip("192.168.3.4"))).is_ok());
+        assert_eq!(
+            check_network(&cfg, Some(ip("8.8.8.8"))),
+            Err(Refusal::Network(ip("8.8.8.8")))
+        );
+        assert_eq!(check_network(&cfg, None), Err(Refusal::NoAddress));
+        let list = AllowList("# staff\njdupont\n  cmartin  # spaces\n".into());
+        assert!(check_logon(LogonCheck::File, &list, "cmartin").is_ok());
+        assert!(matches!(
+            check_logon(LogonCheck::File, &list, "staff"),
+            Err(Refusal::LogonUnknown(_))
+        ));
+        struct Down;
+        impl Directory for Down {
+            fn exists(&self, _: &str) -> Result<bool, String> {
+                Err("timeout".into())
+            }
+        }
+        assert!(
+            matches!(
+                check_logon(LogonCheck::Nss, &Down, "x"),
+                Err(Refusal::DirectoryDown(_))
+            ),
+            "down is a refusal"
+        );
+        assert!(check_logon(LogonCheck::Any, &Down, "x").is_ok());
+    }
+}
