@@ -1,0 +1,381 @@
+//! Shared harness for the integration tests: a root-owned test folder, the
+//! toolkit's binaries installed into it, system users created and removed
+//! by the test, and a real OpenSSH `sshd` on a free loopback port with its
+//! own config and host key. Everything is stopped and removed on drop.
+//!
+//! These tests need root, `sshd`, `ssh`, `ssh-keygen`, `rsync`, `sudo`
+//! and `runuser` (the README's test command installs them); they fail with
+//! a clear message when something is missing.
+
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where test folders live: root-owned and 0755 all the way up, as sshd's
+/// StrictModes and non-root users running the installed binaries need.
+pub const BASE: &str = "/var/lib/backuppc-enroll-tests";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these integration tests must run as root (they create users and start sshd): run the README's test command as root"
+    );
+    for tool in [
+        "/usr/sbin/sshd",
+        "/usr/bin/ssh",
+        "/usr/bin/ssh-keygen",
+        "/usr/bin/rsync",
+        "/usr/bin/sudo",
+        "/usr/sbin/runuser",
+    ] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: run the README's test command, which installs it"
+        );
+    }
+}
+
+/// A unique short tag for names of this test (users, folders).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A test folder under [`BASE`], removed on drop.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        fs::create_dir_all(BASE).unwrap();
+        chmod(Path::new(BASE), 0o755);
+        let path = Path::new(BASE).join(unique(name));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir(&path).unwrap();
+        chmod(&path, 0o755);
+        TestDir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    /// A root-owned 0755 subfolder.
+    pub fn mkdir(&self, p: &str) -> PathBuf {
+        let d = self.path.join(p);
+        fs::create_dir_all(&d).unwrap();
+        chmod(&d, 0o755);
+        d
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The three binaries copied where any user can run them.
+pub struct Bins {
+    pub enroll: PathBuf,
+    pub forced_command: PathBuf,
+    pub rsyncsend: PathBuf,
+}
+
+pub fn install_bins(dir: &TestDir) -> Bins {
+    let bin = dir.mkdir("bin");
+    let copy = |src: &str, name: &str| {
+        let dst = bin.join(name);
+        fs::copy(src, &dst).unwrap();
+        chmod(&dst, 0o755);
+        dst
+    };
+    Bins {
+        enroll: copy(env!("CARGO_BIN_EXE_enroll"), "enroll"),
+        forced_command: copy(env!("CARGO_BIN_EXE_forced-command"), "forced-command"),
+        rsyncsend: copy(env!("CARGO_BIN_EXE_rsyncsend"), "rsyncsend"),
+    }
+}
+
+/// Serialises useradd/userdel between tests (they lock /etc/passwd).
+fn user_db_lock() -> File {
+    fs::create_dir_all(BASE).unwrap();
+    let f = File::create(Path::new(BASE).join(".users.lock")).unwrap();
+    f.lock().unwrap();
+    f
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A system user made for one test (shell /bin/sh, password `*`, as sshd
+/// needs for forced commands); deleted with its home on drop.
+pub struct SystemUser {
+    pub name: String,
+    pub home: PathBuf,
+}
+
+impl SystemUser {
+    pub fn create(name: &str, home: &Path) -> SystemUser {
+        let _l = user_db_lock();
+        run_ok(
+            Command::new("useradd")
+                .args([
+                    "--system",
+                    "--create-home",
+                    "--user-group",
+                    "--shell",
+                    "/bin/sh",
+                    "--password",
+                    "*",
+                    "--home-dir",
+                ])
+                .arg(home)
+                .arg(name),
+        );
+        SystemUser {
+            name: name.into(),
+            home: home.into(),
+        }
+    }
+
+    pub fn ids(&self) -> (u32, u32) {
+        let u = nix::unistd::User::from_name(&self.name).unwrap().unwrap();
+        (u.uid.as_raw(), u.gid.as_raw())
+    }
+
+    pub fn chown(&self, p: &Path) {
+        let (u, g) = self.ids();
+        std::os::unix::fs::chown(p, Some(u), Some(g)).unwrap();
+    }
+
+    /// Run a command as this user.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("runuser");
+        c.args(["-u", &self.name, "--", program]);
+        c
+    }
+}
+
+impl Drop for SystemUser {
+    fn drop(&mut self) {
+        delete_user(&self.name);
+    }
+}
+
+/// Remove a user (and its home) if it exists; used for users `enroll` made.
+pub fn delete_user(name: &str) {
+    let _l = user_db_lock();
+    if nix::unistd::User::from_name(name).ok().flatten().is_some() {
+        let _ = Command::new("pkill").args(["-KILL", "-u", name]).status();
+        let _ = Command::new("userdel").args(["--remove", name]).output();
+    }
+}
+
+/// `ssh-keygen -t ed25519` into `path` (and `path.pub`); returns the public line.
+pub fn keygen(path: &Path, comment: &str) -> String {
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(path),
+    );
+    fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A private sshd on 127.0.0.1.
+pub struct Sshd {
+    pub port: u16,
+    pub host_pub: String,
+    pub host_pub_path: PathBuf,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Sshd {
+    /// Start sshd allowing only `users`, with its own host key in `dir`.
+    pub fn start(dir: &Path, users: &[&str]) -> Sshd {
+        fs::create_dir_all("/run/sshd").unwrap();
+        fs::create_dir_all(dir).unwrap();
+        let key = dir.join("ssh_host_ed25519_key");
+        if !key.exists() {
+            keygen(&key, "test-sshd");
+        }
+        let host_pub_path = key.with_extension("pub");
+        let host_pub = fs::read_to_string(&host_pub_path)
+            .unwrap()
+            .trim()
+            .to_string();
+        let log = dir.join("sshd.log");
+        for _attempt in 0..5 {
+            let port = free_port();
+            let config = dir.join("sshd_config");
+            fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile none\n\
+                     AuthorizedKeysFile .ssh/authorized_keys\nPubkeyAuthentication yes\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                     StrictModes yes\nPermitRootLogin no\nAllowUsers {users}\n\
+                     X11Forwarding no\nAllowAgentForwarding no\nAllowTcpForwarding no\n\
+                     MaxStartups 100:30:200\nLogLevel VERBOSE\n",
+                    key = key.display(),
+                    users = users.join(" ")
+                ),
+            )
+            .unwrap();
+            let child = Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(File::create(&log).unwrap())
+                .spawn()
+                .expect("start sshd");
+            let mut sshd = Sshd {
+                port,
+                host_pub: host_pub.clone(),
+                host_pub_path: host_pub_path.clone(),
+                log: log.clone(),
+                child,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = sshd.child.try_wait() {
+                    break; // exited: port taken or config error; try again
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return sshd;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = sshd.child.kill();
+        }
+        panic!(
+            "sshd did not start; its log: {}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// A known_hosts line pinning this sshd for `127.0.0.1` on its port.
+    pub fn known_hosts_line(&self) -> String {
+        format!("[127.0.0.1]:{} {}\n", self.port, self.host_pub)
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every regular file under `dir` with its bytes, for "nothing changed".
+pub fn snapshot(dirs: &[&Path]) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for d in dirs {
+        let mut stack = vec![d.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if m.is_dir() {
+                out.push((p.clone(), Vec::new(), m.mode()));
+                for e in fs::read_dir(&p).unwrap() {
+                    stack.push(e.unwrap().path());
+                }
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap_or_default(), m.mode()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Compare two trees: names, types, contents, permissions and mtimes of
+/// files, symlink targets, and which files are hard links of each other.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path) -> BTreeMap<PathBuf, (String, u32, i64, Vec<u8>, u64)> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let (kind, data) = if m.file_type().is_symlink() {
+                (
+                    "link".to_string(),
+                    fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
+            } else if m.is_dir() {
+                for e in fs::read_dir(&p).unwrap() {
+                    stack.push(e.unwrap().path());
+                }
+                ("dir".to_string(), Vec::new())
+            } else {
+                ("file".to_string(), fs::read(&p).unwrap())
+            };
+            let mtime = if kind == "file" { m.mtime() } else { 0 };
+            let nlink = if kind == "file" { m.nlink() } else { 0 };
+            out.insert(rel, (kind, m.mode() & 0o7777, mtime, data, nlink));
+        }
+        out
+    }
+    let (wa, wb) = (walk(a), walk(b));
+    let names_a: Vec<_> = wa.keys().collect();
+    let names_b: Vec<_> = wb.keys().collect();
+    assert_eq!(names_a, names_b, "the trees have different names");
+    for (k, va) in &wa {
+        let vb = &wb[k];
+        assert_eq!(va.0, vb.0, "{k:?}: type differs");
+        assert_eq!(va.3, vb.3, "{k:?}: contents differ");
+        if va.0 != "link" {
+            assert_eq!(va.1, vb.1, "{k:?}: mode differs");
+        }
+        assert_eq!(va.2, vb.2, "{k:?}: mtime differs");
+        assert_eq!(va.4, vb.4, "{k:?}: hard link count differs");
+    }
+}
+pub mod world;
