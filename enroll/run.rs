@@ -114,12 +114,8 @@ pub fn main(cli: &Cli) -> Result<()> {
         return Ok(());
     }
 
-    p.step(&format!("Backup user {}", cfg.backup_user));
-    let created = local::lookup_user(&cfg.backup_user)?.is_none();
-    p.done(&local::ensure_backup_user(&cfg)?);
-    p.step("Sudoers drop-in");
-    p.done(&local::ensure_sudoers(&cfg)?);
-
+    // The server is asked first: when it cannot be reached or refuses,
+    // nothing has been changed on this machine.
     let (success, enrolled_at, created_user) = match reuse {
         Some(s) => {
             p.step(&format!("Enrollment with {server}"));
@@ -144,11 +140,16 @@ pub fn main(cli: &Cli) -> Result<()> {
                 "registered as host {}",
                 success.host.as_deref().unwrap_or("?")
             )]);
+            let created = local::lookup_user(&cfg.backup_user)?.is_none();
             let created_user = created || state.as_ref().is_some_and(|s| s.created_user);
             (success, timestamp(), created_user)
         }
     };
 
+    p.step(&format!("Backup user {}", cfg.backup_user));
+    p.done(&local::ensure_backup_user(&cfg)?);
+    p.step("Sudoers drop-in");
+    p.done(&local::ensure_sudoers(&cfg)?);
     p.step("Server key for backups");
     let line = KeyLine::new(
         success.from.clone(),
