@@ -4,12 +4,15 @@
 
 use backuppc_enroll::config::{ClientConfig, CLIENT_CONFIG};
 use backuppc_enroll::log::Audit;
-use backuppc_enroll::rsync::{self, Parsed, RealFs, RsyncPolicy, StdinWithDeadline};
+use backuppc_enroll::rsync::{
+    self, Parsed, Pin, RealFs, RsyncInvocation, RsyncPolicy, StdinWithDeadline,
+};
 use backuppc_enroll::sshenv::SshEnv;
 use clap::Parser;
 use serde_json::json;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -86,6 +89,10 @@ fn main() -> ExitCode {
         }
         Err(e) => return refuse(&e.0),
     };
+    let invocation = match pin(&invocation) {
+        Ok(inv) => inv,
+        Err(e) => return refuse(&e),
+    };
     let argv = invocation.argv(&cfg.sudo, &cfg.rsync);
     audit.event("accepted", json!({ "client": client, "direction": format!("{:?}", invocation.direction), "argv": argv }));
     let err = std::process::Command::new(&argv[0])
@@ -94,6 +101,47 @@ fn main() -> ExitCode {
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .exec();
     refuse(&format!("cannot run {}: {err}", argv[0]))
+}
+
+/// Open the folder the checked path lives in, verify that what was opened
+/// is the canonical folder that was checked, and make it the working
+/// directory (sudo keeps it), so rsync gets a path relative to a folder
+/// that can no longer be swapped.
+fn pin(inv: &RsyncInvocation) -> Result<RsyncInvocation, String> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let Some(mut pin) = inv.pin() else {
+        return Ok(inv.clone());
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let fd = match open(&pin.dir, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // A restore into a folder rsync will create: pin its parent.
+        Err(nix::errno::Errno::ENOENT) if pin.arg == "./" => {
+            let name = pin
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            pin = Pin {
+                dir: pin.dir.parent().unwrap_or(Path::new("/")).to_path_buf(),
+                arg: format!("{name}/"),
+            };
+            open(&pin.dir, flags, Mode::empty())
+                .map_err(|e| format!("cannot open {}: {e}", pin.dir.display()))?
+        }
+        Err(e) => return Err(format!("cannot open {}: {e}", pin.dir.display())),
+    };
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("cannot check the opened folder: {e}"))?;
+    if opened != pin.dir {
+        return Err(format!(
+            "{} changed while it was being checked",
+            pin.dir.display()
+        ));
+    }
+    nix::unistd::fchdir(&fd).map_err(|e| format!("cannot enter {}: {e}", pin.dir.display()))?;
+    Ok(inv.pinned(&pin))
 }
 
 fn policy(cfg: &ClientConfig, config_path: &std::path::Path) -> RsyncPolicy {

@@ -281,7 +281,7 @@ pub fn parse_command(cmd: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Resul
     let rest: Vec<&str> = it.collect();
     let (opts, paths) = split_at_dot(&rest);
     for (i, w) in opts.iter().enumerate() {
-        st.option(w, i == 0, policy)?;
+        st.option(w, i == 0, paths.is_some() && i + 1 == opts.len(), policy)?;
     }
     if st.protect {
         if paths.is_some() {
@@ -327,11 +327,11 @@ impl NeedsProtectedArgs {
             long: self.long,
             protect: true,
         };
-        for w in opts {
+        for (i, w) in opts.iter().enumerate() {
             if w.chars().any(|c| c.is_control()) {
                 return refuse("protected argument has control characters");
             }
-            st.option(w, false, policy)?;
+            st.option(w, false, paths.is_some() && i + 1 == opts.len(), policy)?;
         }
         let Some(paths) = paths else {
             return refuse("no '.' in the protected arguments");
@@ -356,7 +356,13 @@ struct State {
 }
 
 impl State {
-    fn option(&mut self, w: &str, first: bool, policy: &RsyncPolicy) -> Result<(), Refusal> {
+    fn option(
+        &mut self,
+        w: &str,
+        first: bool,
+        last: bool,
+        policy: &RsyncPolicy,
+    ) -> Result<(), Refusal> {
         if w == "--sender" {
             return refuse("--sender is only allowed right after --server");
         }
@@ -364,7 +370,12 @@ impl State {
             return refuse("--server may only appear once");
         }
         if w == "--" {
-            return refuse("'--' is not allowed before '.'");
+            // Only as the very last word before '.', where the rebuilt
+            // argv puts it; rsync's own client never sends it.
+            if !last {
+                return refuse("'--' is only allowed right before '.'");
+            }
+            return Ok(());
         }
         if let Some(body) = w.strip_prefix("--") {
             return self.long_option(body, policy);
@@ -597,7 +608,60 @@ pub fn confine(raw: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Result<Stri
     Ok(out)
 }
 
+/// Where `rsyncsend` pins an invocation before exec: it opens `dir`,
+/// checks that what it opened is still that canonical folder, makes it
+/// the working directory, and gives rsync `arg`, relative to it. A folder
+/// swapped for a symlink between the check and the exec cannot redirect
+/// rsync: its working directory is the folder that was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub dir: PathBuf,
+    pub arg: String,
+}
+
 impl RsyncInvocation {
+    /// The pin for a single-path invocation (BackupPC sends one share per
+    /// rsync run); `None` for several paths, which keep absolute paths.
+    pub fn pin(&self) -> Option<Pin> {
+        let [path] = self.paths.as_slice() else {
+            return None;
+        };
+        if let Some((base, rel)) = path.split_once("/./") {
+            return Some(Pin {
+                dir: PathBuf::from(if base.is_empty() { "/" } else { base }),
+                arg: format!("./{rel}"),
+            });
+        }
+        if path == "/" {
+            return Some(Pin {
+                dir: PathBuf::from("/"),
+                arg: "./".into(),
+            });
+        }
+        let trailing = path.ends_with('/');
+        let p = Path::new(path.trim_end_matches('/'));
+        if trailing {
+            return Some(Pin {
+                dir: p.to_path_buf(),
+                arg: "./".into(),
+            });
+        }
+        let parent = p.parent()?;
+        let name = p.file_name()?.to_string_lossy().into_owned();
+        Some(Pin {
+            dir: parent.to_path_buf(),
+            arg: name,
+        })
+    }
+
+    /// The invocation with its one path replaced by the pinned argument.
+    pub fn pinned(&self, pin: &Pin) -> RsyncInvocation {
+        RsyncInvocation {
+            paths: vec![pin.arg.clone()],
+            ..self.clone()
+        }
+    }
+
     /// The argv run through sudo: `sudo -n -- RSYNC --server … -- . PATHS`.
     pub fn argv(&self, sudo: &str, rsync: &str) -> Vec<String> {
         let mut v = vec![
@@ -936,7 +1000,12 @@ mod tests {
                 &no,
                 "unescaped glob",
             ),
-            ("rsync --server --sender -l -- . /home", &no, "-- before ."),
+            ("rsync --server --sender -l -- -- . /home", &no, "-- twice"),
+            (
+                "rsync --server --sender -- -l . /home",
+                &no,
+                "-- followed by options",
+            ),
             (
                 "rsync --server --sender --sender -l . /home",
                 &no,
@@ -1078,6 +1147,56 @@ mod tests {
             .is_err(),
             "too many"
         );
+    }
+
+    #[test]
+    fn pin_plans() {
+        let inv = |p: &str| RsyncInvocation {
+            direction: Direction::Sender,
+            short: "l".into(),
+            caps: None,
+            long: vec![],
+            paths: vec![p.into()],
+        };
+        let rows: &[(&str, &str, &str, &str)] = &[
+            (
+                "/home/jd/",
+                "/home/jd",
+                "./",
+                "contents of a folder: pin it",
+            ),
+            (
+                "/home/jd",
+                "/home",
+                "jd",
+                "a folder by name: pin its parent",
+            ),
+            (
+                "/home/jd/./docs/a b",
+                "/home/jd",
+                "./docs/a b",
+                "rsync's /./ marker",
+            ),
+            (
+                "/home/./jd/",
+                "/home",
+                "./jd/",
+                "marker with trailing slash",
+            ),
+            ("/home", "/", "home", "a share by name"),
+            ("/", "/", "./", "root"),
+        ];
+        for (path, dir, arg, why) in rows {
+            let pin = inv(path).pin().unwrap();
+            assert_eq!(
+                (pin.dir.to_str().unwrap(), pin.arg.as_str()),
+                (*dir, *arg),
+                "{why}"
+            );
+        }
+        let mut two = inv("/home/a");
+        two.paths.push("/home/b".into());
+        assert_eq!(two.pin(), None, "several paths stay absolute");
     }
 
     #[test]

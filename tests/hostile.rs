@@ -37,7 +37,7 @@ impl RsyncSendBench {
         fs::write(
             &recorder,
             format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$@\" > {r}.argv\nenv > {r}.env\ncat > {r}.stdin\n",
+                "#!/bin/sh\nprintf '%s\\n' \"$@\" > {r}.argv\nenv > {r}.env\npwd -P > {r}.cwd\ncat > {r}.stdin\n",
                 r = recorded.display()
             ),
         )
@@ -127,7 +127,7 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
                 "--log-format=log: %o %i %B %8U,%8G %9l %f%L",
                 "--",
                 ".",
-                &share_slash,
+                "./",
             ],
         ),
         (
@@ -141,7 +141,7 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
                 "--numeric-ids",
                 "--",
                 ".",
-                &share_slash,
+                "./",
             ],
         ),
         (
@@ -163,7 +163,7 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
                 "--partial",
                 "--",
                 ".",
-                &share_slash,
+                "./",
             ],
         ),
     ];
@@ -182,6 +182,12 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
         let mut expected = vec!["-n".to_string(), "--".into(), "/usr/bin/rsync".into()];
         expected.extend(want.iter().map(|s| s.to_string()));
         assert_eq!(argv, expected, "{why}");
+        let cwd = fs::read_to_string(b.recorded.with_extension("cwd")).unwrap();
+        assert_eq!(
+            cwd.trim_end(),
+            share,
+            "{why}: rsync runs inside the pinned share"
+        );
         let left = fs::read(b.recorded.with_extension("stdin")).unwrap();
         assert_eq!(
             left, b"RSYNC-PROTOCOL-BYTES",
@@ -219,8 +225,27 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
     );
     assert_eq!(
         b.executed().unwrap().last().unwrap(),
-        &share_slash,
+        "./",
         "escaped space in a plain command line"
+    );
+    let cwd = fs::read_to_string(b.recorded.with_extension("cwd")).unwrap();
+    assert_eq!(cwd.trim_end(), share);
+    let out = b.run(
+        &format!(
+            "rsync --server --sender -l . {}/file",
+            share.replace(' ', "\\ ")
+        ),
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        b.executed().unwrap().last().unwrap(),
+        "file",
+        "a file by name: its folder is pinned"
     );
 }
 
@@ -429,9 +454,9 @@ fn rsyncsend_refuses_hostile_invocations() {
             "control character",
         ),
         (
-            format!("rsync --server --sender -l -- . {s}"),
+            format!("rsync --server --sender -l -- -- . {s}"),
             vec![],
-            "-- before .",
+            "-- twice",
         ),
         (
             format!("rsync --server --sender -l . -- {s}"),
@@ -777,4 +802,80 @@ fn forced_command_refuses_hostile_requests() {
     let pl = fs::read_to_string(f.dir.join("backuppc/pc/localhost.pl")).unwrap();
     assert!(pl.contains("-l bckpciuem -p 22 -i "), "{pl}");
     assert!(Path::new(&f.dir.join("ssh/backuppc-enroll/localhost")).exists());
+}
+
+/// rrsync's old race: the path is checked, then swapped for a symlink to
+/// somewhere else before rsync opens it. Here the stand-in for sudo does
+/// the swap, then runs the real sudo with a fake rsync that shows where it
+/// is: it must still be inside the folder that was checked.
+#[test]
+fn rsyncsend_pins_the_checked_folder_against_a_swap() {
+    let b = RsyncSendBench::new(false, false);
+    let moved = b.dir.join("moved-away");
+    let fake_rsync = b.dir.join("bin/fake-rsync");
+    let seen = b.dir.join("seen");
+    fs::write(
+        &fake_rsync,
+        format!(
+            "#!/bin/sh\n{{ pwd -P; ls; printf '%s\\n' \"$@\"; }} > {}\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    chmod(&fake_rsync, 0o755);
+    let swapper = b.dir.join("bin/swap-then-sudo");
+    fs::write(
+        &swapper,
+        format!(
+            "#!/bin/sh\nmv '{share}' '{moved}' && ln -s /etc '{share}' && exec /usr/bin/sudo \"$@\"\n",
+            share = b.share.display(),
+            moved = moved.display()
+        ),
+    )
+    .unwrap();
+    chmod(&swapper, 0o755);
+    let cfg = fs::read_to_string(&b.config).unwrap();
+    let cfg = cfg.replace(
+        &format!("sudo = {:?}", b.dir.join("bin/recorder")),
+        &format!("sudo = {:?}\nrsync = {:?}", swapper, fake_rsync),
+    );
+    fs::write(&b.config, cfg).unwrap();
+    let share = b.share.display().to_string();
+    let out = b.run(
+        &format!(
+            "rsync --server --sender -l . {}/",
+            share.replace(' ', "\\ ")
+        ),
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        fs::symlink_metadata(&b.share)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the swap happened"
+    );
+    let seen = fs::read_to_string(&seen).expect("fake rsync ran through the real sudo");
+    let mut lines = seen.lines();
+    assert_eq!(
+        lines.next(),
+        Some(moved.to_str().unwrap()),
+        "rsync's cwd is the checked folder, wherever it moved"
+    );
+    assert_eq!(lines.next(), Some("escape"));
+    assert_eq!(
+        lines.next(),
+        Some("file"),
+        "it sees the share's files, not /etc: {seen}"
+    );
+    assert_eq!(
+        seen.lines().last(),
+        Some("./"),
+        "and a relative path: {seen}"
+    );
 }
