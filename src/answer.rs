@@ -322,3 +322,30 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics_and_round_trips(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(Answer::Success(s)) = Answer::parse(&bytes) {
+                prop_assert_eq!(Answer::parse(s.render().as_bytes()), Ok(Answer::Success(s.clone())));
+                prop_assert!(!s.key.contains('\n') && !s.key.contains('"'));
+            }
+        }
+
+        #[test]
+        fn success_shaped_input(lines in prop::collection::vec("(key|url|from|share|host): [ -~]{0,30}", 0..6)) {
+            let text = format!("success\n{}", lines.join("\n"));
+            if let Ok(Answer::Success(s)) = Answer::parse(text.as_bytes()) {
+                prop_assert!(s.url.starts_with("http"));
+                for sh in &s.shares {
+                    prop_assert!(sh.starts_with('/') && !sh.contains(".."));
+                }
+            }
+        }
+    }
+}

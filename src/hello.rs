@@ -218,3 +218,29 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics_and_round_trips(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(h) = Hello::parse(&bytes) {
+                prop_assert_eq!(Hello::parse(h.render().as_bytes()), Ok(h));
+            }
+        }
+
+        #[test]
+        fn line_shaped_input(lines in prop::collection::vec("(protocol|hostname|user|port|version|token|x): [ -~]{0,20}", 0..8)) {
+            let text = lines.join("\n");
+            if let Ok(h) = Hello::parse(text.as_bytes()) {
+                prop_assert_eq!(Hello::parse(h.render().as_bytes()), Ok(h.clone()));
+                if let Some(host) = &h.hostname {
+                    prop_assert!(crate::names::host_name(host).is_ok());
+                }
+            }
+        }
+    }
+}

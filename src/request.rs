@@ -128,3 +128,26 @@ mod tests {
         assert!(Request::parse(&format!("linux:{}", "a".repeat(32))).is_ok());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics_and_accepted_prints_back(cmd in any::<String>()) {
+            if let Ok(r) = Request::parse(&cmd) {
+                prop_assert_eq!(r.to_string(), cmd);
+            }
+        }
+
+        #[test]
+        fn near_misses(os in "[a-z]{1,16}", logon in "[a-zA-Z0-9_.;$ -]{1,40}") {
+            let cmd = format!("{os}:{logon}");
+            let ok = Request::parse(&cmd).is_ok();
+            let clean = logon.len() <= 32 && logon.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            prop_assert_eq!(ok, clean, "{}", cmd);
+        }
+    }
+}

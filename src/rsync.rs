@@ -247,6 +247,19 @@ pub fn split_words(cmd: &str) -> Result<Vec<String>, Refusal> {
     Ok(words)
 }
 
+/// A word as a shell would need it: safe characters as they are, anything
+/// else behind a backslash.
+pub fn escape_word(w: &str) -> String {
+    let mut out = String::with_capacity(w.len());
+    for c in w.chars() {
+        if !(c.is_ascii_alphanumeric() || "_./,:=+%@^-".contains(c) || !c.is_ascii()) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Parse `SSH_ORIGINAL_COMMAND`.
 pub fn parse_command(cmd: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Result<Parsed, Refusal> {
     let words = split_words(cmd)?;
@@ -652,6 +665,19 @@ impl RsyncInvocation {
             dir: parent.to_path_buf(),
             arg: name,
         })
+    }
+
+    /// The invocation as an `SSH_ORIGINAL_COMMAND` that [`parse_command`]
+    /// reads back into the same value: words escaped the way rsync's
+    /// client escapes them (a backslash before anything a shell would
+    /// interpret).
+    pub fn to_command_line(&self) -> String {
+        let argv = self.argv("sudo", "rsync");
+        argv[3..]
+            .iter()
+            .map(|w| escape_word(w))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The invocation with its one path replaced by the pinned argument.
@@ -1211,6 +1237,135 @@ mod tests {
             ("e.1a2", false),
         ] {
             assert_eq!(is_protocol_tail(t), ok, "{t}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Everything under /home exists and resolves to itself, except a
+    /// symlink that leads to /etc.
+    struct Table;
+    impl Resolve for Table {
+        fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
+            let s = p.to_string_lossy();
+            if let Some(rest) = s.strip_prefix("/home/link") {
+                return Ok(PathBuf::from(format!("/etc{rest}")));
+            }
+            if s == "/"
+                || s == "/home"
+                || s.starts_with("/home/")
+                || s == "/etc"
+                || s.starts_with("/etc/")
+            {
+                Ok(p.to_path_buf())
+            } else {
+                Err(io::ErrorKind::NotFound.into())
+            }
+        }
+    }
+
+    fn policy() -> RsyncPolicy {
+        RsyncPolicy {
+            shares: vec!["/home".into()],
+            restore: true,
+            delete: false,
+            rsync_path: "/usr/bin/rsync".into(),
+            protected: vec!["/home/bk/.ssh".into()],
+        }
+    }
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("rsync".to_string()),
+            Just("--server".to_string()),
+            Just("--sender".to_string()),
+            Just("-slHogDtprcxe.iLsfxC".to_string()),
+            Just("-lHogDtprxe.iLsfxC".to_string()),
+            Just("-e".to_string()),
+            Just("sh".to_string()),
+            Just("-L".to_string()),
+            Just("--delete".to_string()),
+            Just("--numeric-ids".to_string()),
+            Just("--log-format=%i".to_string()),
+            Just("--timeout=72000".to_string()),
+            Just("--rsh=sh".to_string()),
+            Just("--".to_string()),
+            Just(".".to_string()),
+            Just("/home".to_string()),
+            Just("/home/jd/".to_string()),
+            Just("/home/./jd".to_string()),
+            Just("/home/link/x".to_string()),
+            Just("/etc".to_string()),
+            Just("/home/../etc".to_string()),
+            Just("/home/a\\ b".to_string()),
+            Just(";".to_string()),
+            Just("$(id)".to_string()),
+            "[ -~]{0,12}",
+        ]
+    }
+
+    fn command() -> impl Strategy<Value = String> {
+        prop::collection::vec(word(), 0..10).prop_map(|w| w.join(" "))
+    }
+
+    #[test]
+    fn round_trip_examples() {
+        for cmd in [
+            "rsync --server --sender -lHogDtprxe.iLsfxC --numeric-ids . /home/a\\ b",
+            "rsync --server --sender --timeout=72000 -- . /home/./jd/",
+            "rsync --server -lHogDtprRe.iLsfxC --log-format=%i . /home/jd",
+        ] {
+            let Ok(Parsed::Ready(inv)) = parse_command(cmd, &policy(), &Table) else {
+                panic!("{cmd}")
+            };
+            let line = inv.to_command_line();
+            assert_eq!(
+                parse_command(&line, &policy(), &Table),
+                Ok(Parsed::Ready(inv)),
+                "{line}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn never_panics_on_any_text(cmd in any::<String>()) {
+            let _ = parse_command(&cmd, &policy(), &Table);
+        }
+
+        #[test]
+        fn accepted_commands_stay_inside_and_round_trip(tail in command(), sender in any::<bool>()) {
+            let head = if sender { "rsync --server --sender" } else { "rsync --server" };
+            let cmd = format!("{head} {tail}");
+            if let Ok(Parsed::Ready(inv)) = parse_command(&cmd, &policy(), &Table) {
+                for p in &inv.paths {
+                    prop_assert!(Path::new(p.split("/./").next().unwrap()).starts_with("/home"), "{p} escaped the share");
+                    prop_assert!(!p.contains("/../"));
+                }
+                let again = parse_command(&inv.to_command_line(), &policy(), &Table);
+                prop_assert_eq!(again, Ok(Parsed::Ready(inv.clone())), "rebuilt {:?}", inv.to_command_line());
+            }
+        }
+
+        #[test]
+        fn protected_args_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut input = bytes.as_slice();
+            if let Ok(args) = read_protected_args(&mut input, std::time::Instant::now() + Duration::from_secs(5)) {
+                let Ok(Parsed::NeedsProtectedArgs(n)) = parse_command("rsync --server --sender -slre.iLsfxC", &policy(), &Table) else {
+                    unreachable!()
+                };
+                if let Ok(inv) = n.complete(&args, &policy(), &Table) {
+                    for p in &inv.paths {
+                        prop_assert!(Path::new(p.split("/./").next().unwrap()).starts_with("/home"));
+                    }
+                }
+            }
         }
     }
 }
