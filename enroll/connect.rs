@@ -15,24 +15,11 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("cannot reach the backup server {server} port {port}: {why}. Check the network, and `server`/`port` in the client config")]
-    Unreachable {
-        server: String,
-        port: u16,
-        why: String,
-    },
+    Unreachable { server: String, port: u16, why: String },
     #[error("no host key is pinned for {server} (port {port}) in {file}; the setup package must carry the server's host key. The server offered {offered}")]
-    NotPinned {
-        server: String,
-        port: u16,
-        file: String,
-        offered: String,
-    },
+    NotPinned { server: String, port: u16, file: String, offered: String },
     #[error("the backup server's host key does not match the pinned one: the server offered {offered}, {file} pins {pinned}. This may be an attack, or the server was reinstalled: ask the backup administrator")]
-    Mismatch {
-        offered: String,
-        pinned: String,
-        file: String,
-    },
+    Mismatch { offered: String, pinned: String, file: String },
     #[error("the backup server refused the register key {key} for user {user}: the setup package may be outdated, ask the backup administrator")]
     AuthRefused { key: String, user: String },
     #[error("the SSH exchange with the backup server failed: {0}")]
@@ -64,20 +51,13 @@ pub struct Reply {
 /// `algorithm base64` keys pinned for `server`:`port` in a known_hosts
 /// file (plain host patterns; `[host]:port` when the port is not 22).
 pub fn pinned_keys(known_hosts: &str, server: &str, port: u16) -> Vec<String> {
-    let want = if port == 22 {
-        server.to_string()
-    } else {
-        format!("[{server}]:{port}")
-    };
+    let want = if port == 22 { server.to_string() } else { format!("[{server}]:{port}") };
     known_hosts
         .lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with('@'))
         .filter_map(|l| {
             let (hosts, key) = l.split_once(char::is_whitespace)?;
-            hosts
-                .split(',')
-                .any(|h| h == want)
-                .then(|| key.trim().to_string())
+            hosts.split(',').any(|h| h == want).then(|| key.trim().to_string())
         })
         .collect()
 }
@@ -97,11 +77,7 @@ fn fingerprints(keys: &[String]) -> String {
 
 impl Call<'_> {
     fn connect_tcp(&self) -> Result<TcpStream, CallError> {
-        let unreachable = |why: String| CallError::Unreachable {
-            server: self.server.into(),
-            port: self.port,
-            why,
-        };
+        let unreachable = |why: String| CallError::Unreachable { server: self.server.into(), port: self.port, why };
         let addrs: Vec<SocketAddr> = (self.server, self.port)
             .to_socket_addrs()
             .map_err(|e| unreachable(format!("name lookup failed ({e})")))?
@@ -121,13 +97,12 @@ impl Call<'_> {
     }
 
     pub fn run(&self, command: &str, stdin: &[u8]) -> Result<Reply, CallError> {
-        let pinned_text =
-            std::fs::read_to_string(self.host_keys_file).map_err(|e| CallError::NotPinned {
-                server: self.server.into(),
-                port: self.port,
-                file: format!("{} ({e})", self.host_keys_file.display()),
-                offered: "nothing yet (not contacted)".into(),
-            })?;
+        let pinned_text = std::fs::read_to_string(self.host_keys_file).map_err(|e| CallError::NotPinned {
+            server: self.server.into(),
+            port: self.port,
+            file: format!("{} ({e})", self.host_keys_file.display()),
+            offered: "nothing yet (not contacted)".into(),
+        })?;
         let pinned = pinned_keys(&pinned_text, self.server, self.port);
         let tcp = self.connect_tcp()?;
         let mut sess = Session::new()?;
@@ -141,9 +116,7 @@ impl Call<'_> {
             let _ = sess.method_pref(MethodType::HostKey, &algos.join(","));
         }
         sess.handshake()?;
-        let (offered_blob, _) = sess
-            .host_key()
-            .ok_or_else(|| CallError::Ssh("the server sent no host key".into()))?;
+        let (offered_blob, _) = sess.host_key().ok_or_else(|| CallError::Ssh("the server sent no host key".into()))?;
         let offered = ssh_key::PublicKey::from_bytes(offered_blob)
             .map(|k| format!("{} {}", k.algorithm(), names::fingerprint(&k)))
             .unwrap_or_else(|_| "an unreadable key".into());
@@ -184,9 +157,7 @@ impl Call<'_> {
         }
         let mut channel = sess.channel_session()?;
         channel.exec(command)?;
-        channel
-            .write_all(stdin)
-            .map_err(|e| CallError::Ssh(e.to_string()))?;
+        channel.write_all(stdin).map_err(|e| CallError::Ssh(e.to_string()))?;
         channel.send_eof()?;
         let mut stdout = Vec::new();
         Read::by_ref(&mut channel)
@@ -197,17 +168,11 @@ impl Call<'_> {
             return Err(CallError::TooLarge);
         }
         let mut sink = Vec::new();
-        let _ = channel
-            .stderr()
-            .take(MAX_ANSWER as u64)
-            .read_to_end(&mut sink);
+        let _ = channel.stderr().take(MAX_ANSWER as u64).read_to_end(&mut sink);
         channel.wait_close()?;
         let exit_status = channel.exit_status()?;
         let _ = sess.disconnect(None, "enrollment done", None);
-        Ok(Reply {
-            stdout,
-            exit_status,
-        })
+        Ok(Reply { stdout, exit_status })
     }
 }
 
@@ -218,15 +183,9 @@ mod tests {
     #[test]
     fn pinned_lookup() {
         let kh = "# comment\nbackup.example.org,10.0.0.1 ssh-ed25519 AAAA1\n[backup.example.org]:2222 ssh-ed25519 AAAA2\n@revoked backup.example.org ssh-rsa X\nother ssh-ed25519 AAAA3\n";
-        assert_eq!(
-            pinned_keys(kh, "backup.example.org", 22),
-            ["ssh-ed25519 AAAA1"]
-        );
+        assert_eq!(pinned_keys(kh, "backup.example.org", 22), ["ssh-ed25519 AAAA1"]);
         assert_eq!(pinned_keys(kh, "10.0.0.1", 22), ["ssh-ed25519 AAAA1"]);
-        assert_eq!(
-            pinned_keys(kh, "backup.example.org", 2222),
-            ["ssh-ed25519 AAAA2"]
-        );
+        assert_eq!(pinned_keys(kh, "backup.example.org", 2222), ["ssh-ed25519 AAAA2"]);
         assert!(pinned_keys(kh, "backup", 22).is_empty(), "no partial match");
     }
 }

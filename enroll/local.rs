@@ -13,22 +13,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const ROOT_FILE: Ownership = Ownership {
-    uid: 0,
-    gid: 0,
-    mode: 0o644,
-};
+const ROOT_FILE: Ownership = Ownership { uid: 0, gid: 0, mode: 0o644 };
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    let out = cmd.output().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
     if !out.status.success() {
-        bail!(
-            "{:?} failed: {}",
-            cmd.get_program(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -46,39 +36,21 @@ pub fn ensure_backup_user(cfg: &ClientConfig) -> Result<Vec<String>> {
         None => {
             let home = cfg.backup_home();
             if let Some(parent) = home.parent() {
-                fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
+                fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
             }
             run(Command::new("useradd")
-                .args([
-                    "--system",
-                    "--create-home",
-                    "--user-group",
-                    "--shell",
-                    "/bin/sh",
-                    "--password",
-                    "*",
-                ])
-                .args([
-                    "--comment",
-                    "BackupPC backups (backuppc-enroll)",
-                    "--home-dir",
-                ])
+                .args(["--system", "--create-home", "--user-group", "--shell", "/bin/sh", "--password", "*"])
+                .args(["--comment", "BackupPC backups (backuppc-enroll)", "--home-dir"])
                 .arg(&home)
                 .arg(name))
             .with_context(|| format!("cannot create the backup user {name}"))?;
-            done.push(format!(
-                "created system user {name} (home {})",
-                home.display()
-            ));
+            done.push(format!("created system user {name} (home {})", home.display()));
         }
         Some(u) => {
             let shell = u.shell.to_string_lossy();
             if shell.ends_with("nologin") || shell.ends_with("false") {
                 run(Command::new("usermod").args(["--shell", "/bin/sh", name]))?;
-                done.push(format!(
-                    "set the shell of {name} to /bin/sh (sshd runs forced commands through it)"
-                ));
+                done.push(format!("set the shell of {name} to /bin/sh (sshd runs forced commands through it)"));
             }
         }
     }
@@ -86,9 +58,7 @@ pub fn ensure_backup_user(cfg: &ClientConfig) -> Result<Vec<String>> {
 }
 
 fn home_of(cfg: &ClientConfig) -> Result<PathBuf> {
-    Ok(lookup_user(&cfg.backup_user)?
-        .map(|u| u.dir)
-        .unwrap_or_else(|| cfg.backup_home()))
+    Ok(lookup_user(&cfg.backup_user)?.map(|u| u.dir).unwrap_or_else(|| cfg.backup_home()))
 }
 
 pub fn authorized_keys_path(cfg: &ClientConfig) -> Result<PathBuf> {
@@ -105,10 +75,7 @@ fn ensure_ssh_dir(cfg: &ClientConfig) -> Result<Option<String>> {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
             Ok(Some(format!("made {} root-owned", dir.display())))
         }
-        Ok(_) => bail!(
-            "{} exists and is not a folder: move it away and re-run",
-            dir.display()
-        ),
+        Ok(_) => bail!("{} exists and is not a folder: move it away and re-run", dir.display()),
         Err(_) => {
             fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
@@ -125,9 +92,7 @@ pub fn install_key_line(cfg: &ClientConfig, line: &KeyLine) -> Result<Vec<String
     let existing = String::from_utf8_lossy(&atomic::read_or_empty(&path)?).into_owned();
     let updated = authorized_keys::replace(&existing, &line.server, Some(line));
     let m = fs::metadata(&path).ok();
-    let owner_ok = m
-        .as_ref()
-        .is_some_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0);
+    let owner_ok = m.as_ref().is_some_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0);
     if updated != existing || !owner_ok {
         atomic::write(&path, updated.as_bytes(), ROOT_FILE)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -137,15 +102,8 @@ pub fn install_key_line(cfg: &ClientConfig, line: &KeyLine) -> Result<Vec<String
 }
 
 pub fn sudoers_content(cfg: &ClientConfig) -> Result<String> {
-    if !cfg
-        .rsync
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
-    {
-        bail!(
-            "rsync path {:?} has characters sudoers would interpret",
-            cfg.rsync
-        );
+    if !cfg.rsync.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
+        bail!("rsync path {:?} has characters sudoers would interpret", cfg.rsync);
     }
     let u = &cfg.backup_user;
     Ok(format!(
@@ -169,37 +127,17 @@ pub fn ensure_sudoers(cfg: &ClientConfig) -> Result<Vec<String>> {
     }
     // sudo ignores drop-ins whose name has a dot: the staging file is
     // never read by sudo, even if a crash leaves it behind.
-    let staged = cfg
-        .sudoers_dir
-        .join(format!(".backuppc-enroll-{}.tmp", cfg.backup_user));
+    let staged = cfg.sudoers_dir.join(format!(".backuppc-enroll-{}.tmp", cfg.backup_user));
     let _ = fs::remove_file(&staged);
-    atomic::write_new(
-        &staged,
-        content.as_bytes(),
-        Ownership {
-            uid: 0,
-            gid: 0,
-            mode: 0o440,
-        },
-    )?;
-    let check = Command::new("visudo")
-        .arg("-cf")
-        .arg(&staged)
-        .output()
-        .context("cannot run visudo (install sudo)")?;
+    atomic::write_new(&staged, content.as_bytes(), Ownership { uid: 0, gid: 0, mode: 0o440 })?;
+    let check = Command::new("visudo").arg("-cf").arg(&staged).output().context("cannot run visudo (install sudo)")?;
     if !check.status.success() {
         let _ = fs::remove_file(&staged);
-        bail!(
-            "visudo rejected the sudoers drop-in: {}",
-            String::from_utf8_lossy(&check.stderr).trim()
-        );
+        bail!("visudo rejected the sudoers drop-in: {}", String::from_utf8_lossy(&check.stderr).trim());
     }
     fs::rename(&staged, &path)?;
     atomic::sync_dir(&cfg.sudoers_dir)?;
-    Ok(vec![format!(
-        "installed {} (rsync --server only)",
-        path.display()
-    )])
+    Ok(vec![format!("installed {} (rsync --server only)", path.display())])
 }
 
 pub fn save_state(cfg: &ClientConfig, state: &ClientState) -> Result<bool> {
@@ -229,16 +167,9 @@ pub fn uninstall(cfg: &ClientConfig, server: &str, remove_user: bool) -> Result<
                     let _ = fs::remove_dir(dir); // only if empty
                 }
             } else {
-                atomic::write(
-                    &path,
-                    updated.as_bytes(),
-                    Ownership::of_existing_or(&path, ROOT_FILE),
-                )?;
+                atomic::write(&path, updated.as_bytes(), Ownership::of_existing_or(&path, ROOT_FILE))?;
             }
-            done.push(format!(
-                "removed the key line of {server} from {}",
-                path.display()
-            ));
+            done.push(format!("removed the key line of {server} from {}", path.display()));
         }
     }
     for p in [cfg.sudoers_file(), cfg.state_file.clone()] {

@@ -30,12 +30,8 @@ pub fn pick_console(who: &str) -> Option<String> {
         })
         .filter(|(u, _)| *u != "root")
         .collect();
-    let console =
-        |t: &str| t.starts_with(':') || t == "console" || t == "tty1" || t.starts_with("seat");
-    rows.iter()
-        .find(|(_, t)| console(t))
-        .or(rows.first())
-        .map(|(u, _)| u.to_string())
+    let console = |t: &str| t.starts_with(':') || t == "console" || t == "tty1" || t.starts_with("seat");
+    rows.iter().find(|(_, t)| console(t)).or(rows.first()).map(|(u, _)| u.to_string())
 }
 
 fn only_human_account() -> Option<String> {
@@ -51,10 +47,7 @@ pub fn pick_human(passwd: &str) -> Option<String> {
             let f: Vec<&str> = l.split(':').collect();
             let uid: u32 = f.get(2)?.parse().ok()?;
             let shell = f.get(6)?;
-            ((1000..60000).contains(&uid)
-                && !shell.ends_with("nologin")
-                && !shell.ends_with("false"))
-            .then_some(f[0])
+            ((1000..60000).contains(&uid) && !shell.ends_with("nologin") && !shell.ends_with("false")).then_some(f[0])
         })
         .collect();
     (humans.len() == 1).then(|| humans[0].to_string())
@@ -66,25 +59,13 @@ mod tests {
 
     #[test]
     fn proposals() {
-        assert_eq!(
-            propose(Some("jdupont".into())),
-            Some("jdupont".into()),
-            "sudo user wins"
-        );
+        assert_eq!(propose(Some("jdupont".into())), Some("jdupont".into()), "sudo user wins");
         let who = "root     pts/0        2026-11-22 10:00\ncmartin  pts/1  2026-11-22 10:00\njdupont  :0           2026-11-22 09:00 (:0)\n";
-        assert_eq!(
-            pick_console(who),
-            Some("jdupont".into()),
-            "graphical seat first"
-        );
+        assert_eq!(pick_console(who), Some("jdupont".into()), "graphical seat first");
         assert_eq!(pick_console("root tty1 x\n"), None);
         assert_eq!(pick_console("cmartin pts/3 x\n"), Some("cmartin".into()));
         let passwd = "root:x:0:0::/root:/bin/bash\nnobody:x:65534:65534::/:/usr/sbin/nologin\njd:x:1000:1000::/home/jd:/bin/bash\nsvc:x:1001:1001::/:/usr/sbin/nologin\n";
         assert_eq!(pick_human(passwd), Some("jd".into()));
-        assert_eq!(
-            pick_human(&format!("{passwd}cm:x:1002:1002::/home/cm:/bin/zsh\n")),
-            None,
-            "two humans: ask"
-        );
+        assert_eq!(pick_human(&format!("{passwd}cm:x:1002:1002::/home/cm:/bin/zsh\n")), None, "two humans: ask");
     }
 }

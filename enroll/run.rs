@@ -50,17 +50,9 @@ impl Progress {
 
 pub fn main(cli: &Cli) -> Result<()> {
     let cfg = ClientConfig::load(&cli.config)?;
-    let server = cfg
-        .server
-        .clone()
-        .with_context(|| format!("`server` is not set in {}", cli.config.display()))?;
+    let server = cfg.server.clone().with_context(|| format!("`server` is not set in {}", cli.config.display()))?;
     names::host_name(&server)
-        .or_else(|_| {
-            server
-                .parse::<std::net::IpAddr>()
-                .map(|_| server.clone())
-                .map_err(|_| ())
-        })
+        .or_else(|_| server.parse::<std::net::IpAddr>().map(|_| server.clone()).map_err(|_| ()))
         .map_err(|_| anyhow::anyhow!("`server` {server:?} is not a host name or address"))?;
     if !cli.dry_run && !nix::unistd::geteuid().is_root() {
         bail!("enroll must run as root (it creates a user and a sudoers drop-in): try sudo enroll");
@@ -72,10 +64,7 @@ pub fn main(cli: &Cli) -> Result<()> {
     preflight(&cfg)?;
     let logon = choose_logon(cli)?;
     let state = ClientState::load(&cfg.state_file).filter(|s| s.server == server);
-    let reuse = state
-        .as_ref()
-        .filter(|s| s.logon == logon && !cli.rekey)
-        .cloned();
+    let reuse = state.as_ref().filter(|s| s.logon == logon && !cli.rekey).cloned();
 
     if cli.dry_run {
         println!("enroll would, on this machine:");
@@ -84,11 +73,7 @@ pub fn main(cli: &Cli) -> Result<()> {
             cfg.backup_user,
             cfg.backup_home().display()
         );
-        println!(
-            "  - install {} allowing only `{} --server …` without a tty",
-            cfg.sudoers_file().display(),
-            cfg.rsync
-        );
+        println!("  - install {} allowing only `{} --server …` without a tty", cfg.sudoers_file().display(), cfg.rsync);
         match &reuse {
             Some(s) => println!(
                 "  - keep the enrollment of {} as host {} (use --rekey to enroll again)",
@@ -136,10 +121,7 @@ pub fn main(cli: &Cli) -> Result<()> {
         None => {
             p.step(&format!("Asking {server} to enroll {}:{logon}", os()));
             let success = call_server(&cfg, &server, &logon)?;
-            p.done(&[format!(
-                "registered as host {}",
-                success.host.as_deref().unwrap_or("?")
-            )]);
+            p.done(&[format!("registered as host {}", success.host.as_deref().unwrap_or("?"))]);
             let created = local::lookup_user(&cfg.backup_user)?.is_none();
             let created_user = created || state.as_ref().is_some_and(|s| s.created_user);
             (success, timestamp(), created_user)
@@ -174,11 +156,7 @@ pub fn main(cli: &Cli) -> Result<()> {
     };
     p.step("Enrollment record");
     let saved = local::save_state(&cfg, &new_state)?;
-    p.done(&if saved {
-        vec![format!("wrote {}", cfg.state_file.display())]
-    } else {
-        vec![]
-    });
+    p.done(&if saved { vec![format!("wrote {}", cfg.state_file.display())] } else { vec![] });
 
     if p.json {
         println!(
@@ -213,35 +191,20 @@ fn os() -> &'static str {
 /// The programs an enrollment needs, each with how to get it.
 fn preflight(cfg: &ClientConfig) -> Result<()> {
     let need: [(&Path, &str); 5] = [
-        (
-            Path::new("/usr/sbin/sshd"),
-            "the SSH server: apt-get install openssh-server",
-        ),
+        (Path::new("/usr/sbin/sshd"), "the SSH server: apt-get install openssh-server"),
         (Path::new(&cfg.rsync), "rsync: apt-get install rsync"),
         (Path::new(&cfg.sudo), "sudo: apt-get install sudo"),
-        (
-            Path::new("/usr/sbin/visudo"),
-            "visudo: apt-get install sudo",
-        ),
-        (
-            &cfg.rsyncsend,
-            "rsyncsend: reinstall the backuppc-enroll client package",
-        ),
+        (Path::new("/usr/sbin/visudo"), "visudo: apt-get install sudo"),
+        (&cfg.rsyncsend, "rsyncsend: reinstall the backuppc-enroll client package"),
     ];
     for (path, hint) in need {
         if !path.exists() {
             bail!("{} is missing; install {hint}", path.display());
         }
     }
-    for (path, what) in [
-        (&cfg.register_key, "register key"),
-        (&cfg.server_host_keys, "pinned server host keys"),
-    ] {
+    for (path, what) in [(&cfg.register_key, "register key"), (&cfg.server_host_keys, "pinned server host keys")] {
         if !path.exists() {
-            bail!(
-                "the {what} file {} is missing: it comes with the setup package",
-                path.display()
-            );
+            bail!("the {what} file {} is missing: it comes with the setup package", path.display());
         }
     }
     Ok(())
@@ -255,8 +218,7 @@ fn choose_logon(cli: &Cli) -> Result<String> {
     let logon = if cli.logon.is_some() || cli.yes || cli.dry_run {
         proposed.context("could not tell who the main user is: pass --logon LOGON")?
     } else if std::io::stdin().is_terminal() {
-        let mut input =
-            dialoguer::Input::<String>::new().with_prompt("Logon of this machine's main user");
+        let mut input = dialoguer::Input::<String>::new().with_prompt("Logon of this machine's main user");
         if let Some(p) = proposed {
             input = input.default(p);
         }
@@ -283,10 +245,7 @@ fn hello(cfg: &ClientConfig) -> Result<Hello> {
         }
     }
     if hostkeys.is_empty() {
-        bail!(
-            "no SSH host key found in {:?}: is openssh-server installed?",
-            cfg.host_keys
-        );
+        bail!("no SSH host key found in {:?}: is openssh-server installed?", cfg.host_keys);
     }
     Ok(Hello {
         protocol: Some(2),
@@ -343,11 +302,7 @@ fn uninstall(cli: &Cli, cfg: &ClientConfig, server: &str, p: &Progress) -> Resul
             local::authorized_keys_path(cfg)?.display(),
             cfg.sudoers_file().display(),
             cfg.state_file.display(),
-            if cli.remove_user {
-                format!(", user {} and its home", cfg.backup_user)
-            } else {
-                String::new()
-            }
+            if cli.remove_user { format!(", user {} and its home", cfg.backup_user) } else { String::new() }
         );
         return Ok(());
     }

@@ -41,21 +41,12 @@ fn refused(why: impl std::fmt::Display) -> Outcome {
 pub fn run(config: &Path) -> ExitCode {
     let env = SshEnv::from_process();
     let cfg = ServerConfig::load(config);
-    let audit = Audit::new(
-        c"forced-command",
-        cfg.as_ref().ok().and_then(|c| c.audit_log.clone()),
-    );
-    let client = env
-        .client
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| "-".into());
+    let audit = Audit::new(c"forced-command", cfg.as_ref().ok().and_then(|c| c.audit_log.clone()));
+    let client = env.client.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
     let cfg = match cfg {
         Ok(c) => c,
         Err(e) => {
-            audit.event(
-                "error",
-                json!({ "client": client, "reason": e.to_string() }),
-            );
+            audit.event("error", json!({ "client": client, "reason": e.to_string() }));
             println!("The backup server is not configured correctly; tell the backup administrator (the reason is in the server's log).");
             return ExitCode::from(2);
         }
@@ -66,18 +57,12 @@ pub fn run(config: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(Outcome::Refused(why)) => {
-            audit.event(
-                "refused",
-                json!({ "client": client, "request": env.original_command, "reason": why }),
-            );
+            audit.event("refused", json!({ "client": client, "request": env.original_command, "reason": why }));
             println!("Enrollment refused: {why}.");
             ExitCode::from(1)
         }
         Err(Outcome::Failed(why)) => {
-            audit.event(
-                "error",
-                json!({ "client": client, "request": env.original_command, "reason": why }),
-            );
+            audit.event("error", json!({ "client": client, "request": env.original_command, "reason": why }));
             println!("The backup server could not complete the enrollment; nothing was changed on it. Try again later or tell the backup administrator (the reason is in the server's log).");
             ExitCode::from(2)
         }
@@ -97,15 +82,11 @@ fn read_hello(timeout: Duration) -> Result<Hello, Outcome> {
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 if buf.len() > MAX_HELLO {
-                    return Err(refused(format!(
-                        "the hello block is larger than {MAX_HELLO} bytes"
-                    )));
+                    return Err(refused(format!("the hello block is larger than {MAX_HELLO} bytes")));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && buf.is_empty() => {
-                return Ok(Hello::default())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && buf.is_empty() => return Ok(Hello::default()),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 return Err(refused("the hello block did not end in time"))
             }
@@ -131,33 +112,20 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     };
     policy::check_logon(cfg.logon_check, dir.as_ref(), &request.logon).map_err(refused)?;
     let hello = read_hello(Duration::from_secs(cfg.hello_timeout))?;
-    let host = policy::host_name(
-        cfg.host_naming,
-        hello.hostname.as_deref(),
-        ip,
-        &SystemResolver,
-    )
-    .map_err(refused)?;
+    let host = policy::host_name(cfg.host_naming, hello.hostname.as_deref(), ip, &SystemResolver).map_err(refused)?;
     let from = match &cfg.from {
         Some(f) => f.clone(),
-        None => env.server.map(|s| s.to_string()).ok_or_else(|| {
-            Outcome::Failed(
-                "no server address in SSH_CONNECTION and no `from` in the config".into(),
-            )
-        })?,
+        None => env
+            .server
+            .map(|s| s.to_string())
+            .ok_or_else(|| Outcome::Failed("no server address in SSH_CONNECTION and no `from` in the config".into()))?,
     };
     let shares = cfg.shares.get(&request.os).cloned().unwrap_or_default();
-    let client_user = hello
-        .user
-        .clone()
-        .unwrap_or_else(|| cfg.client_user.clone());
+    let client_user = hello.user.clone().unwrap_or_else(|| cfg.client_user.clone());
     let client_port = hello.port.unwrap_or(22);
 
     let owner = BackupPcOwner::lookup(cfg)?;
-    let ssh_dir = cfg
-        .ssh_dir
-        .clone()
-        .unwrap_or_else(|| owner.home.join(".ssh"));
+    let ssh_dir = cfg.ssh_dir.clone().unwrap_or_else(|| owner.home.join(".ssh"));
     if ssh_dir.to_string_lossy().contains(char::is_whitespace) {
         return Err(Outcome::Failed(format!(
             "ssh_dir {} has a space, which BackupPC's rsync splits",
@@ -170,9 +138,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     let mut reg = Registry::load(&cfg.registry)?;
     let hosts = HostsFile::new(&cfg.backuppc_conf_dir, owner.file(0o644));
     let current = backuppc_enroll::hosts::find(&hosts.read()?, &host);
-    let held_by = current
-        .map(|e| e.user)
-        .or_else(|| reg.hosts.get(&host).map(|e| e.logon.clone()));
+    let held_by = current.map(|e| e.user).or_else(|| reg.hosts.get(&host).map(|e| e.logon.clone()));
     if let Some(other) = held_by.filter(|u| *u != request.logon) {
         if !cfg.allow_reassign {
             return Err(refused(format!(
@@ -186,10 +152,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     ensure_dir(&key_dir, owner.file(0o700))?;
     let key_path = key_dir.join(&host);
     let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)?;
-    key.set_comment(format!(
-        "backuppc@{} for {host}",
-        nix::unistd::gethostname()?.to_string_lossy()
-    ));
+    key.set_comment(format!("backuppc@{} for {host}", nix::unistd::gethostname()?.to_string_lossy()));
     let private = key.to_openssh(LineEnding::LF)?;
     let public = key.public_key().to_openssh()?;
 
@@ -197,11 +160,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     // BackupPC's files, the registry last. A crash leaves files that are
     // each whole; re-running the enrollment finishes the job.
     atomic::write(&key_path, private.as_bytes(), owner.file(0o600))?;
-    atomic::write(
-        &key_dir.join(format!("{host}.pub")),
-        format!("{public}\n").as_bytes(),
-        owner.file(0o644),
-    )?;
+    atomic::write(&key_dir.join(format!("{host}.pub")), format!("{public}\n").as_bytes(), owner.file(0o644))?;
     match hosts.register(&host, &request.logon, cfg.allow_reassign) {
         Ok(_) => {}
         Err(HostsWriteError::Policy(e)) => return Err(refused(e)),
@@ -215,6 +174,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
         client_user,
         client_port,
         key_path: key_path.to_string_lossy().into_owned(),
+        known_hosts: ssh_dir.join("known_hosts").to_string_lossy().into_owned(),
         rsync_client_path: cfg.rsync_client_path.clone(),
         shares: shares.clone(),
     };
@@ -229,19 +189,11 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
         let existing = String::from_utf8_lossy(&atomic::read_or_empty(&kh)?).into_owned();
         let updated = known_hosts::replace(&existing, &host, &hello.hostkeys);
         if updated != existing {
-            atomic::write(
-                &kh,
-                updated.as_bytes(),
-                Ownership::of_existing_or(&kh, owner.file(0o644)),
-            )?;
+            atomic::write(&kh, updated.as_bytes(), Ownership::of_existing_or(&kh, owner.file(0o644)))?;
         }
     }
-    let host_key_fingerprints = hello
-        .hostkeys
-        .iter()
-        .filter_map(|k| names::public_key(k).ok())
-        .map(|k| names::fingerprint(&k))
-        .collect();
+    let host_key_fingerprints =
+        hello.hostkeys.iter().filter_map(|k| names::public_key(k).ok()).map(|k| names::fingerprint(&k)).collect();
     reg.version = 1;
     reg.hosts.insert(
         host.clone(),
@@ -287,36 +239,20 @@ struct BackupPcOwner {
 
 impl BackupPcOwner {
     fn lookup(cfg: &ServerConfig) -> Result<BackupPcOwner, Outcome> {
-        let user = nix::unistd::User::from_name(&cfg.backuppc_user)?.ok_or_else(|| {
-            Outcome::Failed(format!(
-                "backuppc_user {} does not exist",
-                cfg.backuppc_user
-            ))
-        })?;
-        Ok(BackupPcOwner {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            home: user.dir,
-        })
+        let user = nix::unistd::User::from_name(&cfg.backuppc_user)?
+            .ok_or_else(|| Outcome::Failed(format!("backuppc_user {} does not exist", cfg.backuppc_user)))?;
+        Ok(BackupPcOwner { uid: user.uid.as_raw(), gid: user.gid.as_raw(), home: user.dir })
     }
 
     fn file(&self, mode: u32) -> Ownership {
-        Ownership {
-            uid: self.uid,
-            gid: self.gid,
-            mode,
-        }
+        Ownership { uid: self.uid, gid: self.gid, mode }
     }
 
     /// Owned by backuppc, group of the folder (Debian: www-data, so the
     /// CGI can read it).
     fn dir_of(&self, dir: &Path, mode: u32) -> Ownership {
         let gid = std::fs::metadata(dir).map(|m| m.gid()).unwrap_or(self.gid);
-        Ownership {
-            uid: self.uid,
-            gid,
-            mode,
-        }
+        Ownership { uid: self.uid, gid, mode }
     }
 }
 
@@ -342,12 +278,7 @@ fn reload_backuppc(cfg: &ServerConfig) -> String {
     if !Path::new(prog).exists() {
         return "not installed".into();
     }
-    let child = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+    let child = Command::new(prog).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
     let Ok(mut child) = child else {
         return "could not start".into();
     };

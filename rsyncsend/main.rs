@@ -4,9 +4,7 @@
 
 use backuppc_enroll::config::{ClientConfig, CLIENT_CONFIG};
 use backuppc_enroll::log::Audit;
-use backuppc_enroll::rsync::{
-    self, Parsed, Pin, RealFs, RsyncInvocation, RsyncPolicy, StdinWithDeadline,
-};
+use backuppc_enroll::rsync::{self, Parsed, Pin, RealFs, RsyncInvocation, RsyncPolicy, StdinWithDeadline};
 use backuppc_enroll::sshenv::SshEnv;
 use clap::Parser;
 use serde_json::json;
@@ -37,15 +35,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = SshEnv::from_process();
     let audit = Audit::new(c"rsyncsend", None);
-    let client = env
-        .client
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| "-".into());
+    let client = env.client.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
     let refuse = |why: &str| {
-        audit.event(
-            "refused",
-            json!({ "client": client, "reason": why, "command": env.original_command }),
-        );
+        audit.event("refused", json!({ "client": client, "reason": why, "command": env.original_command }));
         eprintln!("rsyncsend: refused: {why}");
         ExitCode::from(1)
     };
@@ -58,11 +50,7 @@ fn main() -> ExitCode {
     };
     let policy = policy(&cfg, &cli.config);
     if cmd == "status" {
-        let shares: Vec<String> = policy
-            .shares
-            .iter()
-            .map(|s| s.display().to_string())
-            .collect();
+        let shares: Vec<String> = policy.shares.iter().map(|s| s.display().to_string()).collect();
         println!("rsyncsend {}", backuppc_enroll::VERSION);
         println!("shares: {}", shares.join(" "));
         println!("restore: {}\ndelete: {}", cfg.restore, cfg.delete);
@@ -77,11 +65,10 @@ fn main() -> ExitCode {
         Ok(Parsed::Ready(inv)) => inv,
         Ok(Parsed::NeedsProtectedArgs(partial)) => {
             let deadline = Instant::now() + Duration::from_secs(cfg.timeout.max(1));
-            let args =
-                match rsync::read_protected_args(&mut StdinWithDeadline { deadline }, deadline) {
-                    Ok(a) => a,
-                    Err(e) => return refuse(&e.0),
-                };
+            let args = match rsync::read_protected_args(&mut StdinWithDeadline { deadline }, deadline) {
+                Ok(a) => a,
+                Err(e) => return refuse(&e.0),
+            };
             match partial.complete(&args, &policy, &RealFs) {
                 Ok(inv) => inv,
                 Err(e) => return refuse(&format!("{} (protected arguments {:?})", e.0, args)),
@@ -94,7 +81,10 @@ fn main() -> ExitCode {
         Err(e) => return refuse(&e),
     };
     let argv = invocation.argv(&cfg.sudo, &cfg.rsync);
-    audit.event("accepted", json!({ "client": client, "direction": format!("{:?}", invocation.direction), "argv": argv }));
+    audit.event(
+        "accepted",
+        json!({ "client": client, "direction": format!("{:?}", invocation.direction), "argv": argv }),
+    );
     let err = std::process::Command::new(&argv[0])
         .args(&argv[1..])
         .env_clear()
@@ -118,27 +108,16 @@ fn pin(inv: &RsyncInvocation) -> Result<RsyncInvocation, String> {
         Ok(fd) => fd,
         // A restore into a folder rsync will create: pin its parent.
         Err(nix::errno::Errno::ENOENT) if pin.arg == "./" => {
-            let name = pin
-                .dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            pin = Pin {
-                dir: pin.dir.parent().unwrap_or(Path::new("/")).to_path_buf(),
-                arg: format!("{name}/"),
-            };
-            open(&pin.dir, flags, Mode::empty())
-                .map_err(|e| format!("cannot open {}: {e}", pin.dir.display()))?
+            let name = pin.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            pin = Pin { dir: pin.dir.parent().unwrap_or(Path::new("/")).to_path_buf(), arg: format!("{name}/") };
+            open(&pin.dir, flags, Mode::empty()).map_err(|e| format!("cannot open {}: {e}", pin.dir.display()))?
         }
         Err(e) => return Err(format!("cannot open {}: {e}", pin.dir.display())),
     };
     let opened = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|e| format!("cannot check the opened folder: {e}"))?;
     if opened != pin.dir {
-        return Err(format!(
-            "{} changed while it was being checked",
-            pin.dir.display()
-        ));
+        return Err(format!("{} changed while it was being checked", pin.dir.display()));
     }
     nix::unistd::fchdir(&fd).map_err(|e| format!("cannot enter {}: {e}", pin.dir.display()))?;
     Ok(inv.pinned(&pin))
@@ -146,16 +125,10 @@ fn pin(inv: &RsyncInvocation) -> Result<RsyncInvocation, String> {
 
 fn policy(cfg: &ClientConfig, config_path: &std::path::Path) -> RsyncPolicy {
     let shares = cfg.shares.clone().unwrap_or_else(|| {
-        backuppc_enroll::config::ClientState::load(&cfg.state_file)
-            .map(|s| s.shares)
-            .unwrap_or_default()
+        backuppc_enroll::config::ClientState::load(&cfg.state_file).map(|s| s.shares).unwrap_or_default()
     });
     let canonical = |p: &str| std::fs::canonicalize(p).ok();
-    let mut protected = vec![
-        cfg.backup_home().join(".ssh"),
-        PathBuf::from("/etc/sudoers"),
-        cfg.sudoers_dir.clone(),
-    ];
+    let mut protected = vec![cfg.backup_home().join(".ssh"), PathBuf::from("/etc/sudoers"), cfg.sudoers_dir.clone()];
     if let Some(dir) = config_path.parent() {
         protected.push(dir.to_path_buf());
     }
@@ -167,9 +140,6 @@ fn policy(cfg: &ClientConfig, config_path: &std::path::Path) -> RsyncPolicy {
         restore: cfg.restore,
         delete: cfg.delete,
         rsync_path: cfg.rsync.clone(),
-        protected: protected
-            .into_iter()
-            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-            .collect(),
+        protected: protected.into_iter().map(|p| std::fs::canonicalize(&p).unwrap_or(p)).collect(),
     }
 }

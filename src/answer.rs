@@ -75,10 +75,7 @@ impl Answer {
         if lines.next() != Some("success") {
             return Ok(Answer::Failure(sanitize_message(&text)));
         }
-        if !input
-            .iter()
-            .all(|&b| b == b'\n' || (0x20..0x7f).contains(&b))
-        {
+        if !input.iter().all(|&b| b == b'\n' || (0x20..0x7f).contains(&b)) {
             return Err(AnswerError::NotText);
         }
         let (mut key, mut url, mut host, mut from) = (None, None, None, None);
@@ -96,16 +93,11 @@ impl Answer {
                 "host" => set_once(
                     &mut host,
                     "host",
-                    names::host_name(value)
-                        .map_err(|why| AnswerError::Invalid { field: "host", why })?,
+                    names::host_name(value).map_err(|why| AnswerError::Invalid { field: "host", why })?,
                 )?,
                 "from" => set_once(&mut from, "from", check_from(value)?)?,
-                "share" => shares.push(names::absolute_path(value).map_err(|why| {
-                    AnswerError::Invalid {
-                        field: "share",
-                        why,
-                    }
-                })?),
+                "share" => shares
+                    .push(names::absolute_path(value).map_err(|why| AnswerError::Invalid { field: "share", why })?),
                 _ => {}
             }
         }
@@ -119,11 +111,7 @@ impl Answer {
     }
 }
 
-fn set_once(
-    slot: &mut Option<String>,
-    field: &'static str,
-    value: String,
-) -> Result<(), AnswerError> {
+fn set_once(slot: &mut Option<String>, field: &'static str, value: String) -> Result<(), AnswerError> {
     if slot.is_some() {
         return Err(AnswerError::Repeated(field));
     }
@@ -135,27 +123,19 @@ fn check_key(value: &str) -> Result<String, AnswerError> {
     let key = names::public_key(value).map_err(|why| AnswerError::Invalid { field: "key", why })?;
     let comment = key.comment();
     if comment.len() > 200 || comment.contains('"') {
-        return Err(AnswerError::Invalid {
-            field: "key",
-            why: "the key's comment is too long or has quotes".into(),
-        });
+        return Err(AnswerError::Invalid { field: "key", why: "the key's comment is too long or has quotes".into() });
     }
     Ok(names::key_without_comment(&key))
 }
 
 fn check_url(value: &str) -> Result<String, AnswerError> {
-    let invalid = |why: &str| AnswerError::Invalid {
-        field: "url",
-        why: why.into(),
-    };
+    let invalid = |why: &str| AnswerError::Invalid { field: "url", why: why.into() };
     let rest = value
         .strip_prefix("https://")
         .or_else(|| value.strip_prefix("http://"))
         .ok_or_else(|| invalid("must start with http:// or https://"))?;
     if rest.is_empty() || value.len() > 2048 || value.contains(char::is_whitespace) {
-        return Err(invalid(
-            "must be a URL of at most 2048 characters without spaces",
-        ));
+        return Err(invalid("must be a URL of at most 2048 characters without spaces"));
     }
     if value.contains(['"', '\'', '<', '>', '`', '\\']) {
         return Err(invalid("has quotes, angle brackets or backslashes"));
@@ -172,18 +152,12 @@ pub fn check_from(value: &str) -> Result<String, AnswerError> {
         && value.split(',').all(|p| {
             let p = p.strip_prefix('!').unwrap_or(p);
             !p.is_empty()
-                && p.bytes().all(|b| {
-                    b.is_ascii_alphanumeric()
-                        || matches!(b, b'.' | b':' | b'-' | b'*' | b'?' | b'/')
-                })
+                && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'*' | b'?' | b'/'))
         });
     if ok {
         Ok(value.to_string())
     } else {
-        Err(AnswerError::Invalid {
-            field: "from",
-            why: "must be a comma-separated list of address patterns".into(),
-        })
+        Err(AnswerError::Invalid { field: "from", why: "must be a comma-separated list of address patterns".into() })
     }
 }
 
@@ -193,13 +167,7 @@ fn sanitize_message(text: &str) -> String {
     let cleaned: String = text
         .chars()
         .take(4096)
-        .map(|c| {
-            if c == '\n' || (!c.is_control() && c != '\u{7f}') {
-                c
-            } else {
-                '?'
-            }
-        })
+        .map(|c| if c == '\n' || (!c.is_control() && c != '\u{7f}') { c } else { '?' })
         .collect();
     cleaned.trim().to_string()
 }
@@ -208,15 +176,12 @@ fn sanitize_message(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const KEY: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
 
     #[test]
     fn seed_answer_parses() {
         let text = format!("success\nurl: http://dugong.example.org/backuppc/?host=dormeur\nkey: {KEY} backuppc server to client dormeur ssh key\n");
-        let Answer::Success(s) = Answer::parse(text.as_bytes()).unwrap() else {
-            panic!()
-        };
+        let Answer::Success(s) = Answer::parse(text.as_bytes()).unwrap() else { panic!() };
         assert_eq!(s.key, KEY, "comment dropped");
         assert_eq!(s.url, "http://dugong.example.org/backuppc/?host=dormeur");
         assert!(s.shares.is_empty());
@@ -231,19 +196,13 @@ mod tests {
             from: Some("10.0.0.1".into()),
             shares: vec!["/home".into(), "/srv/a b".into()],
         };
-        assert_eq!(
-            Answer::parse(s.render().as_bytes()).unwrap(),
-            Answer::Success(s)
-        );
+        assert_eq!(Answer::parse(s.render().as_bytes()).unwrap(), Answer::Success(s));
     }
 
     #[test]
     fn failure_is_a_message() {
         let a = Answer::parse(b"logon \"x\" is unknown\nask the helpdesk\x1b[2J\n").unwrap();
-        assert_eq!(
-            a,
-            Answer::Failure("logon \"x\" is unknown\nask the helpdesk?[2J".into())
-        );
+        assert_eq!(a, Answer::Failure("logon \"x\" is unknown\nask the helpdesk?[2J".into()));
     }
 
     #[test]
@@ -252,74 +211,26 @@ mod tests {
         let rows: Vec<(String, &str)> = vec![
             (format!("success\n{ok_url}\n"), "no key"),
             (format!("success\nkey: {KEY}\n"), "no url"),
-            (
-                format!("success\nkey: command=\"/bin/sh\" {KEY}\n{ok_url}\n"),
-                "options before the key",
-            ),
-            (
-                format!("success\nkey: no-pty {KEY}\n{ok_url}\n"),
-                "bare option",
-            ),
-            (
-                format!("success\nkey: {KEY}\nkey: {KEY}\n{ok_url}\n"),
-                "two keys",
-            ),
-            (
-                format!("success\nkey: ssh-dss AAAAB3NzaC1kc3M\n{ok_url}\n"),
-                "unknown algorithm",
-            ),
-            (
-                format!("success\nkey: {KEY} a\"b\n{ok_url}\n"),
-                "quote in comment",
-            ),
-            (
-                format!("success\nkey: {KEY}\nurl: javascript:alert(1)\n"),
-                "not http",
-            ),
-            (
-                format!("success\nkey: {KEY}\nurl: https://x/\"onload\n"),
-                "quote in url",
-            ),
-            (
-                format!("success\nkey: {KEY}\n{ok_url}\nfrom: 10.0.0.1\",command=\"sh\n"),
-                "from breaks out",
-            ),
-            (
-                format!("success\nkey: {KEY}\n{ok_url}\nfrom: \n"),
-                "empty from",
-            ),
-            (
-                format!("success\nkey: {KEY}\n{ok_url}\nshare: home\n"),
-                "relative share",
-            ),
-            (
-                format!("success\nkey: {KEY}\n{ok_url}\nshare: /home/../root\n"),
-                "dot-dot share",
-            ),
-            (
-                format!("success\nkey: {KEY}\n{ok_url}\nhost: a;b\n"),
-                "bad host",
-            ),
-            (
-                format!("success\nkey: {KEY}\r\n{ok_url}\n"),
-                "carriage return",
-            ),
-            (
-                format!("success\nkey: {KEY}\n{ok_url}\nnonsense\n"),
-                "line without a name",
-            ),
-            (
-                format!("success\nkey: {KEY}\n{ok_url}\nshare: /h\u{e9}\n"),
-                "non-ASCII",
-            ),
+            (format!("success\nkey: command=\"/bin/sh\" {KEY}\n{ok_url}\n"), "options before the key"),
+            (format!("success\nkey: no-pty {KEY}\n{ok_url}\n"), "bare option"),
+            (format!("success\nkey: {KEY}\nkey: {KEY}\n{ok_url}\n"), "two keys"),
+            (format!("success\nkey: ssh-dss AAAAB3NzaC1kc3M\n{ok_url}\n"), "unknown algorithm"),
+            (format!("success\nkey: {KEY} a\"b\n{ok_url}\n"), "quote in comment"),
+            (format!("success\nkey: {KEY}\nurl: javascript:alert(1)\n"), "not http"),
+            (format!("success\nkey: {KEY}\nurl: https://x/\"onload\n"), "quote in url"),
+            (format!("success\nkey: {KEY}\n{ok_url}\nfrom: 10.0.0.1\",command=\"sh\n"), "from breaks out"),
+            (format!("success\nkey: {KEY}\n{ok_url}\nfrom: \n"), "empty from"),
+            (format!("success\nkey: {KEY}\n{ok_url}\nshare: home\n"), "relative share"),
+            (format!("success\nkey: {KEY}\n{ok_url}\nshare: /home/../root\n"), "dot-dot share"),
+            (format!("success\nkey: {KEY}\n{ok_url}\nhost: a;b\n"), "bad host"),
+            (format!("success\nkey: {KEY}\r\n{ok_url}\n"), "carriage return"),
+            (format!("success\nkey: {KEY}\n{ok_url}\nnonsense\n"), "line without a name"),
+            (format!("success\nkey: {KEY}\n{ok_url}\nshare: /h\u{e9}\n"), "non-ASCII"),
         ];
         for (input, why) in rows {
             assert!(Answer::parse(input.as_bytes()).is_err(), "{why}: {input:?}");
         }
-        assert_eq!(
-            Answer::parse(&vec![b'x'; MAX_ANSWER + 1]),
-            Err(AnswerError::TooLarge)
-        );
+        assert_eq!(Answer::parse(&vec![b'x'; MAX_ANSWER + 1]), Err(AnswerError::TooLarge));
     }
 }
 

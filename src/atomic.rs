@@ -21,11 +21,7 @@ impl Ownership {
     /// The owner and mode of `path` if it exists, else `default`.
     pub fn of_existing_or(path: &Path, default: Ownership) -> Ownership {
         match fs::metadata(path) {
-            Ok(m) => Ownership {
-                uid: m.uid(),
-                gid: m.gid(),
-                mode: m.mode() & 0o7777,
-            },
+            Ok(m) => Ownership { uid: m.uid(), gid: m.gid(), mode: m.mode() & 0o7777 },
             Err(_) => default,
         }
     }
@@ -54,11 +50,7 @@ pub fn write(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
 /// (`O_EXCL`), flushed, with the given ownership. Used for `hosts.new`
 /// style staging files that are then renamed.
 pub fn write_new(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     f.write_all(contents)?;
     chown_if_needed(&f, own)?;
     f.set_permissions(fs::Permissions::from_mode(own.mode))?;
@@ -86,9 +78,7 @@ fn parent(path: &Path) -> io::Result<PathBuf> {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// An exclusive `flock` held until dropped, on a lock file that is created
@@ -100,13 +90,7 @@ pub struct Lock {
 
 impl Lock {
     pub fn exclusive(path: &Path) -> io::Result<Lock> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)?;
         file.lock()?;
         Ok(Lock { _file: file })
     }
@@ -126,11 +110,7 @@ mod tests {
     use super::*;
 
     fn me(mode: u32) -> Ownership {
-        Ownership {
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            mode,
-        }
+        Ownership { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw(), mode }
     }
 
     #[test]
@@ -144,10 +124,7 @@ mod tests {
         write(&p, b"two", own).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
-        let leftovers: Vec<_> = fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let leftovers: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
     }
 

@@ -38,29 +38,15 @@ impl KeyLine {
         key: &str,
         server: &str,
     ) -> Result<KeyLine, KeyLineError> {
-        for (what, v) in [
-            ("rsyncsend path", rsyncsend),
-            ("config path", config),
-            ("server name", server),
-        ] {
-            if v.is_empty()
-                || v.chars()
-                    .any(|c| c == '"' || c == '\\' || c.is_whitespace() || c.is_control())
-            {
+        for (what, v) in [("rsyncsend path", rsyncsend), ("config path", config), ("server name", server)] {
+            if v.is_empty() || v.chars().any(|c| c == '"' || c == '\\' || c.is_whitespace() || c.is_control()) {
                 return Err(KeyLineError::Unsafe(what, v.to_string()));
             }
         }
         if let Some(f) = &from {
-            crate::answer::check_from(f)
-                .map_err(|_| KeyLineError::Unsafe("from pattern", f.clone()))?;
+            crate::answer::check_from(f).map_err(|_| KeyLineError::Unsafe("from pattern", f.clone()))?;
         }
-        Ok(KeyLine {
-            from,
-            rsyncsend: rsyncsend.into(),
-            config: config.into(),
-            key: key.into(),
-            server: server.into(),
-        })
+        Ok(KeyLine { from, rsyncsend: rsyncsend.into(), config: config.into(), key: key.into(), server: server.into() })
     }
 }
 
@@ -70,24 +56,14 @@ impl fmt::Display for KeyLine {
         if let Some(from) = &self.from {
             write!(f, ",from=\"{from}\"")?;
         }
-        write!(
-            f,
-            ",command=\"{} --config {}\" {} {}",
-            self.rsyncsend,
-            self.config,
-            self.key,
-            tag(&self.server)
-        )
+        write!(f, ",command=\"{} --config {}\" {} {}", self.rsyncsend, self.config, self.key, tag(&self.server))
     }
 }
 
 /// Lines of `existing` that carry this server's tag.
 pub fn tagged_lines<'a>(existing: &'a str, server: &str) -> Vec<&'a str> {
     let suffix = format!(" {}", tag(server));
-    existing
-        .lines()
-        .filter(|l| l.trim_end().ends_with(&suffix))
-        .collect()
+    existing.lines().filter(|l| l.trim_end().ends_with(&suffix)).collect()
 }
 
 /// `existing` without this server's lines, then `line` appended (when
@@ -114,8 +90,7 @@ pub fn replace(existing: &str, server: &str, line: Option<&KeyLine>) -> String {
 mod tests {
     use super::*;
 
-    const KEY: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
 
     fn line(server: &str) -> KeyLine {
         KeyLine::new(
@@ -145,19 +120,10 @@ mod tests {
             ("/x\"y", "/c", "s", None, "quote in rsyncsend path"),
             ("/x", "/c y", "s", None, "space in config path"),
             ("/x", "/c", "s\n", None, "newline in server"),
-            (
-                "/x",
-                "/c",
-                "s",
-                Some("a\",command=\"sh"),
-                "from escapes the quotes",
-            ),
+            ("/x", "/c", "s", Some("a\",command=\"sh"), "from escapes the quotes"),
         ];
         for (rs, cfg, server, from, why) in rows {
-            assert!(
-                KeyLine::new(from.map(String::from), rs, cfg, KEY, server).is_err(),
-                "{why}"
-            );
+            assert!(KeyLine::new(from.map(String::from), rs, cfg, KEY, server).is_err(), "{why}");
         }
     }
 
@@ -176,14 +142,7 @@ mod tests {
         assert_eq!(out, format!("{other}{other_server}\n{new}\n"));
         assert_eq!(tagged_lines(&out, "dugong").len(), 1);
         assert_eq!(replace(&out, "dugong", Some(&new)), out, "idempotent");
-        assert_eq!(
-            replace(&out, "dugong", None),
-            format!("{other}{other_server}\n"),
-            "removal"
-        );
-        assert_eq!(
-            replace("no newline at end", "dugong", Some(&new)),
-            format!("no newline at end\n{new}\n")
-        );
+        assert_eq!(replace(&out, "dugong", None), format!("{other}{other_server}\n"), "removal");
+        assert_eq!(replace("no newline at end", "dugong", Some(&new)), format!("no newline at end\n{new}\n"));
     }
 }

@@ -13,23 +13,15 @@ pub const SERVER_CONFIG: &str = "/etc/backuppc-enroll/server.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config {path} is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// `/etc/backuppc-enroll/client.toml`, read by `enroll` and `rsyncsend`.
@@ -99,12 +91,8 @@ impl Default for ClientConfig {
 impl ClientConfig {
     pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
         let c: ClientConfig = load(path)?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        crate::names::user_name(&c.backup_user)
-            .map_err(|e| invalid(format!("backup_user: {e}")))?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        crate::names::user_name(&c.backup_user).map_err(|e| invalid(format!("backup_user: {e}")))?;
         if let Some(shares) = &c.shares {
             for s in shares {
                 crate::names::absolute_path(s).map_err(|e| invalid(format!("shares: {e}")))?;
@@ -117,15 +105,12 @@ impl ClientConfig {
     }
 
     pub fn backup_home(&self) -> PathBuf {
-        self.backup_home
-            .clone()
-            .unwrap_or_else(|| Path::new("/var/lib").join(&self.backup_user))
+        self.backup_home.clone().unwrap_or_else(|| Path::new("/var/lib").join(&self.backup_user))
     }
 
     /// The sudoers drop-in for the backup user.
     pub fn sudoers_file(&self) -> PathBuf {
-        self.sudoers_dir
-            .join(format!("backuppc-enroll-{}", self.backup_user))
+        self.sudoers_dir.join(format!("backuppc-enroll-{}", self.backup_user))
     }
 }
 
@@ -187,14 +172,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        let nets = [
-            "127.0.0.0/8",
-            "::1/128",
-            "10.0.0.0/8",
-            "172.16.0.0/12",
-            "192.168.0.0/16",
-            "fc00::/7",
-        ];
+        let nets = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
         ServerConfig {
             backuppc_conf_dir: "/etc/backuppc".into(),
             backuppc_user: "backuppc".into(),
@@ -204,17 +182,11 @@ impl Default for ServerConfig {
             logon_pattern: "^[a-z_][a-z0-9_.-]{0,31}$".into(),
             logon_check: LogonCheck::Nss,
             logon_file: None,
-            networks: nets
-                .iter()
-                .map(|n| n.parse().expect("valid default network"))
-                .collect(),
+            networks: nets.iter().map(|n| n.parse().expect("valid default network")).collect(),
             host_naming: HostNaming::Confirmed,
             mode: Mode::Open,
             shares: BTreeMap::from([
-                (
-                    "linux".to_string(),
-                    vec!["/home".to_string(), "/etc".to_string()],
-                ),
+                ("linux".to_string(), vec!["/home".to_string(), "/etc".to_string()]),
                 ("mac".to_string(), vec!["/Users".to_string()]),
             ]),
             client_user: "bckpciuem".into(),
@@ -236,11 +208,12 @@ impl Default for ServerConfig {
 impl ServerConfig {
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
         let c: ServerConfig = load(path)?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        let url = c.url.as_deref().ok_or_else(|| invalid("url is required (for example \"https://backup.example.org/backuppc/index.cgi?host={host}\")".into()))?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        let url = c.url.as_deref().ok_or_else(|| {
+            invalid(
+                "url is required (for example \"https://backup.example.org/backuppc/index.cgi?host={host}\")".into(),
+            )
+        })?;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(invalid("url must start with http:// or https://".into()));
         }
@@ -248,20 +221,15 @@ impl ServerConfig {
         if c.logon_check == LogonCheck::File && c.logon_file.is_none() {
             return Err(invalid("logon_check = \"file\" needs logon_file".into()));
         }
-        crate::names::user_name(&c.client_user)
-            .map_err(|e| invalid(format!("client_user: {e}")))?;
+        crate::names::user_name(&c.client_user).map_err(|e| invalid(format!("client_user: {e}")))?;
         for os in &c.allowed_os {
             let Some(shares) = c.shares.get(os) else {
-                return Err(invalid(format!(
-                    "allowed OS {os:?} has no shares.{os} list"
-                )));
+                return Err(invalid(format!("allowed OS {os:?} has no shares.{os} list")));
             };
             for s in shares {
                 crate::names::absolute_path(s).map_err(|e| invalid(format!("shares.{os}: {e}")))?;
                 if s.contains(' ') {
-                    return Err(invalid(format!(
-                        "shares.{os}: {s:?} has a space, which BackupPC's rsync splits"
-                    )));
+                    return Err(invalid(format!("shares.{os}: {s:?} has a space, which BackupPC's rsync splits")));
                 }
             }
         }
@@ -272,11 +240,7 @@ impl ServerConfig {
     }
 
     pub fn url_for(&self, host: &str, logon: &str) -> String {
-        self.url
-            .clone()
-            .unwrap_or_default()
-            .replace("{host}", host)
-            .replace("{logon}", logon)
+        self.url.clone().unwrap_or_default().replace("{host}", host).replace("{logon}", logon)
     }
 }
 
@@ -296,18 +260,9 @@ mod tests {
             ("", "url missing"),
             ("url = \"ftp://x\"", "url not http"),
             ("url = \"http://x\"\nlogon_chek = \"any\"", "typo in key"),
-            (
-                "url = \"http://x\"\nnetworks = [\"10.0.0.0/33\"]",
-                "bad CIDR",
-            ),
-            (
-                "url = \"http://x\"\nlogon_check = \"file\"",
-                "file without list",
-            ),
-            (
-                "url = \"http://x\"\nallowed_os = [\"bsd\"]",
-                "OS without shares",
-            ),
+            ("url = \"http://x\"\nnetworks = [\"10.0.0.0/33\"]", "bad CIDR"),
+            ("url = \"http://x\"\nlogon_check = \"file\"", "file without list"),
+            ("url = \"http://x\"\nallowed_os = [\"bsd\"]", "OS without shares"),
             ("url = \"http://x\"\nlogon_pattern = \"(\"", "bad regex"),
         ] {
             std::fs::write(&p, text).unwrap();
@@ -322,10 +277,7 @@ mod tests {
         std::fs::write(&p, "server = \"dugong\"\n").unwrap();
         let c = ClientConfig::load(&p).unwrap();
         assert_eq!(c.backup_user, "bckpciuem");
-        assert_eq!(
-            c.sudoers_file(),
-            Path::new("/etc/sudoers.d/backuppc-enroll-bckpciuem")
-        );
+        assert_eq!(c.sudoers_file(), Path::new("/etc/sudoers.d/backuppc-enroll-bckpciuem"));
         assert_eq!(c.backup_home(), Path::new("/var/lib/bckpciuem"));
         for (text, why) in [
             ("backup_user = \"a.b\"", "dot in user"),

@@ -47,10 +47,7 @@ impl Hello {
         if input.len() > MAX_HELLO {
             return Err(HelloError::TooLarge);
         }
-        if !input
-            .iter()
-            .all(|&b| b == b'\n' || (0x20..0x7f).contains(&b))
-        {
+        if !input.iter().all(|&b| b == b'\n' || (0x20..0x7f).contains(&b)) {
             return Err(HelloError::NotText);
         }
         let text = std::str::from_utf8(input).map_err(|_| HelloError::NotText)?;
@@ -69,15 +66,9 @@ impl Hello {
             if name != "hostkey" && !seen.insert(name.to_string()) {
                 return Err(HelloError::Repeated(name.to_string()));
             }
-            let invalid = |why: String| HelloError::Invalid {
-                field: name.to_string(),
-                why,
-            };
+            let invalid = |why: String| HelloError::Invalid { field: name.to_string(), why };
             match name {
-                "protocol" => {
-                    hello.protocol =
-                        Some(value.parse().map_err(|_| invalid("not a number".into()))?)
-                }
+                "protocol" => hello.protocol = Some(value.parse().map_err(|_| invalid("not a number".into()))?),
                 "hostname" => hello.hostname = Some(names::host_name(value).map_err(invalid)?),
                 "hostkey" => {
                     let key = names::public_key(value).map_err(invalid)?;
@@ -102,13 +93,9 @@ impl Hello {
                 }
                 "token" => {
                     let ok = (1..=128).contains(&value.len())
-                        && value
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                     if !ok {
-                        return Err(invalid(
-                            "must be 1 to 128 characters of [A-Za-z0-9_-]".into(),
-                        ));
+                        return Err(invalid("must be 1 to 128 characters of [A-Za-z0-9_-]".into()));
                     }
                     hello.token = Some(value.to_string());
                 }
@@ -151,8 +138,7 @@ impl Hello {
 mod tests {
     use super::*;
 
-    const KEY: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
 
     #[test]
     fn round_trip() {
@@ -166,10 +152,7 @@ mod tests {
             token: None,
         };
         assert_eq!(Hello::parse(h.render().as_bytes()).unwrap(), h);
-        assert!(
-            Hello::parse(b"").unwrap().is_empty(),
-            "seed protocol sends nothing"
-        );
+        assert!(Hello::parse(b"").unwrap().is_empty(), "seed protocol sends nothing");
     }
 
     #[test]
@@ -185,11 +168,7 @@ mod tests {
             ("hostname: a b\n".into(), false, "space in host name"),
             ("hostname: a\r\n".into(), false, "carriage return"),
             ("hostname: \u{e9}t\u{e9}\n".into(), false, "non-ASCII"),
-            (
-                "hostkey: command=\"sh\" ssh-ed25519 AAAA\n".into(),
-                false,
-                "key with options",
-            ),
+            ("hostkey: command=\"sh\" ssh-ed25519 AAAA\n".into(), false, "key with options"),
             ("hostkey: ssh-ed25519 AAAA\n".into(), false, "broken key"),
             ("user: root;id\n".into(), false, "bad user"),
             ("port: 0\n".into(), false, "port zero"),
@@ -198,24 +177,11 @@ mod tests {
             ("protocol: two\n".into(), false, "protocol not a number"),
         ];
         for (input, ok, why) in rows {
-            assert_eq!(
-                Hello::parse(input.as_bytes()).is_ok(),
-                ok,
-                "{why}: {input:?}"
-            );
+            assert_eq!(Hello::parse(input.as_bytes()).is_ok(), ok, "{why}: {input:?}");
         }
-        assert_eq!(
-            Hello::parse(&vec![b'a'; MAX_HELLO + 1]),
-            Err(HelloError::TooLarge)
-        );
-        let many = key_line.clone()
-            + &(0..MAX_HOST_KEYS)
-                .map(|_| key_line.clone())
-                .collect::<String>();
-        assert!(
-            Hello::parse(many.as_bytes()).is_ok(),
-            "duplicates collapse, not counted twice"
-        );
+        assert_eq!(Hello::parse(&vec![b'a'; MAX_HELLO + 1]), Err(HelloError::TooLarge));
+        let many = key_line.clone() + &(0..MAX_HOST_KEYS).map(|_| key_line.clone()).collect::<String>();
+        assert!(Hello::parse(many.as_bytes()).is_ok(), "duplicates collapse, not counted twice");
     }
 }
 

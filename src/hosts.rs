@@ -11,8 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// BackupPC's stock header line.
-pub const HEADER: &str =
-    "host        dhcp    user      moreUsers     # <--- do not edit this line\n";
+pub const HEADER: &str = "host        dhcp    user      moreUsers     # <--- do not edit this line\n";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostEntry {
@@ -64,10 +63,7 @@ pub fn entries(content: &str) -> Vec<(usize, HostEntry)> {
 }
 
 pub fn find(content: &str, host: &str) -> Option<HostEntry> {
-    entries(content)
-        .into_iter()
-        .map(|(_, e)| e)
-        .find(|e| e.host.eq_ignore_ascii_case(host))
+    entries(content).into_iter().map(|(_, e)| e).find(|e| e.host.eq_ignore_ascii_case(host))
 }
 
 fn new_line(host: &str, user: &str) -> String {
@@ -76,32 +72,16 @@ fn new_line(host: &str, user: &str) -> String {
 
 /// The file with `host` registered to `user`, or `None` when it already is.
 /// A host held by another user is refused unless `reassign`.
-pub fn upsert(
-    content: &str,
-    host: &str,
-    user: &str,
-    reassign: bool,
-) -> Result<Option<String>, HostsError> {
-    let found = entries(content)
-        .into_iter()
-        .find(|(_, e)| e.host.eq_ignore_ascii_case(host));
+pub fn upsert(content: &str, host: &str, user: &str, reassign: bool) -> Result<Option<String>, HostsError> {
+    let found = entries(content).into_iter().find(|(_, e)| e.host.eq_ignore_ascii_case(host));
     match found {
         Some((_, e)) if e.user == user => Ok(None),
-        Some((_, e)) if !reassign => Err(HostsError::HeldBy {
-            host: e.host,
-            user: e.user,
-        }),
+        Some((_, e)) if !reassign => Err(HostsError::HeldBy { host: e.host, user: e.user }),
         Some((idx, _)) => Ok(Some(
             content
                 .split_inclusive('\n')
                 .enumerate()
-                .map(|(i, l)| {
-                    if i == idx {
-                        new_line(host, user)
-                    } else {
-                        l.to_string()
-                    }
-                })
+                .map(|(i, l)| if i == idx { new_line(host, user) } else { l.to_string() })
                 .collect(),
         )),
         None => {
@@ -122,22 +102,12 @@ pub fn upsert(
 
 /// The file without `host`'s row, or `None` when it has none.
 pub fn remove(content: &str, host: &str) -> Option<String> {
-    let idx: Vec<usize> = entries(content)
-        .into_iter()
-        .filter(|(_, e)| e.host.eq_ignore_ascii_case(host))
-        .map(|(i, _)| i)
-        .collect();
+    let idx: Vec<usize> =
+        entries(content).into_iter().filter(|(_, e)| e.host.eq_ignore_ascii_case(host)).map(|(i, _)| i).collect();
     if idx.is_empty() {
         return None;
     }
-    Some(
-        content
-            .split_inclusive('\n')
-            .enumerate()
-            .filter(|(i, _)| !idx.contains(i))
-            .map(|(_, l)| l)
-            .collect(),
-    )
+    Some(content.split_inclusive('\n').enumerate().filter(|(i, _)| !idx.contains(i)).map(|(_, l)| l).collect())
 }
 
 /// BackupPC's hosts file in a config folder.
@@ -149,10 +119,7 @@ pub struct HostsFile {
 
 impl HostsFile {
     pub fn new(conf_dir: &Path, default_owner: Ownership) -> HostsFile {
-        HostsFile {
-            conf_dir: conf_dir.to_path_buf(),
-            default_owner,
-        }
+        HostsFile { conf_dir: conf_dir.to_path_buf(), default_owner }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -160,12 +127,7 @@ impl HostsFile {
     }
 
     /// Register `host` for `user`. Returns whether the file changed.
-    pub fn register(
-        &self,
-        host: &str,
-        user: &str,
-        reassign: bool,
-    ) -> Result<bool, HostsWriteError> {
+    pub fn register(&self, host: &str, user: &str, reassign: bool) -> Result<bool, HostsWriteError> {
         self.edit(|c| upsert(c, host, user, reassign).map_err(HostsWriteError::Policy))
     }
 
@@ -234,55 +196,26 @@ mod tests {
     fn reads_like_backuppc() {
         let e = entries(STOCK);
         assert_eq!(e.len(), 1, "commented host and header are not rows");
-        assert_eq!(
-            e[0].1,
-            HostEntry {
-                host: "localhost".into(),
-                dhcp: "0".into(),
-                user: "backuppc".into()
-            }
-        );
+        assert_eq!(e[0].1, HostEntry { host: "localhost".into(), dhcp: "0".into(), user: "backuppc".into() });
         let odd = "host dhcp user\n  indented 0 x\nlonely\nA 0 u # trailing comment\n";
         let e = entries(odd);
-        assert_eq!(
-            e.len(),
-            1,
-            "indented and one-field lines are ignored: {e:?}"
-        );
+        assert_eq!(e.len(), 1, "indented and one-field lines are ignored: {e:?}");
         assert_eq!(e[0].1.host, "A");
-        assert!(
-            find(odd, "a").is_some(),
-            "case-insensitive like BackupPC's lc()"
-        );
+        assert!(find(odd, "a").is_some(), "case-insensitive like BackupPC's lc()");
     }
 
     #[test]
     fn upsert_table() {
         let added = upsert(STOCK, "dormeur", "cmartin", false).unwrap().unwrap();
-        assert_eq!(
-            added,
-            format!("{STOCK}dormeur\t0\tcmartin\n"),
-            "appended, rest byte for byte"
-        );
-        assert_eq!(
-            upsert(&added, "dormeur", "cmartin", false).unwrap(),
-            None,
-            "same logon: unchanged"
-        );
+        assert_eq!(added, format!("{STOCK}dormeur\t0\tcmartin\n"), "appended, rest byte for byte");
+        assert_eq!(upsert(&added, "dormeur", "cmartin", false).unwrap(), None, "same logon: unchanged");
         assert_eq!(
             upsert(&added, "DORMEUR", "jdupont", false),
-            Err(HostsError::HeldBy {
-                host: "dormeur".into(),
-                user: "cmartin".into()
-            }),
+            Err(HostsError::HeldBy { host: "dormeur".into(), user: "cmartin".into() }),
             "another logon refused"
         );
         let moved = upsert(&added, "dormeur", "jdupont", true).unwrap().unwrap();
-        assert_eq!(
-            moved,
-            format!("{STOCK}dormeur\t0\tjdupont\n"),
-            "reassigned in place"
-        );
+        assert_eq!(moved, format!("{STOCK}dormeur\t0\tjdupont\n"), "reassigned in place");
         assert_eq!(
             upsert("", "a", "u", false).unwrap().unwrap(),
             format!("{HEADER}a\t0\tu\n"),
@@ -298,10 +231,7 @@ mod tests {
     #[test]
     fn remove_keeps_the_rest() {
         let with = format!("{STOCK}dormeur\t0\tcmartin\nzed 0 z\n");
-        assert_eq!(
-            remove(&with, "dormeur").unwrap(),
-            format!("{STOCK}zed 0 z\n")
-        );
+        assert_eq!(remove(&with, "dormeur").unwrap(), format!("{STOCK}zed 0 z\n"));
         assert_eq!(remove(STOCK, "dormeur"), None);
     }
 
@@ -312,27 +242,14 @@ mod tests {
         let p = d.path().join("hosts");
         fs::write(&p, STOCK).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
-        let me = Ownership {
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            mode: 0o644,
-        };
+        let me = Ownership { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw(), mode: 0o644 };
         let hf = HostsFile::new(d.path(), me);
         assert!(hf.register("dormeur", "cmartin", false).unwrap());
         assert!(!hf.register("dormeur", "cmartin", false).unwrap());
-        assert_eq!(
-            fs::read_to_string(d.path().join("hosts.old")).unwrap(),
-            STOCK
-        );
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o640
-        );
+        assert_eq!(fs::read_to_string(d.path().join("hosts.old")).unwrap(), STOCK);
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
         assert!(!d.path().join("hosts.new").exists());
-        assert!(matches!(
-            hf.register("dormeur", "x", false),
-            Err(HostsWriteError::Policy(_))
-        ));
+        assert!(matches!(hf.register("dormeur", "x", false), Err(HostsWriteError::Policy(_))));
         assert!(hf.unregister("dormeur").unwrap());
         assert_eq!(fs::read_to_string(&p).unwrap(), STOCK);
     }

@@ -34,10 +34,7 @@ pub fn keys_for(existing: &str, alias: &str) -> Vec<String> {
     existing
         .lines()
         .filter(|l| is_for(l, alias))
-        .filter_map(|l| {
-            l.split_once(char::is_whitespace)
-                .map(|(_, k)| k.trim().to_string())
-        })
+        .filter_map(|l| l.split_once(char::is_whitespace).map(|(_, k)| k.trim().to_string()))
         .collect()
 }
 
@@ -48,19 +45,15 @@ mod tests {
     #[test]
     fn replaces_only_that_host() {
         let existing = "dormeur ssh-ed25519 OLD\ndormeur.example.org ssh-ed25519 KEEP\n|1|hash|= ssh-ed25519 H\ndormeur,10.0.0.1 ssh-rsa MULTI\n";
-        let out = replace(
-            existing,
-            "dormeur",
-            &["ssh-ed25519 NEW".into(), "ssh-rsa NEW2".into()],
-        );
+        let out = replace(existing, "dormeur", &["ssh-ed25519 NEW".into(), "ssh-rsa NEW2".into()]);
         assert_eq!(
             out,
             "dormeur.example.org ssh-ed25519 KEEP\n|1|hash|= ssh-ed25519 H\ndormeur,10.0.0.1 ssh-rsa MULTI\ndormeur ssh-ed25519 NEW\ndormeur ssh-rsa NEW2\n"
         );
+        assert_eq!(keys_for(&out, "dormeur"), vec!["ssh-ed25519 NEW", "ssh-rsa NEW2"]);
         assert_eq!(
-            keys_for(&out, "dormeur"),
-            vec!["ssh-ed25519 NEW", "ssh-rsa NEW2"]
+            replace(&out, "dormeur", &[]),
+            "dormeur.example.org ssh-ed25519 KEEP\n|1|hash|= ssh-ed25519 H\ndormeur,10.0.0.1 ssh-rsa MULTI\n"
         );
-        assert_eq!(replace(&out, "dormeur", &[]), "dormeur.example.org ssh-ed25519 KEEP\n|1|hash|= ssh-ed25519 H\ndormeur,10.0.0.1 ssh-rsa MULTI\n");
     }
 }

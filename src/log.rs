@@ -20,10 +20,7 @@ impl Audit {
     pub fn new(program: &'static std::ffi::CStr, file: Option<PathBuf>) -> Audit {
         // SAFETY: the ident is 'static, as openlog requires.
         unsafe { libc::openlog(program.as_ptr(), libc::LOG_PID, libc::LOG_AUTH) };
-        Audit {
-            program: program.to_str().unwrap_or("backuppc-enroll"),
-            file,
-        }
+        Audit { program: program.to_str().unwrap_or("backuppc-enroll"), file }
     }
 
     /// Log an event: `accepted`/`refused`/… with its fields.
@@ -33,22 +30,15 @@ impl Audit {
             obj.extend(extra);
         }
         let line = record.to_string();
-        let priority = if event.starts_with("refused") || event == "error" {
-            libc::LOG_WARNING
-        } else {
-            libc::LOG_INFO
-        };
+        let priority =
+            if event.starts_with("refused") || event == "error" { libc::LOG_WARNING } else { libc::LOG_INFO };
         if let Ok(msg) = CString::new(line.clone()) {
             // SAFETY: constant format string, NUL-terminated argument.
             unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
         }
         if let Some(path) = &self.file {
             // O_APPEND writes of one line are atomic between processes.
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o640)
-                .open(path);
+            let f = std::fs::OpenOptions::new().create(true).append(true).mode(0o640).open(path);
             if let Ok(mut f) = f {
                 let _ = f.write_all(format!("{line}\n").as_bytes());
             }
@@ -58,10 +48,7 @@ impl Audit {
 
 /// Current UTC time as RFC 3339, second precision.
 pub fn timestamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     rfc3339(secs)
 }
 
@@ -78,12 +65,7 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]

@@ -12,24 +12,16 @@ use std::path::{Component, Path};
 pub fn host_name(raw: &str) -> Result<String, String> {
     let name = raw.strip_suffix('.').unwrap_or(raw);
     if name.is_empty() || name.len() > 253 {
-        return Err(format!(
-            "host name must be 1 to 253 characters, got {}",
-            raw.len()
-        ));
+        return Err(format!("host name must be 1 to 253 characters, got {}", raw.len()));
     }
     for label in name.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(format!(
-                "host name {:?} is not a valid DNS name",
-                printable(raw)
-            ));
+            return Err(format!("host name {:?} is not a valid DNS name", printable(raw)));
         }
     }
     Ok(name.to_ascii_lowercase())
@@ -58,40 +50,23 @@ pub fn absolute_path(raw: &str) -> Result<String, String> {
         return Err(format!("path {:?} is not absolute", printable(raw)));
     }
     if raw.len() > 4096 || raw.chars().any(|c| c.is_control()) {
-        return Err(format!(
-            "path {:?} has control characters or is too long",
-            printable(raw)
-        ));
+        return Err(format!("path {:?} has control characters or is too long", printable(raw)));
     }
     for c in Path::new(raw).components() {
         match c {
             Component::RootDir | Component::Normal(_) => {}
-            _ => {
-                return Err(format!(
-                    "path {:?} has a '.' or '..' component",
-                    printable(raw)
-                ))
-            }
+            _ => return Err(format!("path {:?} has a '.' or '..' component", printable(raw))),
         }
     }
     if raw.contains("//") || raw.contains("/./") || raw.ends_with("/.") {
         return Err(format!("path {:?} is not in normal form", printable(raw)));
     }
-    Ok(if raw.len() > 1 {
-        raw.trim_end_matches('/').to_string()
-    } else {
-        raw.to_string()
-    })
+    Ok(if raw.len() > 1 { raw.trim_end_matches('/').to_string() } else { raw.to_string() })
 }
 
 /// Algorithms accepted for public keys crossing the wire.
-pub const KEY_ALGORITHMS: &[&str] = &[
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "ssh-rsa",
-];
+pub const KEY_ALGORITHMS: &[&str] =
+    &["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"];
 
 /// A bare OpenSSH public key: `algorithm base64 [comment]` with a known
 /// algorithm, no options prefix, printable ASCII only. Returns the parsed
@@ -108,8 +83,7 @@ pub fn public_key(raw: &str) -> Result<PublicKey, String> {
             truncate(algorithm, 40)
         ));
     }
-    let key =
-        PublicKey::from_openssh(raw).map_err(|e| format!("public key does not parse: {e}"))?;
+    let key = PublicKey::from_openssh(raw).map_err(|e| format!("public key does not parse: {e}"))?;
     if key.algorithm().as_str() != algorithm {
         return Err("public key algorithm name does not match its data".into());
     }
@@ -154,11 +128,7 @@ mod tests {
     fn host_names() {
         let table: &[(&str, Option<&str>, &str)] = &[
             ("dormeur", Some("dormeur"), "single label"),
-            (
-                "Dormeur.Example.ORG.",
-                Some("dormeur.example.org"),
-                "lower-cased, root dot dropped",
-            ),
+            ("Dormeur.Example.ORG.", Some("dormeur.example.org"), "lower-cased, root dot dropped"),
             ("a-b.c", Some("a-b.c"), "hyphen inside"),
             ("", None, "empty"),
             ("-x", None, "leading hyphen"),
@@ -174,10 +144,7 @@ mod tests {
             assert_eq!(host_name(input).ok().as_deref(), *want, "{why}: {input:?}");
         }
         assert!(host_name(&"a".repeat(64)).is_err(), "label over 63");
-        assert!(
-            host_name(&format!("{}.x", "a.".repeat(130))).is_err(),
-            "over 253"
-        );
+        assert!(host_name(&format!("{}.x", "a.".repeat(130))).is_err(), "over 253");
     }
 
     #[test]
@@ -211,25 +178,29 @@ mod tests {
             ("/home\n/etc", None, "newline"),
         ];
         for (input, want, why) in table {
-            assert_eq!(
-                absolute_path(input).ok().as_deref(),
-                *want,
-                "{why}: {input:?}"
-            );
+            assert_eq!(absolute_path(input).ok().as_deref(), *want, "{why}: {input:?}");
         }
     }
 
     #[test]
     fn public_keys() {
-        let good =
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q c";
+        let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q c";
         assert!(public_key(good).is_ok());
         let bad: &[(&str, &str)] = &[
-            ("command=\"sh\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q", "options prefix"),
+            (
+                "command=\"sh\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q",
+                "options prefix",
+            ),
             ("ssh-dss AAAAB3NzaC1kc3MAAACBAP", "unknown algorithm"),
             ("ssh-ed25519 AAAA", "truncated data"),
-            ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q c\nssh-ed25519 AAAA", "newline"),
-            ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q", "algorithm does not match data"),
+            (
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q c\nssh-ed25519 AAAA",
+                "newline",
+            ),
+            (
+                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q",
+                "algorithm does not match data",
+            ),
         ];
         for (input, why) in bad {
             assert!(public_key(input).is_err(), "{why}");

@@ -19,9 +19,7 @@ pub enum Refusal {
     LogonUnknown(String),
     #[error("the logon directory could not be asked ({0}): try again later or tell the backup administrator")]
     DirectoryDown(String),
-    #[error(
-        "address {0} is not in a network allowed to enroll: enroll from the organisation's network"
-    )]
+    #[error("address {0} is not in a network allowed to enroll: enroll from the organisation's network")]
     Network(IpAddr),
     #[error("the server could not tell the client's address")]
     NoAddress,
@@ -33,17 +31,14 @@ pub fn check_os(cfg: &ServerConfig, os: &str) -> Result<(), Refusal> {
     if cfg.allowed_os.iter().any(|a| a == os) {
         Ok(())
     } else {
-        Err(Refusal::Os {
-            os: os.into(),
-            allowed: cfg.allowed_os.join(", "),
-        })
+        Err(Refusal::Os { os: os.into(), allowed: cfg.allowed_os.join(", ") })
     }
 }
 
 pub fn check_logon_pattern(cfg: &ServerConfig, logon: &str) -> Result<(), Refusal> {
     // Anchor the whole pattern, whatever the admin wrote.
-    let re = regex::Regex::new(&format!("^(?:{})$", cfg.logon_pattern))
-        .map_err(|_| Refusal::LogonPattern(logon.into()))?;
+    let re =
+        regex::Regex::new(&format!("^(?:{})$", cfg.logon_pattern)).map_err(|_| Refusal::LogonPattern(logon.into()))?;
     if re.is_match(logon) {
         Ok(())
     } else {
@@ -72,9 +67,7 @@ pub struct Nss;
 
 impl Directory for Nss {
     fn exists(&self, logon: &str) -> Result<bool, String> {
-        nix::unistd::User::from_name(logon)
-            .map(|u| u.is_some())
-            .map_err(|e| format!("NSS: {e}"))
+        nix::unistd::User::from_name(logon).map(|u| u.is_some()).map_err(|e| format!("NSS: {e}"))
     }
 }
 
@@ -83,11 +76,7 @@ pub struct AllowList(pub String);
 
 impl Directory for AllowList {
     fn exists(&self, logon: &str) -> Result<bool, String> {
-        Ok(self
-            .0
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .any(|l| l == logon))
+        Ok(self.0.lines().map(|l| l.split('#').next().unwrap_or("").trim()).any(|l| l == logon))
     }
 }
 
@@ -113,9 +102,7 @@ pub struct SystemResolver;
 
 impl Resolver for SystemResolver {
     fn forward(&self, name: &str) -> Vec<IpAddr> {
-        dns_lookup::lookup_host(name)
-            .map(|v| v.into_iter().map(crate::sshenv::canonical).collect())
-            .unwrap_or_default()
+        dns_lookup::lookup_host(name).map(|v| v.into_iter().map(crate::sshenv::canonical).collect()).unwrap_or_default()
     }
     fn reverse(&self, ip: IpAddr) -> Option<String> {
         dns_lookup::lookup_addr(&ip).ok()
@@ -132,15 +119,15 @@ pub fn host_name(
     let confirmed = |name: &str| resolver.forward(name).contains(&ip);
     let reverse = || -> Result<String, Refusal> {
         let name = resolver.reverse(ip).ok_or_else(|| {
-            Refusal::HostName(format!("address {ip} has no reverse DNS name: ask the network administrator to register this machine"))
+            Refusal::HostName(format!(
+                "address {ip} has no reverse DNS name: ask the network administrator to register this machine"
+            ))
         })?;
         let name = names::host_name(&name).map_err(Refusal::HostName)?;
         if confirmed(&name) {
             Ok(name)
         } else {
-            Err(Refusal::HostName(format!(
-                "the reverse DNS name {name} of {ip} does not resolve back to it"
-            )))
+            Err(Refusal::HostName(format!("the reverse DNS name {name} of {ip} does not resolve back to it")))
         }
     };
     match naming {
@@ -198,27 +185,12 @@ mod tests {
                 ("liar.example.org", vec![ip("10.0.0.99")]),
                 ("rev.example.org", vec![ip("10.0.0.7")]),
             ]),
-            rev: HashMap::from([
-                (ip("10.0.0.7"), "rev.example.org"),
-                (ip("10.0.0.8"), "unconfirmed.example.org"),
-            ]),
+            rev: HashMap::from([(ip("10.0.0.7"), "rev.example.org"), (ip("10.0.0.8"), "unconfirmed.example.org")]),
         };
         use HostNaming::*;
         let rows: &[(HostNaming, Option<&str>, &str, Option<&str>, &str)] = &[
-            (
-                Confirmed,
-                Some("dormeur.example.org"),
-                "10.0.0.5",
-                Some("dormeur.example.org"),
-                "hello name confirmed",
-            ),
-            (
-                Confirmed,
-                Some("liar.example.org"),
-                "10.0.0.5",
-                None,
-                "hello name points elsewhere, no reverse",
-            ),
+            (Confirmed, Some("dormeur.example.org"), "10.0.0.5", Some("dormeur.example.org"), "hello name confirmed"),
+            (Confirmed, Some("liar.example.org"), "10.0.0.5", None, "hello name points elsewhere, no reverse"),
             (
                 Confirmed,
                 Some("liar.example.org"),
@@ -226,36 +198,12 @@ mod tests {
                 Some("rev.example.org"),
                 "falls back to confirmed reverse",
             ),
-            (
-                Confirmed,
-                None,
-                "10.0.0.7",
-                Some("rev.example.org"),
-                "seed client: reverse DNS",
-            ),
+            (Confirmed, None, "10.0.0.7", Some("rev.example.org"), "seed client: reverse DNS"),
             (Confirmed, None, "10.0.0.8", None, "reverse not confirmed"),
-            (
-                ReverseDns,
-                Some("dormeur.example.org"),
-                "10.0.0.5",
-                None,
-                "hello name ignored",
-            ),
-            (
-                ReverseDns,
-                None,
-                "10.0.0.7",
-                Some("rev.example.org"),
-                "reverse confirmed",
-            ),
+            (ReverseDns, Some("dormeur.example.org"), "10.0.0.5", None, "hello name ignored"),
+            (ReverseDns, None, "10.0.0.7", Some("rev.example.org"), "reverse confirmed"),
             (Ip, None, "10.0.0.9", Some("10.0.0.9"), "address as name"),
-            (
-                Ip,
-                None,
-                "fd00::1",
-                Some("ip6-fd00--1"),
-                "IPv6 address as name",
-            ),
+            (Ip, None, "fd00::1", Some("ip6-fd00--1"), "IPv6 address as name"),
         ];
         for (naming, hello, addr, want, why) in rows {
             let got = host_name(*naming, *hello, ip(addr), &dns).ok();
@@ -268,34 +216,19 @@ mod tests {
         let cfg = ServerConfig::default();
         assert!(check_os(&cfg, "linux").is_ok());
         assert!(check_os(&cfg, "windows").is_err());
-        for (logon, ok) in [
-            ("jdupont", true),
-            ("_x", true),
-            ("Jdupont", false),
-            ("9x", false),
-            ("a b", false),
-        ] {
+        for (logon, ok) in [("jdupont", true), ("_x", true), ("Jdupont", false), ("9x", false), ("a b", false)] {
             assert_eq!(check_logon_pattern(&cfg, logon).is_ok(), ok, "{logon}");
         }
         let mut unanchored = cfg.clone();
         unanchored.logon_pattern = "[a-z]+".into();
-        assert!(
-            check_logon_pattern(&unanchored, "abc1").is_err(),
-            "pattern is matched whole"
-        );
+        assert!(check_logon_pattern(&unanchored, "abc1").is_err(), "pattern is matched whole");
         assert!(check_network(&cfg, Some(ip("127.0.0.1"))).is_ok());
         assert!(check_network(&cfg, Some(ip("192.168.3.4"))).is_ok());
-        assert_eq!(
-            check_network(&cfg, Some(ip("8.8.8.8"))),
-            Err(Refusal::Network(ip("8.8.8.8")))
-        );
+        assert_eq!(check_network(&cfg, Some(ip("8.8.8.8"))), Err(Refusal::Network(ip("8.8.8.8"))));
         assert_eq!(check_network(&cfg, None), Err(Refusal::NoAddress));
         let list = AllowList("# staff\njdupont\n  cmartin  # spaces\n".into());
         assert!(check_logon(LogonCheck::File, &list, "cmartin").is_ok());
-        assert!(matches!(
-            check_logon(LogonCheck::File, &list, "staff"),
-            Err(Refusal::LogonUnknown(_))
-        ));
+        assert!(matches!(check_logon(LogonCheck::File, &list, "staff"), Err(Refusal::LogonUnknown(_))));
         struct Down;
         impl Directory for Down {
             fn exists(&self, _: &str) -> Result<bool, String> {
@@ -303,10 +236,7 @@ mod tests {
             }
         }
         assert!(
-            matches!(
-                check_logon(LogonCheck::Nss, &Down, "x"),
-                Err(Refusal::DirectoryDown(_))
-            ),
+            matches!(check_logon(LogonCheck::Nss, &Down, "x"), Err(Refusal::DirectoryDown(_))),
             "down is a refusal"
         );
         assert!(check_logon(LogonCheck::Any, &Down, "x").is_ok());

@@ -38,10 +38,7 @@ impl Registry {
     pub fn load(path: &Path) -> Result<Registry, RegistryError> {
         let raw = atomic::read_or_empty(path)?;
         if raw.is_empty() {
-            return Ok(Registry {
-                version: 1,
-                hosts: BTreeMap::new(),
-            });
+            return Ok(Registry { version: 1, hosts: BTreeMap::new() });
         }
         serde_json::from_slice(&raw).map_err(|e| RegistryError::Corrupt(path.to_path_buf(), e))
     }
@@ -83,17 +80,10 @@ mod tests {
                 state: "enrolled".into(),
             },
         );
-        let own = Ownership {
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            mode: 0o640,
-        };
+        let own = Ownership { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw(), mode: 0o640 };
         r.save(&p, own).unwrap();
         assert_eq!(Registry::load(&p).unwrap(), r);
         std::fs::write(&p, "{").unwrap();
-        assert!(matches!(
-            Registry::load(&p),
-            Err(RegistryError::Corrupt(..))
-        ));
+        assert!(matches!(Registry::load(&p), Err(RegistryError::Corrupt(..))));
     }
 }

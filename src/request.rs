@@ -40,10 +40,7 @@ impl Request {
         if command.len() > MAX_REQUEST_LEN {
             return Err(RequestError::TooLong);
         }
-        if let Some(c) = command
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':')))
-        {
+        if let Some(c) = command.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':'))) {
             return Err(RequestError::BadCharacter(c.escape_default().to_string()));
         }
         let mut parts = command.split(':');
@@ -52,19 +49,14 @@ impl Request {
         };
         let os_ok = os.len() <= 16
             && os.starts_with(|c: char| c.is_ascii_lowercase())
-            && os
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && os.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !os_ok {
             return Err(RequestError::BadOs(os.to_string()));
         }
         if logon.is_empty() || logon.len() > 32 {
             return Err(RequestError::BadLogonLength);
         }
-        Ok(Request {
-            os: os.to_string(),
-            logon: logon.to_string(),
-        })
+        Ok(Request { os: os.to_string(), logon: logon.to_string() })
     }
 }
 
@@ -84,16 +76,8 @@ mod tests {
         let rows: &[(&str, Option<(&str, &str)>, &str)] = &[
             ("linux:jdupont", Some(("linux", "jdupont")), "seed example"),
             ("mac:cmartin", Some(("mac", "cmartin")), "seed example"),
-            (
-                "linux:j.dupont-2_",
-                Some(("linux", "j.dupont-2_")),
-                "all logon punctuation",
-            ),
-            (
-                "linux:JDupont",
-                Some(("linux", "JDupont")),
-                "case left to the pattern",
-            ),
+            ("linux:j.dupont-2_", Some(("linux", "j.dupont-2_")), "all logon punctuation"),
+            ("linux:JDupont", Some(("linux", "JDupont")), "case left to the pattern"),
             ("", None, "empty"),
             ("linux", None, "no colon"),
             ("linux:", None, "empty logon"),
@@ -117,14 +101,8 @@ mod tests {
             let want = want.map(|(o, l)| (o.to_string(), l.to_string()));
             assert_eq!(got, want, "{why}: {input:?}");
         }
-        assert_eq!(
-            Request::parse(&format!("linux:{}", "a".repeat(33))),
-            Err(RequestError::BadLogonLength)
-        );
-        assert_eq!(
-            Request::parse(&"a".repeat(MAX_REQUEST_LEN + 1)),
-            Err(RequestError::TooLong)
-        );
+        assert_eq!(Request::parse(&format!("linux:{}", "a".repeat(33))), Err(RequestError::BadLogonLength));
+        assert_eq!(Request::parse(&"a".repeat(MAX_REQUEST_LEN + 1)), Err(RequestError::TooLong));
         assert!(Request::parse(&format!("linux:{}", "a".repeat(32))).is_ok());
     }
 }

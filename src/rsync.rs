@@ -78,9 +78,8 @@ pub enum Parsed {
 /// they are allowed. Refused letters carry their reason.
 fn short_rule(c: char) -> Result<(), &'static str> {
     match c {
-        'l' | 'H' | 'o' | 'g' | 'D' | 't' | 'p' | 'r' | 'c' | 'x' | 'R' | 'v' | 'z' | 'n' | 'I'
-        | 'u' | 'W' | 'S' | 'O' | 'J' | 'A' | 'X' | 'd' | 'U' | 'N' | 'm' | 'y' | 'C' | 'E'
-        | 'q' | 'h' | '8' | 'i' => Ok(()),
+        'l' | 'H' | 'o' | 'g' | 'D' | 't' | 'p' | 'r' | 'c' | 'x' | 'R' | 'v' | 'z' | 'n' | 'I' | 'u' | 'W' | 'S'
+        | 'O' | 'J' | 'A' | 'X' | 'd' | 'U' | 'N' | 'm' | 'y' | 'C' | 'E' | 'q' | 'h' | '8' | 'i' => Ok(()),
         'L' | 'k' | 'K' => Err("link-following options are not allowed"),
         'e' => Err("-e is only allowed as the protocol tail e<ver>.<caps>"),
         'b' => Err("--backup is not allowed"),
@@ -170,32 +169,20 @@ const DENIED: &[(&str, &str)] = &[
     ("config", "daemon config files are not allowed"),
     ("dparam", "daemon parameters are not allowed"),
     ("log-file", "log files would write outside the shares"),
-    (
-        "log-file-format",
-        "log files would write outside the shares",
-    ),
+    ("log-file-format", "log files would write outside the shares"),
     ("write-batch", "batch files would write outside the shares"),
-    (
-        "only-write-batch",
-        "batch files would write outside the shares",
-    ),
+    ("only-write-batch", "batch files would write outside the shares"),
     ("read-batch", "batch files would read outside the shares"),
     ("copy-devices", "reading devices is not allowed"),
     ("write-devices", "writing devices is not allowed"),
-    (
-        "remove-source-files",
-        "removing source files is not allowed",
-    ),
+    ("remove-source-files", "removing source files is not allowed"),
     ("remove-sent-files", "removing source files is not allowed"),
     ("debug", "debug output is not allowed"),
     ("iconv", "--iconv is not enabled on this client"),
     ("copy-links", "link-following options are not allowed"),
     ("copy-dirlinks", "link-following options are not allowed"),
     ("keep-dirlinks", "link-following options are not allowed"),
-    (
-        "copy-unsafe-links",
-        "link-following options are not allowed",
-    ),
+    ("copy-unsafe-links", "link-following options are not allowed"),
     ("backup", "--backup is not allowed"),
     ("backup-dir", "--backup-dir is not allowed"),
     ("temp-dir", "--temp-dir is not allowed"),
@@ -284,13 +271,7 @@ pub fn parse_command(cmd: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Resul
     if direction == Direction::Receiver && !policy.restore {
         return refuse("restores are not enabled on this client (restore = false)");
     }
-    let mut st = State {
-        direction,
-        short: String::new(),
-        caps: None,
-        long: Vec::new(),
-        protect: false,
-    };
+    let mut st = State { direction, short: String::new(), caps: None, long: Vec::new(), protect: false };
     let rest: Vec<&str> = it.collect();
     let (opts, paths) = split_at_dot(&rest);
     for (i, w) in opts.iter().enumerate() {
@@ -321,25 +302,15 @@ pub fn parse_command(cmd: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Resul
 impl NeedsProtectedArgs {
     /// Complete the invocation with the protected list (its first element
     /// `rsync` included).
-    pub fn complete(
-        self,
-        args: &[String],
-        policy: &RsyncPolicy,
-        fs: &dyn Resolve,
-    ) -> Result<RsyncInvocation, Refusal> {
+    pub fn complete(self, args: &[String], policy: &RsyncPolicy, fs: &dyn Resolve) -> Result<RsyncInvocation, Refusal> {
         let mut it = args.iter().map(String::as_str);
         if it.next() != Some("rsync") {
             return refuse("protected arguments must start with 'rsync'");
         }
         let rest: Vec<&str> = it.collect();
         let (opts, paths) = split_at_dot(&rest);
-        let mut st = State {
-            direction: self.direction,
-            short: self.short,
-            caps: self.caps,
-            long: self.long,
-            protect: true,
-        };
+        let mut st =
+            State { direction: self.direction, short: self.short, caps: self.caps, long: self.long, protect: true };
         for (i, w) in opts.iter().enumerate() {
             if w.chars().any(|c| c.is_control()) {
                 return refuse("protected argument has control characters");
@@ -369,13 +340,7 @@ struct State {
 }
 
 impl State {
-    fn option(
-        &mut self,
-        w: &str,
-        first: bool,
-        last: bool,
-        policy: &RsyncPolicy,
-    ) -> Result<(), Refusal> {
+    fn option(&mut self, w: &str, first: bool, last: bool, policy: &RsyncPolicy) -> Result<(), Refusal> {
         if w == "--sender" {
             return refuse("--sender is only allowed right after --server");
         }
@@ -437,33 +402,23 @@ impl State {
             return refuse(format!("--{name}: {why}"));
         }
         let Some(&(_, arg, needs)) = LONG.iter().find(|(n, _, _)| *n == name) else {
-            return refuse(format!(
-                "--{}: option is not on the allow-list",
-                short(name)
-            ));
+            return refuse(format!("--{}: option is not on the allow-list", short(name)));
         };
         match needs {
             Needs::Receiver if self.direction != Direction::Receiver => {
                 return refuse(format!("--{name} is only allowed for restores"))
             }
             Needs::Delete if !policy.delete => {
-                return refuse(format!(
-                    "--{name}: delete options are not enabled on this client (delete = false)"
-                ))
+                return refuse(format!("--{name}: delete options are not enabled on this client (delete = false)"))
             }
             _ => {}
         }
         let ok = match (arg, value) {
             (Arg::None, None) => true,
             (Arg::None, Some(_)) | (_, None) => false,
-            (Arg::Number, Some(v)) => {
-                !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit())
-            }
+            (Arg::Number, Some(v)) => !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()),
             (Arg::Word, Some(v)) => {
-                !v.is_empty()
-                    && v.len() <= 64
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.,+".contains(&b))
+                !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,+".contains(&b))
             }
             (Arg::Text, Some(v)) => v.len() <= 256 && !v.chars().any(|c| c.is_control()),
             (Arg::Stdin, Some(v)) => v == "-",
@@ -486,12 +441,7 @@ impl State {
         Ok(())
     }
 
-    fn finish(
-        self,
-        paths: &[&str],
-        policy: &RsyncPolicy,
-        fs: &dyn Resolve,
-    ) -> Result<RsyncInvocation, Refusal> {
+    fn finish(self, paths: &[&str], policy: &RsyncPolicy, fs: &dyn Resolve) -> Result<RsyncInvocation, Refusal> {
         if paths.is_empty() {
             return refuse("no path given");
         }
@@ -503,15 +453,8 @@ impl State {
             let confined = confine(p, policy, fs)?;
             if self.direction == Direction::Receiver {
                 let base = Path::new(confined.split("/./").next().unwrap_or(&confined));
-                if let Some(bad) = policy
-                    .protected
-                    .iter()
-                    .find(|pr| pr.starts_with(base) || base.starts_with(pr))
-                {
-                    return refuse(format!(
-                        "a restore may not write into or above {}",
-                        bad.display()
-                    ));
+                if let Some(bad) = policy.protected.iter().find(|pr| pr.starts_with(base) || base.starts_with(pr)) {
+                    return refuse(format!("a restore may not write into or above {}", bad.display()));
                 }
             }
             out.push(confined);
@@ -588,10 +531,7 @@ pub fn confine(raw: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Result<Stri
     if !raw.starts_with('/') {
         return refuse(format!("path {:?} is not absolute", short(raw)));
     }
-    if Path::new(raw)
-        .components()
-        .any(|c| c == Component::ParentDir)
-    {
+    if Path::new(raw).components().any(|c| c == Component::ParentDir) {
         return refuse(format!("path {:?} has '..'", short(raw)));
     }
     let trailing = raw.len() > 1 && raw.ends_with('/');
@@ -600,16 +540,14 @@ pub fn confine(raw: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Result<Stri
         None => (raw, None),
     };
     let inside = |p: &Path| policy.shares.iter().any(|s| p.starts_with(s));
-    let base_real = resolve_loose(Path::new(base), fs)
-        .ok_or_else(|| Refusal("path cannot be resolved".into()))?;
+    let base_real = resolve_loose(Path::new(base), fs).ok_or_else(|| Refusal("path cannot be resolved".into()))?;
     if !inside(&base_real) {
         return refuse(format!("path {:?} is outside the shares", short(raw)));
     }
     let mut out = base_real.to_string_lossy().into_owned();
     if let Some(rel) = rel {
         let rel = rel.trim_matches('/');
-        let full = resolve_loose(&base_real.join(rel), fs)
-            .ok_or_else(|| Refusal("path cannot be resolved".into()))?;
+        let full = resolve_loose(&base_real.join(rel), fs).ok_or_else(|| Refusal("path cannot be resolved".into()))?;
         if !inside(&full) {
             return refuse(format!("path {:?} leads outside the shares", short(raw)));
         }
@@ -640,31 +578,19 @@ impl RsyncInvocation {
             return None;
         };
         if let Some((base, rel)) = path.split_once("/./") {
-            return Some(Pin {
-                dir: PathBuf::from(if base.is_empty() { "/" } else { base }),
-                arg: format!("./{rel}"),
-            });
+            return Some(Pin { dir: PathBuf::from(if base.is_empty() { "/" } else { base }), arg: format!("./{rel}") });
         }
         if path == "/" {
-            return Some(Pin {
-                dir: PathBuf::from("/"),
-                arg: "./".into(),
-            });
+            return Some(Pin { dir: PathBuf::from("/"), arg: "./".into() });
         }
         let trailing = path.ends_with('/');
         let p = Path::new(path.trim_end_matches('/'));
         if trailing {
-            return Some(Pin {
-                dir: p.to_path_buf(),
-                arg: "./".into(),
-            });
+            return Some(Pin { dir: p.to_path_buf(), arg: "./".into() });
         }
         let parent = p.parent()?;
         let name = p.file_name()?.to_string_lossy().into_owned();
-        Some(Pin {
-            dir: parent.to_path_buf(),
-            arg: name,
-        })
+        Some(Pin { dir: parent.to_path_buf(), arg: name })
     }
 
     /// The invocation as an `SSH_ORIGINAL_COMMAND` that [`parse_command`]
@@ -673,30 +599,17 @@ impl RsyncInvocation {
     /// interpret).
     pub fn to_command_line(&self) -> String {
         let argv = self.argv("sudo", "rsync");
-        argv[3..]
-            .iter()
-            .map(|w| escape_word(w))
-            .collect::<Vec<_>>()
-            .join(" ")
+        argv[3..].iter().map(|w| escape_word(w)).collect::<Vec<_>>().join(" ")
     }
 
     /// The invocation with its one path replaced by the pinned argument.
     pub fn pinned(&self, pin: &Pin) -> RsyncInvocation {
-        RsyncInvocation {
-            paths: vec![pin.arg.clone()],
-            ..self.clone()
-        }
+        RsyncInvocation { paths: vec![pin.arg.clone()], ..self.clone() }
     }
 
     /// The argv run through sudo: `sudo -n -- RSYNC --server … -- . PATHS`.
     pub fn argv(&self, sudo: &str, rsync: &str) -> Vec<String> {
-        let mut v = vec![
-            sudo.to_string(),
-            "-n".into(),
-            "--".into(),
-            rsync.to_string(),
-            "--server".into(),
-        ];
+        let mut v = vec![sudo.to_string(), "-n".into(), "--".into(), rsync.to_string(), "--server".into()];
         if self.direction == Direction::Sender {
             v.push("--sender".into());
         }
@@ -715,10 +628,7 @@ impl RsyncInvocation {
 /// Read rsync's protected argument list from `input` one byte at a time,
 /// so nothing after its terminating empty string is consumed: those bytes
 /// are the rsync protocol, left for the rsync that is exec'd.
-pub fn read_protected_args(
-    input: &mut dyn Read,
-    deadline: Instant,
-) -> Result<Vec<String>, Refusal> {
+pub fn read_protected_args(input: &mut dyn Read, deadline: Instant) -> Result<Vec<String>, Refusal> {
     let mut args = Vec::new();
     let mut cur = Vec::new();
     let mut total = 0usize;
@@ -731,18 +641,14 @@ pub fn read_protected_args(
             Ok(0) => return refuse("stdin ended inside the protected arguments"),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock =>
-            {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
                 return refuse("timed out reading the protected arguments")
             }
             Err(e) => return refuse(format!("cannot read the protected arguments: {e}")),
         }
         total += 1;
         if total > MAX_PROTECTED_BYTES {
-            return refuse(format!(
-                "protected arguments exceed {MAX_PROTECTED_BYTES} bytes"
-            ));
+            return refuse(format!("protected arguments exceed {MAX_PROTECTED_BYTES} bytes"));
         }
         if byte[0] != 0 {
             cur.push(byte[0]);
@@ -755,9 +661,7 @@ pub fn read_protected_args(
             .map_err(|_| Refusal("protected argument is not UTF-8".into()))?;
         args.push(s);
         if args.len() > MAX_PROTECTED_ARGS {
-            return refuse(format!(
-                "more than {MAX_PROTECTED_ARGS} protected arguments"
-            ));
+            return refuse(format!("more than {MAX_PROTECTED_ARGS} protected arguments"));
         }
     }
 }
@@ -776,11 +680,7 @@ impl Read for StdinWithDeadline {
         let stdin = io::stdin();
         let fd = stdin.as_fd();
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        let n = poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO),
-        )
-        .map_err(io::Error::from)?;
+        let n = poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO)).map_err(io::Error::from)?;
         if n == 0 {
             return Err(io::ErrorKind::TimedOut.into());
         }
@@ -820,10 +720,7 @@ mod tests {
 
     fn fs() -> FakeFs {
         FakeFs {
-            links: HashMap::from([
-                ("/home/jd/escape", "/etc/shadow"),
-                ("/home/jd/inner", "/home/jd/docs"),
-            ]),
+            links: HashMap::from([("/home/jd/escape", "/etc/shadow"), ("/home/jd/inner", "/home/jd/docs")]),
             exists: vec![
                 "/",
                 "/home",
@@ -858,19 +755,10 @@ mod tests {
     fn backuppc_strings_pass() {
         let p = policy(true, true);
         for (cmd, dir) in [
-            (
-                "rsync --server --sender -slHogDtprcxe.iLsfxC",
-                Direction::Sender,
-            ),
-            (
-                "rsync --server --sender -slHogDtprxe.iLsfxC",
-                Direction::Sender,
-            ),
+            ("rsync --server --sender -slHogDtprcxe.iLsfxC", Direction::Sender),
+            ("rsync --server --sender -slHogDtprxe.iLsfxC", Direction::Sender),
             ("rsync --server -slHogDtprRe.iLsfxC", Direction::Receiver),
-            (
-                "/usr/bin/rsync --server --sender -slHogDtprcxe.iLsfxCIvu",
-                Direction::Sender,
-            ),
+            ("/usr/bin/rsync --server --sender -slHogDtprcxe.iLsfxCIvu", Direction::Sender),
         ] {
             match parse(cmd, &p).unwrap() {
                 Parsed::NeedsProtectedArgs(n) => assert_eq!(n.direction, dir, "{cmd}"),
@@ -882,21 +770,13 @@ mod tests {
     #[test]
     fn protected_args_complete() {
         let p = policy(false, false);
-        let Parsed::NeedsProtectedArgs(n) =
-            parse("rsync --server --sender -slHogDtprcxe.iLsfxC", &p).unwrap()
-        else {
+        let Parsed::NeedsProtectedArgs(n) = parse("rsync --server --sender -slHogDtprcxe.iLsfxC", &p).unwrap() else {
             panic!()
         };
-        let args: Vec<String> = [
-            "rsync",
-            "--numeric-ids",
-            "--log-format=log: %o %i",
-            ".",
-            "/home/a b/",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args: Vec<String> = ["rsync", "--numeric-ids", "--log-format=log: %o %i", ".", "/home/a b/"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let inv = n.complete(&args, &p, &fs()).unwrap();
         assert_eq!(
             inv.argv("/usr/bin/sudo", "/usr/bin/rsync"),
@@ -920,15 +800,13 @@ mod tests {
     #[test]
     fn plain_command_line() {
         let p = policy(false, false);
-        let Parsed::Ready(inv) = parse("rsync --server --sender -lHogDtprxe.iLsfxCIvu --numeric-ids . /home/a\\ b /home/jd/inner", &p).unwrap()
+        let Parsed::Ready(inv) =
+            parse("rsync --server --sender -lHogDtprxe.iLsfxCIvu --numeric-ids . /home/a\\ b /home/jd/inner", &p)
+                .unwrap()
         else {
             panic!()
         };
-        assert_eq!(
-            inv.paths,
-            ["/home/a b", "/home/jd/docs"],
-            "escape removed, symlink resolved"
-        );
+        assert_eq!(inv.paths, ["/home/a b", "/home/jd/docs"], "escape removed, symlink resolved");
         assert_eq!(parse("true", &p).unwrap(), Parsed::Check);
     }
 
@@ -939,179 +817,60 @@ mod tests {
         let rows: &[(&str, &RsyncPolicy, &str)] = &[
             ("", &no, "empty"),
             ("sh -c id", &no, "not rsync"),
-            (
-                "rsync --sender --server -l . /home",
-                &no,
-                "--sender before --server",
-            ),
+            ("rsync --sender --server -l . /home", &no, "--sender before --server"),
             ("rsync --server -l . /home", &no, "receiver without restore"),
-            (
-                "rsync --server --sender -le./bin/sh . /home",
-                &no,
-                "-e tail with a path",
-            ),
-            (
-                "rsync --server --sender -le sh . /home",
-                &no,
-                "-e with a command",
-            ),
+            ("rsync --server --sender -le./bin/sh . /home", &no, "-e tail with a path"),
+            ("rsync --server --sender -le sh . /home", &no, "-e with a command"),
             ("rsync --server --sender --rsh=sh . /home", &no, "--rsh"),
-            (
-                "rsync --server --sender --daemon --config=/tmp/x . /home",
-                &no,
-                "daemon",
-            ),
-            (
-                "rsync --server --sender --log-file=/etc/x . /home",
-                &no,
-                "log file",
-            ),
+            ("rsync --server --sender --daemon --config=/tmp/x . /home", &no, "daemon"),
+            ("rsync --server --sender --log-file=/etc/x . /home", &no, "log file"),
             ("rsync --server --sender -L . /home", &no, "copy links"),
-            (
-                "rsync --server --sender --copy-links . /home",
-                &no,
-                "copy links long",
-            ),
+            ("rsync --server --sender --copy-links . /home", &no, "copy links long"),
             ("rsync --server --sender --debug=ALL . /home", &no, "debug"),
             ("rsync --server --sender --iconv=utf8 . /home", &no, "iconv"),
-            (
-                "rsync --server --sender --remove-source-files . /home",
-                &no,
-                "remove source",
-            ),
-            (
-                "rsync --server --sender --copy-devices . /home",
-                &no,
-                "copy devices",
-            ),
-            (
-                "rsync --server --sender --no-such-option . /home",
-                &no,
-                "unknown long option",
-            ),
-            (
-                "rsync --server --sender -Z . /home",
-                &no,
-                "unknown short option",
-            ),
+            ("rsync --server --sender --remove-source-files . /home", &no, "remove source"),
+            ("rsync --server --sender --copy-devices . /home", &no, "copy devices"),
+            ("rsync --server --sender --no-such-option . /home", &no, "unknown long option"),
+            ("rsync --server --sender -Z . /home", &no, "unknown short option"),
             ("rsync --server --sender -l . /etc", &no, "outside shares"),
             ("rsync --server --sender -l . /", &no, "root"),
             ("rsync --server --sender -l . /home/../etc", &no, "dot-dot"),
-            (
-                "rsync --server --sender -l . /home/jd/escape",
-                &no,
-                "symlink out",
-            ),
-            (
-                "rsync --server --sender -l . /homeother",
-                &no,
-                "prefix but not a component",
-            ),
+            ("rsync --server --sender -l . /home/jd/escape", &no, "symlink out"),
+            ("rsync --server --sender -l . /homeother", &no, "prefix but not a component"),
             ("rsync --server --sender -l . home", &no, "relative"),
             ("rsync --server --sender -l .", &no, "no path"),
             ("rsync --server --sender -l /home", &no, "no dot"),
             ("rsync --server --sender -l . /home;id", &no, "semicolon"),
-            (
-                "rsync --server --sender -l . /home$(id)",
-                &no,
-                "command substitution",
-            ),
+            ("rsync --server --sender -l . /home$(id)", &no, "command substitution"),
             ("rsync --server --sender -l . /home`id`", &no, "backticks"),
             ("rsync --server --sender -l . '/home'", &no, "quotes"),
             ("rsync --server --sender -l . /home\n", &no, "newline"),
             ("rsync --server --sender -l . /home|id", &no, "pipe"),
             ("rsync --server --sender -l . /home>x", &no, "redirection"),
-            (
-                "rsync --server --sender -l . /home/*",
-                &no,
-                "unescaped glob",
-            ),
+            ("rsync --server --sender -l . /home/*", &no, "unescaped glob"),
             ("rsync --server --sender -l -- -- . /home", &no, "-- twice"),
-            (
-                "rsync --server --sender -- -l . /home",
-                &no,
-                "-- followed by options",
-            ),
-            (
-                "rsync --server --sender --sender -l . /home",
-                &no,
-                "--sender twice",
-            ),
+            ("rsync --server --sender -- -l . /home", &no, "-- followed by options"),
+            ("rsync --server --sender --sender -l . /home", &no, "--sender twice"),
             ("rsync --server --sender -l -s . /home", &no, "-s not first"),
-            (
-                "rsync --server --sender -sl . /home",
-                &no,
-                "-s with paths on the line",
-            ),
-            (
-                "rsync --server --sender -sl --numeric-ids",
-                &no,
-                "-s with long options on the line",
-            ),
-            (
-                "rsync --server --sender --delete . /home",
-                &no,
-                "delete without delete = true",
-            ),
-            (
-                "rsync --server --sender --inplace . /home",
-                &yes,
-                "receiver-only option on sender",
-            ),
-            (
-                "rsync --server -l . /home /srv",
-                &yes,
-                "two restore targets",
-            ),
-            (
-                "rsync --server -l . /var/lib/bk/.ssh",
-                &yes,
-                "restore into .ssh",
-            ),
-            (
-                "rsync --server -l . /home/jd",
-                &yes,
-                "restore above a protected path",
-            ),
-            (
-                "rsync --server -l --partial-dir=/etc . /home",
-                &yes,
-                "absolute partial dir",
-            ),
-            (
-                "rsync --server --sender --files-from=/etc/shadow . /home",
-                &no,
-                "files-from a file",
-            ),
-            (
-                "rsync --server --sender --timeout=abc . /home",
-                &no,
-                "non-numeric number",
-            ),
-            (
-                "rsync --server --sender -l . /home\\",
-                &no,
-                "trailing backslash",
-            ),
-            (
-                "/bin/rsync --server --sender -l . /home",
-                &no,
-                "other rsync path",
-            ),
+            ("rsync --server --sender -sl . /home", &no, "-s with paths on the line"),
+            ("rsync --server --sender -sl --numeric-ids", &no, "-s with long options on the line"),
+            ("rsync --server --sender --delete . /home", &no, "delete without delete = true"),
+            ("rsync --server --sender --inplace . /home", &yes, "receiver-only option on sender"),
+            ("rsync --server -l . /home /srv", &yes, "two restore targets"),
+            ("rsync --server -l . /var/lib/bk/.ssh", &yes, "restore into .ssh"),
+            ("rsync --server -l . /home/jd", &yes, "restore above a protected path"),
+            ("rsync --server -l --partial-dir=/etc . /home", &yes, "absolute partial dir"),
+            ("rsync --server --sender --files-from=/etc/shadow . /home", &no, "files-from a file"),
+            ("rsync --server --sender --timeout=abc . /home", &no, "non-numeric number"),
+            ("rsync --server --sender -l . /home\\", &no, "trailing backslash"),
+            ("/bin/rsync --server --sender -l . /home", &no, "other rsync path"),
         ];
         for (cmd, p, why) in rows {
             let got = parse(cmd, p);
             assert!(got.is_err(), "{why}: {cmd:?} was accepted: {got:?}");
         }
         assert!(
-            parse(
-                &format!(
-                    "rsync --server --sender -l . /home/{}",
-                    "a".repeat(MAX_COMMAND)
-                ),
-                &no
-            )
-            .is_err(),
+            parse(&format!("rsync --server --sender -l . /home/{}", "a".repeat(MAX_COMMAND)), &no).is_err(),
             "over-long"
         );
     }
@@ -1119,27 +878,19 @@ mod tests {
     #[test]
     fn protected_args_refusals() {
         let p = policy(false, false);
-        let Parsed::NeedsProtectedArgs(n) =
-            parse("rsync --server --sender -slre.iLsfxC", &p).unwrap()
-        else {
+        let Parsed::NeedsProtectedArgs(n) = parse("rsync --server --sender -slre.iLsfxC", &p).unwrap() else {
             panic!()
         };
         let rows: &[(&[&str], &str)] = &[
             (&["sh", ".", "/home"], "first element not rsync"),
-            (
-                &["rsync", "--rsh=sh", ".", "/home"],
-                "rsh in protected args",
-            ),
+            (&["rsync", "--rsh=sh", ".", "/home"], "rsh in protected args"),
             (&["rsync", "-e", "sh", ".", "/home"], "-e in protected args"),
             (&["rsync", "."], "no path"),
             (&["rsync", "/home"], "no dot"),
             (&["rsync", ".", "/etc/shadow"], "outside shares"),
             (&["rsync", "--server", ".", "/home"], "--server again"),
             (&["rsync", "-s", ".", "/home"], "-s again"),
-            (
-                &["rsync", "--log-format=a\nb", ".", "/home"],
-                "control character",
-            ),
+            (&["rsync", "--log-format=a\nb", ".", "/home"], "control character"),
         ];
         for (args, why) in rows {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -1154,23 +905,12 @@ mod tests {
         assert_eq!(args, ["rsync", "--numeric-ids", ".", "/home/a b"]);
         assert_eq!(data, b"PROTOCOL", "protocol bytes left unread");
         let mut short: &[u8] = b"rsync\0.";
-        assert!(
-            read_protected_args(&mut short, Instant::now() + Duration::from_secs(5)).is_err(),
-            "EOF inside"
-        );
+        assert!(read_protected_args(&mut short, Instant::now() + Duration::from_secs(5)).is_err(), "EOF inside");
         let big = vec![b'a'; MAX_PROTECTED_BYTES + 1];
-        assert!(
-            read_protected_args(&mut big.as_slice(), Instant::now() + Duration::from_secs(5))
-                .is_err(),
-            "too big"
-        );
+        assert!(read_protected_args(&mut big.as_slice(), Instant::now() + Duration::from_secs(5)).is_err(), "too big");
         let many = "a\0".repeat(MAX_PROTECTED_ARGS + 2);
         assert!(
-            read_protected_args(
-                &mut many.as_bytes(),
-                Instant::now() + Duration::from_secs(5)
-            )
-            .is_err(),
+            read_protected_args(&mut many.as_bytes(), Instant::now() + Duration::from_secs(5)).is_err(),
             "too many"
         );
     }
@@ -1185,40 +925,16 @@ mod tests {
             paths: vec![p.into()],
         };
         let rows: &[(&str, &str, &str, &str)] = &[
-            (
-                "/home/jd/",
-                "/home/jd",
-                "./",
-                "contents of a folder: pin it",
-            ),
-            (
-                "/home/jd",
-                "/home",
-                "jd",
-                "a folder by name: pin its parent",
-            ),
-            (
-                "/home/jd/./docs/a b",
-                "/home/jd",
-                "./docs/a b",
-                "rsync's /./ marker",
-            ),
-            (
-                "/home/./jd/",
-                "/home",
-                "./jd/",
-                "marker with trailing slash",
-            ),
+            ("/home/jd/", "/home/jd", "./", "contents of a folder: pin it"),
+            ("/home/jd", "/home", "jd", "a folder by name: pin its parent"),
+            ("/home/jd/./docs/a b", "/home/jd", "./docs/a b", "rsync's /./ marker"),
+            ("/home/./jd/", "/home", "./jd/", "marker with trailing slash"),
             ("/home", "/", "home", "a share by name"),
             ("/", "/", "./", "root"),
         ];
         for (path, dir, arg, why) in rows {
             let pin = inv(path).pin().unwrap();
-            assert_eq!(
-                (pin.dir.to_str().unwrap(), pin.arg.as_str()),
-                (*dir, *arg),
-                "{why}"
-            );
+            assert_eq!((pin.dir.to_str().unwrap(), pin.arg.as_str()), (*dir, *arg), "{why}");
         }
         let mut two = inv("/home/a");
         two.paths.push("/home/b".into());
@@ -1255,12 +971,7 @@ mod properties {
             if let Some(rest) = s.strip_prefix("/home/link") {
                 return Ok(PathBuf::from(format!("/etc{rest}")));
             }
-            if s == "/"
-                || s == "/home"
-                || s.starts_with("/home/")
-                || s == "/etc"
-                || s.starts_with("/etc/")
-            {
+            if s == "/" || s == "/home" || s.starts_with("/home/") || s == "/etc" || s.starts_with("/etc/") {
                 Ok(p.to_path_buf())
             } else {
                 Err(io::ErrorKind::NotFound.into())
@@ -1319,15 +1030,9 @@ mod properties {
             "rsync --server --sender --timeout=72000 -- . /home/./jd/",
             "rsync --server -lHogDtprRe.iLsfxC --log-format=%i . /home/jd",
         ] {
-            let Ok(Parsed::Ready(inv)) = parse_command(cmd, &policy(), &Table) else {
-                panic!("{cmd}")
-            };
+            let Ok(Parsed::Ready(inv)) = parse_command(cmd, &policy(), &Table) else { panic!("{cmd}") };
             let line = inv.to_command_line();
-            assert_eq!(
-                parse_command(&line, &policy(), &Table),
-                Ok(Parsed::Ready(inv)),
-                "{line}"
-            );
+            assert_eq!(parse_command(&line, &policy(), &Table), Ok(Parsed::Ready(inv)), "{line}");
         }
     }
 

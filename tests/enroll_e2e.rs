@@ -18,33 +18,19 @@ fn enroll_then_backup_through_rsyncsend() {
     let w = World::new(Options::default());
     let out = w.enroll_ok(&["--logon", "cmartin", "--yes"]);
     let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains("https://backup.example.org/backuppc/index.cgi?host=localhost"),
-        "URL shown: {stdout}"
-    );
+    assert!(stdout.contains("https://backup.example.org/backuppc/index.cgi?host=localhost"), "URL shown: {stdout}");
 
     // Server side: hosts line appended, everything else byte for byte.
     let hosts = fs::read_to_string(w.conf_dir.join("hosts")).unwrap();
     assert_eq!(hosts, format!("{STOCK_HOSTS}localhost\t0\tcmartin\n"));
-    assert_eq!(
-        fs::read_to_string(w.conf_dir.join("hosts.old")).unwrap(),
-        STOCK_HOSTS
-    );
+    assert_eq!(fs::read_to_string(w.conf_dir.join("hosts.old")).unwrap(), STOCK_HOSTS);
     let key_path = w.server.home.join(".ssh/backuppc-enroll/localhost");
     let meta = fs::metadata(&key_path).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o600, "private key 0600");
-    assert_eq!(
-        meta.uid(),
-        w.server.ids().0,
-        "private key owned by the BackupPC user"
-    );
+    assert_eq!(meta.uid(), w.server.ids().0, "private key owned by the BackupPC user");
     let kh = fs::read_to_string(w.server.home.join(".ssh/known_hosts")).unwrap();
     let host_key_bare: Vec<&str> = w.sshd.host_pub.split(' ').take(2).collect();
-    assert_eq!(
-        kh,
-        format!("localhost {}\n", host_key_bare.join(" ")),
-        "client host key pinned under the alias"
-    );
+    assert_eq!(kh, format!("localhost {}\n", host_key_bare.join(" ")), "client host key pinned under the alias");
     let reg: serde_json::Value =
         serde_json::from_slice(&fs::read(w.registry_dir.join("registry.json")).unwrap()).unwrap();
     assert_eq!(reg["hosts"]["localhost"]["logon"], "cmartin");
@@ -53,30 +39,14 @@ fn enroll_then_backup_through_rsyncsend() {
     // Client side: the key line is bound to rsyncsend, root-owned.
     let ak_path = w.client_home().join(".ssh/authorized_keys");
     let ak = fs::read_to_string(&ak_path).unwrap();
-    assert!(
-        ak.starts_with("restrict,from=\"127.0.0.1\",command=\""),
-        "{ak}"
-    );
-    assert!(ak.contains(&format!(
-        "{} --config {}",
-        w.bins.rsyncsend.display(),
-        w.client_toml.display()
-    )));
-    assert_eq!(
-        fs::metadata(&ak_path).unwrap().uid(),
-        0,
-        "authorized_keys owned by root"
-    );
-    let passwd = nix::unistd::User::from_name(&w.backup_user)
-        .unwrap()
-        .expect("backup user created");
+    assert!(ak.starts_with("restrict,from=\"127.0.0.1\",command=\""), "{ak}");
+    assert!(ak.contains(&format!("{} --config {}", w.bins.rsyncsend.display(), w.client_toml.display())));
+    assert_eq!(fs::metadata(&ak_path).unwrap().uid(), 0, "authorized_keys owned by root");
+    let passwd = nix::unistd::User::from_name(&w.backup_user).unwrap().expect("backup user created");
     assert_eq!(passwd.shell.to_str(), Some("/bin/sh"));
 
     // A real backup, as BackupPC would pull it, without and with -s.
-    for (name, extra) in [
-        ("plain", &[][..]),
-        ("protect-args", &["--protect-args"][..]),
-    ] {
+    for (name, extra) in [("plain", &[][..]), ("protect-args", &["--protect-args"][..])] {
         let dest = w.dir.join(&format!("backup-{name}"));
         let src = format!("{}/", w.data.display());
         let out = w.pull("localhost", &src, &dest, extra);
@@ -95,49 +65,20 @@ fn enroll_then_backup_through_rsyncsend() {
     }
     // A single file whose name has spaces, with -s.
     let dest = w.dir.join("backup-one");
-    let out = w.pull(
-        "localhost",
-        &format!("{}/name with spaces.txt", w.data.display()),
-        &dest,
-        &["--protect-args"],
-    );
+    let out = w.pull("localhost", &format!("{}/name with spaces.txt", w.data.display()), &dest, &["--protect-args"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(
-        fs::read_to_string(dest.join("name with spaces.txt")).unwrap(),
-        "spaces\n"
-    );
+    assert_eq!(fs::read_to_string(dest.join("name with spaces.txt")).unwrap(), "spaces\n");
 
     // The per-host key cannot do anything else.
     let ok = w.ssh_as_server("localhost", "true");
-    assert!(
-        ok.status.success(),
-        "connectivity check: {}",
-        text(&ok.stderr)
-    );
-    for cmd in [
-        "id",
-        "cat /etc/shadow",
-        "rsync --server --sender -l . /etc",
-        "rsync --server -l . /tmp",
-    ] {
+    assert!(ok.status.success(), "connectivity check: {}", text(&ok.stderr));
+    for cmd in ["id", "cat /etc/shadow", "rsync --server --sender -l . /etc", "rsync --server -l . /tmp"] {
         let out = w.ssh_as_server("localhost", cmd);
         assert!(!out.status.success(), "{cmd} must be refused");
-        assert!(
-            text(&out.stderr).contains("rsyncsend: refused"),
-            "{cmd}: {}",
-            text(&out.stderr)
-        );
+        assert!(text(&out.stderr).contains("rsyncsend: refused"), "{cmd}: {}", text(&out.stderr));
     }
-    let outside = w.pull(
-        "localhost",
-        "/etc/",
-        &w.dir.join("backup-etc"),
-        &["--protect-args"],
-    );
-    assert!(
-        !outside.status.success(),
-        "paths outside the shares are refused"
-    );
+    let outside = w.pull("localhost", "/etc/", &w.dir.join("backup-etc"), &["--protect-args"]);
+    assert!(!outside.status.success(), "paths outside the shares are refused");
 }
 
 #[test]
@@ -145,30 +86,12 @@ fn seed_openssh_client_line_gets_success() {
     let w = World::new(Options::default());
     // The seed's client: plain OpenSSH, register key, no hello block.
     let out = std::process::Command::new("ssh")
-        .args([
-            "-x",
-            "-a",
-            "-T",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ])
+        .args(["-x", "-a", "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            w.etc.join("server_host_keys").display()
-        ))
+        .arg(format!("UserKnownHostsFile={}", w.etc.join("server_host_keys").display()))
         .arg("-i")
         .arg(&w.register_key)
-        .args([
-            "-p",
-            &w.sshd.port.to_string(),
-            "-l",
-            &w.server.name,
-            "127.0.0.1",
-            "mac:cmartin",
-        ])
+        .args(["-p", &w.sshd.port.to_string(), "-l", &w.server.name, "127.0.0.1", "mac:cmartin"])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -176,25 +99,14 @@ fn seed_openssh_client_line_gets_success() {
     assert!(out.status.success(), "{answer}\n{}", text(&out.stderr));
     let mut lines = answer.lines();
     assert_eq!(lines.next(), Some("success"));
+    assert!(answer.lines().any(|l| l.starts_with("key: ssh-ed25519 ")), "{answer}");
     assert!(
-        answer.lines().any(|l| l.starts_with("key: ssh-ed25519 ")),
+        answer.lines().any(|l| l == "url: https://backup.example.org/backuppc/index.cgi?host=localhost"),
         "{answer}"
     );
-    assert!(
-        answer
-            .lines()
-            .any(|l| l == "url: https://backup.example.org/backuppc/index.cgi?host=localhost"),
-        "{answer}"
-    );
-    assert!(
-        answer.lines().any(|l| l == "host: localhost"),
-        "named by confirmed reverse DNS: {answer}"
-    );
+    assert!(answer.lines().any(|l| l == "host: localhost"), "named by confirmed reverse DNS: {answer}");
     let audit = fs::read_to_string(&w.audit_log).unwrap();
-    assert!(
-        audit.contains("\"event\":\"accepted\"") && audit.contains("\"client\":\"127.0.0.1\""),
-        "{audit}"
-    );
+    assert!(audit.contains("\"event\":\"accepted\"") && audit.contains("\"client\":\"127.0.0.1\""), "{audit}");
 }
 
 #[test]
@@ -202,30 +114,12 @@ fn refused_requests_change_nothing_on_the_server() {
     let w = World::new(Options::default());
     let ssh = |command: &str| {
         std::process::Command::new("ssh")
-            .args([
-                "-x",
-                "-a",
-                "-T",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
+            .args(["-x", "-a", "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
             .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                w.etc.join("server_host_keys").display()
-            ))
+            .arg(format!("UserKnownHostsFile={}", w.etc.join("server_host_keys").display()))
             .arg("-i")
             .arg(&w.register_key)
-            .args([
-                "-p",
-                &w.sshd.port.to_string(),
-                "-l",
-                &w.server.name,
-                "127.0.0.1",
-                command,
-            ])
+            .args(["-p", &w.sshd.port.to_string(), "-l", &w.server.name, "127.0.0.1", command])
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap()
@@ -241,103 +135,59 @@ fn refused_requests_change_nothing_on_the_server() {
     ] {
         let out = ssh(command);
         let answer = text(&out.stdout);
-        assert!(
-            !out.status.success(),
-            "{command:?} must be refused: {answer}"
-        );
+        assert!(!out.status.success(), "{command:?} must be refused: {answer}");
         assert!(!answer.starts_with("success"), "{command:?}: {answer}");
-        assert!(
-            answer.contains(expect),
-            "{command:?}: message {answer:?} should mention {expect:?}"
-        );
-        assert!(
-            text(&out.stderr).is_empty(),
-            "nothing on stderr while serving: {}",
-            text(&out.stderr)
-        );
-        assert_eq!(
-            w.server_files(),
-            before,
-            "{command:?} changed a server file"
-        );
+        assert!(answer.contains(expect), "{command:?}: message {answer:?} should mention {expect:?}");
+        assert!(text(&out.stderr).is_empty(), "nothing on stderr while serving: {}", text(&out.stderr));
+        assert_eq!(w.server_files(), before, "{command:?} changed a server file");
     }
     // The client sees the refusal as exit status 3 with the message.
     let out = w.enroll(&["--logon", "nosuchuser", "--yes"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("not known to this server's directory"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("not known to this server's directory"), "{}", text(&out.stderr));
     assert_eq!(w.server_files(), before);
-    assert!(
-        !w.client_home().join(".ssh/authorized_keys").exists(),
-        "no key installed after a refusal"
-    );
+    assert!(!w.client_home().join(".ssh/authorized_keys").exists(), "no key installed after a refusal");
     let audit = fs::read_to_string(&w.audit_log).unwrap();
-    assert!(
-        audit.matches("\"event\":\"refused\"").count() >= 7,
-        "every refusal is audited: {audit}"
-    );
+    assert!(audit.matches("\"event\":\"refused\"").count() >= 7, "every refusal is audited: {audit}");
 }
 
 #[test]
 fn network_not_allowed_changes_nothing() {
-    let w = World::new(Options {
-        networks: Some("[\"10.0.0.0/8\"]"),
-        ..Options::default()
-    });
+    let w = World::new(Options { networks: Some("[\"10.0.0.0/8\"]"), ..Options::default() });
     let before = w.server_files();
     let out = w.enroll(&["--logon", "cmartin", "--yes"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("not in a network allowed to enroll"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("not in a network allowed to enroll"), "{}", text(&out.stderr));
     assert_eq!(w.server_files(), before);
 }
 
 #[test]
 fn rerun_is_idempotent_repairs_and_uninstall_leaves_no_trace() {
-    let w = World::new(Options {
-        logon_check: "nss",
-        ..Options::default()
-    });
+    let w = World::new(Options { logon_check: "nss", ..Options::default() });
     // nss: "root" exists in every passwd.
     w.enroll_ok(&["--logon", "root", "--yes"]);
     let client = w.client_files();
     let server = w.server_files();
     let again = w.enroll_ok(&["--logon", "root", "--yes"]);
-    assert!(
-        text(&again.stderr).contains("already enrolled"),
-        "{}",
-        text(&again.stderr)
-    );
-    assert_eq!(
-        w.client_files(),
-        client,
-        "a re-run with nothing changed changes nothing"
-    );
-    assert_eq!(
-        w.server_files(),
-        server,
-        "and does not re-key on the server"
-    );
+    assert!(text(&again.stderr).contains("already enrolled"), "{}", text(&again.stderr));
+    assert_eq!(w.client_files(), client, "a re-run with nothing changed changes nothing");
+    assert_eq!(w.server_files(), server, "and does not re-key on the server");
 
     // A deleted key line is repaired from the recorded enrollment.
     let ak = w.client_home().join(".ssh/authorized_keys");
-    fs::write(&ak, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q someone-else\n").unwrap();
+    fs::write(&ak, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q someone-else\n")
+        .unwrap();
     w.enroll_ok(&["--logon", "root", "--yes"]);
     let repaired = fs::read_to_string(&ak).unwrap();
-    assert!(repaired.starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q someone-else\n"), "other lines kept");
+    assert!(
+        repaired.starts_with(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q someone-else\n"
+        ),
+        "other lines kept"
+    );
     assert_eq!(repaired.lines().count(), 2);
     fs::write(&ak, repaired.lines().nth(1).unwrap().to_string() + "\n").unwrap();
-    assert_eq!(
-        w.client_files(),
-        client,
-        "repair restores the same key line"
-    );
+    assert_eq!(w.client_files(), client, "repair restores the same key line");
 
     // A deleted sudoers drop-in is repaired too.
     fs::remove_file(w.sudoers_file()).unwrap();
@@ -353,27 +203,14 @@ fn rerun_is_idempotent_repairs_and_uninstall_leaves_no_trace() {
     // Another logon for the same host is refused by the server.
     let other = w.enroll(&["--logon", "daemon", "--yes", "--rekey"]);
     assert_eq!(other.status.code(), Some(3), "{}", text(&other.stderr));
-    assert!(
-        text(&other.stderr).contains("already registered for another logon"),
-        "{}",
-        text(&other.stderr)
-    );
+    assert!(text(&other.stderr).contains("already registered for another logon"), "{}", text(&other.stderr));
 
     // Uninstall leaves no trace of the toolkit, and the user goes too.
     let out = w.enroll_ok(&["--uninstall", "--remove-user"]);
-    assert!(
-        text(&out.stderr).contains("removed"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("removed"), "{}", text(&out.stderr));
     assert!(!w.sudoers_file().exists());
     assert!(!w.state_file.exists());
-    assert!(
-        nix::unistd::User::from_name(&w.backup_user)
-            .unwrap()
-            .is_none(),
-        "user deleted"
-    );
+    assert!(nix::unistd::User::from_name(&w.backup_user).unwrap().is_none(), "user deleted");
     assert!(!w.client_home().exists(), "home deleted");
 }
 
@@ -382,23 +219,13 @@ fn uninstall_keeps_other_keys() {
     let w = World::new(Options::default());
     w.enroll_ok(&["--logon", "cmartin", "--yes"]);
     let ak = w.client_home().join(".ssh/authorized_keys");
-    let other =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q admin\n";
+    let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q admin\n";
     let mut text_ak = fs::read_to_string(&ak).unwrap();
     text_ak.insert_str(0, other);
     fs::write(&ak, &text_ak).unwrap();
     w.enroll_ok(&["--uninstall"]);
-    assert_eq!(
-        fs::read_to_string(&ak).unwrap(),
-        other,
-        "only this server's line removed"
-    );
-    assert!(
-        nix::unistd::User::from_name(&w.backup_user)
-            .unwrap()
-            .is_some(),
-        "user kept without --remove-user"
-    );
+    assert_eq!(fs::read_to_string(&ak).unwrap(), other, "only this server's line removed");
+    assert!(nix::unistd::User::from_name(&w.backup_user).unwrap().is_some(), "user kept without --remove-user");
 }
 
 #[test]
@@ -406,26 +233,14 @@ fn host_key_mismatch_is_refused_with_both_fingerprints() {
     let w = World::new(Options::default());
     let other = w.dir.join("other_host_key");
     let other_pub = keygen(&other, "not the server");
-    fs::write(
-        w.etc.join("server_host_keys"),
-        format!("[127.0.0.1]:{} {other_pub}\n", w.sshd.port),
-    )
-    .unwrap();
+    fs::write(w.etc.join("server_host_keys"), format!("[127.0.0.1]:{} {other_pub}\n", w.sshd.port)).unwrap();
     let before = w.server_files();
     let out = w.enroll(&["--logon", "cmartin", "--yes"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("does not match the pinned one"), "{err}");
-    let offered = run_ok(
-        std::process::Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(&w.sshd.host_pub_path),
-    );
-    let pinned = run_ok(
-        std::process::Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(other.with_extension("pub")),
-    );
+    let offered = run_ok(std::process::Command::new("ssh-keygen").arg("-lf").arg(&w.sshd.host_pub_path));
+    let pinned = run_ok(std::process::Command::new("ssh-keygen").arg("-lf").arg(other.with_extension("pub")));
     for fp in [text(&offered.stdout), text(&pinned.stdout)] {
         let sha = fp.split(' ').nth(1).unwrap();
         assert!(err.contains(sha), "{sha} missing from: {err}");
@@ -437,19 +252,12 @@ fn host_key_mismatch_is_refused_with_both_fingerprints() {
     fs::write(w.etc.join("server_host_keys"), "").unwrap();
     let out = w.enroll(&["--logon", "cmartin", "--yes"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("no host key is pinned"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("no host key is pinned"), "{}", text(&out.stderr));
 }
 
 #[test]
 fn restore_only_when_enabled() {
-    let w = World::new(Options {
-        restore: true,
-        ..Options::default()
-    });
+    let w = World::new(Options { restore: true, ..Options::default() });
     w.enroll_ok(&["--logon", "cmartin", "--yes"]);
     let target = w.data.join("restored");
     fs::create_dir_all(&target).unwrap();
@@ -462,13 +270,7 @@ fn restore_only_when_enabled() {
     let push = |dest: &str| {
         w.server
             .command("/usr/bin/rsync")
-            .args([
-                "-a",
-                "--protect-args",
-                "--rsync-path=/usr/bin/rsync",
-                "-e",
-                &ssh,
-            ])
+            .args(["-a", "--protect-args", "--rsync-path=/usr/bin/rsync", "-e", &ssh])
             .arg(format!("{}/", src.display()))
             .arg(format!("127.0.0.1:{dest}"))
             .output()
@@ -479,23 +281,14 @@ fn restore_only_when_enabled() {
     let restored = target.join("back.txt");
     assert_eq!(fs::read_to_string(&restored).unwrap(), "restored\n");
     let out = push(&format!("{}/.ssh/", w.client_home().display()));
-    assert!(
-        !out.status.success(),
-        "restore into the backup user's .ssh is refused"
-    );
+    assert!(!out.status.success(), "restore into the backup user's .ssh is refused");
 
     // With restore = false the same push is refused.
-    let cfg = fs::read_to_string(&w.client_toml)
-        .unwrap()
-        .replace("restore = true", "restore = false");
+    let cfg = fs::read_to_string(&w.client_toml).unwrap().replace("restore = true", "restore = false");
     fs::write(&w.client_toml, cfg).unwrap();
     fs::remove_file(&restored).unwrap();
     let out = push(&format!("{}/", target.display()));
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("restores are not enabled"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("restores are not enabled"), "{}", text(&out.stderr));
     assert!(!restored.exists());
 }

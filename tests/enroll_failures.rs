@@ -21,12 +21,7 @@ fn set(w: &World, from: &str, to: &str) {
 }
 
 fn assert_nothing_installed(w: &World) {
-    assert!(
-        nix::unistd::User::from_name(&w.backup_user)
-            .unwrap()
-            .is_none(),
-        "no user created"
-    );
+    assert!(nix::unistd::User::from_name(&w.backup_user).unwrap().is_none(), "no user created");
     assert!(!w.sudoers_file().exists(), "no sudoers drop-in");
     assert!(!w.state_file.exists(), "no state");
 }
@@ -34,23 +29,11 @@ fn assert_nothing_installed(w: &World) {
 #[test]
 fn unreachable_server() {
     let w = World::new(Options::default());
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    set(
-        &w,
-        &format!("port = {}\n", w.sshd.port),
-        &format!("port = {closed}\n"),
-    );
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    set(&w, &format!("port = {}\n", w.sshd.port), &format!("port = {closed}\n"));
     let out = w.enroll(&["--logon", "cmartin", "--yes"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("cannot reach the backup server 127.0.0.1 port"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("cannot reach the backup server 127.0.0.1 port"), "{}", text(&out.stderr));
     assert_nothing_installed(&w);
 }
 
@@ -67,25 +50,14 @@ fn server_that_never_answers() {
         }
         std::thread::sleep(Duration::from_secs(30));
     });
-    set(
-        &w,
-        &format!("port = {}\n", w.sshd.port),
-        &format!("port = {port}\n"),
-    );
+    set(&w, &format!("port = {}\n", w.sshd.port), &format!("port = {port}\n"));
     set(&w, "timeout = 20", "timeout = 2");
     let start = Instant::now();
     let out = w.enroll(&["--logon", "cmartin", "--yes"]);
     let took = start.elapsed();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("SSH exchange with the backup server failed"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(
-        took < Duration::from_secs(15),
-        "bounded by the timeout, took {took:?}"
-    );
+    assert!(text(&out.stderr).contains("SSH exchange with the backup server failed"), "{}", text(&out.stderr));
+    assert!(took < Duration::from_secs(15), "bounded by the timeout, took {took:?}");
     assert_nothing_installed(&w);
 }
 
@@ -94,57 +66,29 @@ fn hostile_answers_install_nothing() {
     let w = World::new(Options::default());
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
     let rows: &[(String, &str)] = &[
-        (
-            format!("success\nkey: command=\"/bin/sh\" {key}\nurl: https://b/\n"),
-            "key with an options prefix",
-        ),
-        (
-            format!("success\nkey: {key}\nkey: {key}\nurl: https://b/\n"),
-            "two keys",
-        ),
+        (format!("success\nkey: command=\"/bin/sh\" {key}\nurl: https://b/\n"), "key with an options prefix"),
+        (format!("success\nkey: {key}\nkey: {key}\nurl: https://b/\n"), "two keys"),
         (
             format!("success\nkey: {key}\nurl: https://b/\nfrom: 1.2.3.4\",command=\"/bin/sh\n"),
             "from= that escapes its quotes",
         ),
-        (
-            format!("success\nkey: {key}\nurl: file:///etc/passwd\n"),
-            "url not http(s)",
-        ),
-        (
-            format!("success\nkey: {key}\nurl: https://b/\nshare: /home/../root\n"),
-            "share with dot-dot",
-        ),
-        (
-            format!("success\nkey: {key}\nurl: https://b/\nshare: relative\n"),
-            "relative share",
-        ),
+        (format!("success\nkey: {key}\nurl: file:///etc/passwd\n"), "url not http(s)"),
+        (format!("success\nkey: {key}\nurl: https://b/\nshare: /home/../root\n"), "share with dot-dot"),
+        (format!("success\nkey: {key}\nurl: https://b/\nshare: relative\n"), "relative share"),
         ("success\nurl: https://b/\n".to_string(), "no key"),
     ];
     let script = w.dir.join("bin/evil-server");
     let ak = w.server.home.join(".ssh/authorized_keys");
     let register_pub = fs::read_to_string(w.register_key.with_extension("pub")).unwrap();
     for (answer, why) in rows {
-        fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\ncat >/dev/null\nprintf '%s' '{}'\n",
-                answer.replace('\'', "'\\''")
-            ),
-        )
-        .unwrap();
+        fs::write(&script, format!("#!/bin/sh\ncat >/dev/null\nprintf '%s' '{}'\n", answer.replace('\'', "'\\''")))
+            .unwrap();
         chmod(&script, 0o755);
-        fs::write(
-            &ak,
-            format!("restrict,command=\"{}\" {register_pub}", script.display()),
-        )
-        .unwrap();
+        fs::write(&ak, format!("restrict,command=\"{}\" {register_pub}", script.display())).unwrap();
         let out = w.enroll(&["--logon", "cmartin", "--yes"]);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{why}: {err}");
-        assert!(
-            err.contains("the server's answer"),
-            "{why}: says why: {err}"
-        );
+        assert!(err.contains("the server's answer"), "{why}: says why: {err}");
         assert_nothing_installed(&w);
     }
 }
@@ -152,16 +96,11 @@ fn hostile_answers_install_nothing() {
 #[test]
 fn missing_programs_are_named_with_the_fix() {
     let w = World::new(Options::default());
-    set(
-        &w,
-        "timeout = 20",
-        "timeout = 20\nrsync = \"/nonexistent/rsync\"",
-    );
+    set(&w, "timeout = 20", "timeout = 20\nrsync = \"/nonexistent/rsync\"");
     let out = w.enroll(&["--logon", "cmartin", "--yes"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr)
-            .contains("/nonexistent/rsync is missing; install rsync: apt-get install rsync"),
+        text(&out.stderr).contains("/nonexistent/rsync is missing; install rsync: apt-get install rsync"),
         "{}",
         text(&out.stderr)
     );
@@ -174,11 +113,7 @@ fn dry_run_changes_nothing() {
     let server = w.server_files();
     let out = w.enroll(&["--logon", "cmartin", "--dry-run"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("enroll would"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("enroll would"), "{}", text(&out.stdout));
     assert_eq!(w.server_files(), server, "no server contacted");
     assert_nothing_installed(&w);
 }
@@ -190,12 +125,6 @@ fn json_output() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(v["host"], "localhost");
     assert_eq!(v["logon"], "cmartin");
-    assert_eq!(
-        v["url"],
-        "https://backup.example.org/backuppc/index.cgi?host=localhost"
-    );
-    assert!(v["key_fingerprint"]
-        .as_str()
-        .unwrap()
-        .starts_with("SHA256:"));
+    assert_eq!(v["url"], "https://backup.example.org/backuppc/index.cgi?host=localhost");
+    assert!(v["key_fingerprint"].as_str().unwrap().starts_with("SHA256:"));
 }

@@ -55,13 +55,7 @@ impl RsyncSendBench {
             ),
         )
         .unwrap();
-        RsyncSendBench {
-            dir,
-            bins,
-            share,
-            config,
-            recorded,
-        }
+        RsyncSendBench { dir, bins, share, config, recorded }
     }
 
     fn run(&self, command: &str, stdin: &[u8]) -> std::process::Output {
@@ -87,9 +81,7 @@ impl RsyncSendBench {
     }
 
     fn executed(&self) -> Option<Vec<String>> {
-        fs::read_to_string(self.recorded.with_extension("argv"))
-            .ok()
-            .map(|s| s.lines().map(String::from).collect())
+        fs::read_to_string(self.recorded.with_extension("argv")).ok().map(|s| s.lines().map(String::from).collect())
     }
 }
 
@@ -111,13 +103,7 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
     let rows: Vec<(&str, Vec<&str>, &str, Vec<&str>)> = vec![
         (
             "rsync --server --sender -slHogDtprcxe.iLsfxC",
-            vec![
-                "rsync",
-                "--numeric-ids",
-                "--log-format=log: %o %i %B %8U,%8G %9l %f%L",
-                ".",
-                &share_slash,
-            ],
+            vec!["rsync", "--numeric-ids", "--log-format=log: %o %i %B %8U,%8G %9l %f%L", ".", &share_slash],
             "full backup",
             vec![
                 "--server",
@@ -134,119 +120,46 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
             "rsync --server --sender -slHogDtprxe.iLsfxC",
             vec!["rsync", "--numeric-ids", ".", &share_slash],
             "incremental backup",
-            vec![
-                "--server",
-                "--sender",
-                "-lHogDtprxe.iLsfxC",
-                "--numeric-ids",
-                "--",
-                ".",
-                "./",
-            ],
+            vec!["--server", "--sender", "-lHogDtprxe.iLsfxC", "--numeric-ids", "--", ".", "./"],
         ),
         (
             "rsync --server -slHogDtprRe.iLsfxC",
-            vec![
-                "rsync",
-                "--super",
-                "--numeric-ids",
-                "--partial",
-                ".",
-                &share_slash,
-            ],
+            vec!["rsync", "--super", "--numeric-ids", "--partial", ".", &share_slash],
             "restore",
-            vec![
-                "--server",
-                "-lHogDtprRe.iLsfxC",
-                "--super",
-                "--numeric-ids",
-                "--partial",
-                "--",
-                ".",
-                "./",
-            ],
+            vec!["--server", "-lHogDtprRe.iLsfxC", "--super", "--numeric-ids", "--partial", "--", ".", "./"],
         ),
     ];
     for (cmd, args, why, want) in rows {
         let mut stdin = protected(&args);
         stdin.extend_from_slice(b"RSYNC-PROTOCOL-BYTES");
         let out = b.run(cmd, &stdin);
-        assert!(
-            out.status.success(),
-            "{why}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let argv = b
-            .executed()
-            .unwrap_or_else(|| panic!("{why}: nothing executed"));
+        assert!(out.status.success(), "{why}: {}", String::from_utf8_lossy(&out.stderr));
+        let argv = b.executed().unwrap_or_else(|| panic!("{why}: nothing executed"));
         let mut expected = vec!["-n".to_string(), "--".into(), "/usr/bin/rsync".into()];
         expected.extend(want.iter().map(|s| s.to_string()));
         assert_eq!(argv, expected, "{why}");
         let cwd = fs::read_to_string(b.recorded.with_extension("cwd")).unwrap();
-        assert_eq!(
-            cwd.trim_end(),
-            share,
-            "{why}: rsync runs inside the pinned share"
-        );
+        assert_eq!(cwd.trim_end(), share, "{why}: rsync runs inside the pinned share");
         let left = fs::read(b.recorded.with_extension("stdin")).unwrap();
-        assert_eq!(
-            left, b"RSYNC-PROTOCOL-BYTES",
-            "{why}: protocol bytes left for rsync"
-        );
+        assert_eq!(left, b"RSYNC-PROTOCOL-BYTES", "{why}: protocol bytes left for rsync");
         let env = fs::read_to_string(b.recorded.with_extension("env")).unwrap();
-        for bad in [
-            "LD_PRELOAD",
-            "POPT_ALIAS",
-            "evil-home",
-            "SSH_ORIGINAL_COMMAND",
-        ] {
-            assert!(
-                !env.contains(bad),
-                "{why}: {bad} leaked into the exec'd environment:\n{env}"
-            );
+        for bad in ["LD_PRELOAD", "POPT_ALIAS", "evil-home", "SSH_ORIGINAL_COMMAND"] {
+            assert!(!env.contains(bad), "{why}: {bad} leaked into the exec'd environment:\n{env}");
         }
     }
     let out = b.run("true", b"");
-    assert!(
-        out.status.success() && b.executed().is_none(),
-        "true is a check, nothing run"
-    );
+    assert!(out.status.success() && b.executed().is_none(), "true is a check, nothing run");
     let out = b.run(
-        &format!(
-            "rsync --server --sender -lHogDtprxe.iLsfxCIvu --numeric-ids . {}/",
-            share.replace(' ', "\\ ")
-        ),
+        &format!("rsync --server --sender -lHogDtprxe.iLsfxCIvu --numeric-ids . {}/", share.replace(' ', "\\ ")),
         b"",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        b.executed().unwrap().last().unwrap(),
-        "./",
-        "escaped space in a plain command line"
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b.executed().unwrap().last().unwrap(), "./", "escaped space in a plain command line");
     let cwd = fs::read_to_string(b.recorded.with_extension("cwd")).unwrap();
     assert_eq!(cwd.trim_end(), share);
-    let out = b.run(
-        &format!(
-            "rsync --server --sender -l . {}/file",
-            share.replace(' ', "\\ ")
-        ),
-        b"",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        b.executed().unwrap().last().unwrap(),
-        "file",
-        "a file by name: its folder is pinned"
-    );
+    let out = b.run(&format!("rsync --server --sender -l . {}/file", share.replace(' ', "\\ ")), b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b.executed().unwrap().last().unwrap(), "file", "a file by name: its folder is pinned");
 }
 
 #[test]
@@ -263,261 +176,65 @@ fn rsyncsend_refuses_hostile_invocations() {
         ("/bin/sh -c id".into(), vec![], "shell with command"),
         ("scp -t /tmp".into(), vec![], "scp (CVE-2019-1000018 class)"),
         ("rsync".into(), vec![], "no --server"),
-        (
-            format!("rsync --sender --server -l . {s}"),
-            vec![],
-            "--sender before --server",
-        ),
-        (
-            format!("rsync --server -l . {s}"),
-            vec![],
-            "receiver without restore = true",
-        ),
-        (
-            format!("rsync --server --sender -e sh . {s}"),
-            vec![],
-            "-e with a program (rssh CVE-2012-2251)",
-        ),
-        (
-            format!("rsync --server --sender -le.sh\\ -c\\ id . {s}"),
-            vec![],
-            "-e tail with a space",
-        ),
-        (
-            format!("rsync --server --sender --rsh=/bin/sh . {s}"),
-            vec![],
-            "--rsh",
-        ),
-        (
-            format!("rsync --server --sender --rsh /bin/sh . {s}"),
-            vec![],
-            "--rsh as separate word",
-        ),
-        (
-            format!("rsync --server --sender --rsync-path=id . {s}"),
-            vec![],
-            "--rsync-path",
-        ),
-        (
-            format!("rsync --server --daemon --config=/tmp/x . {s}"),
-            vec![],
-            "--daemon --config (CVE-2019-3463)",
-        ),
-        (
-            format!("rsync --server --sender --config=/tmp/x . {s}"),
-            vec![],
-            "--config",
-        ),
-        (
-            format!("rsync --server --sender --log-file=/etc/cron.d/x . {s}"),
-            vec![],
-            "--log-file",
-        ),
-        (
-            format!("rsync --server --sender --log-file-format=%f . {s}"),
-            vec![],
-            "--log-file-format",
-        ),
-        (
-            format!("rsync --server --sender --write-batch=/tmp/b . {s}"),
-            vec![],
-            "--write-batch",
-        ),
-        (
-            format!("rsync --server --sender --read-batch=/tmp/b . {s}"),
-            vec![],
-            "--read-batch",
-        ),
-        (
-            format!("rsync --server --sender --files-from=/etc/shadow . {s}"),
-            vec![],
-            "--files-from a file",
-        ),
-        (
-            format!("rsync --server --sender --copy-devices . {s}"),
-            vec![],
-            "--copy-devices",
-        ),
-        (
-            format!("rsync --server --sender --write-devices . {s}"),
-            vec![],
-            "--write-devices",
-        ),
-        (
-            format!("rsync --server --sender --remove-source-files . {s}"),
-            vec![],
-            "--remove-source-files",
-        ),
-        (
-            format!("rsync --server --sender --debug=ALL4 . {s}"),
-            vec![],
-            "--debug",
-        ),
-        (
-            format!("rsync --server --sender -L . {s}"),
-            vec![],
-            "-L copy links",
-        ),
-        (
-            format!("rsync --server --sender -k . {s}"),
-            vec![],
-            "-k copy dirlinks",
-        ),
-        (
-            format!("rsync --server --sender --copy-unsafe-links . {s}"),
-            vec![],
-            "--copy-unsafe-links",
-        ),
-        (
-            format!("rsync --server --sender --iconv=utf8,latin1 . {s}"),
-            vec![],
-            "--iconv not configured",
-        ),
-        (
-            format!("rsync --server --sender --no-such-thing . {s}"),
-            vec![],
-            "unknown long option",
-        ),
-        (
-            format!("rsync --server --sender -Q . {s}"),
-            vec![],
-            "unknown short option",
-        ),
-        (
-            format!("rsync --server --sender --delete . {s}"),
-            vec![],
-            "delete without delete = true",
-        ),
-        (
-            format!("rsync --server --sender -l . {out_dir}"),
-            vec![],
-            "path outside the shares",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}/../outside"),
-            vec![],
-            "dot-dot",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}/escape/"),
-            vec![],
-            "symlink leading out",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}x"),
-            vec![],
-            "share name prefix, not a component",
-        ),
-        (
-            format!("rsync --server --sender -l . {s};id"),
-            vec![],
-            "semicolon",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}$(id)"),
-            vec![],
-            "command substitution",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}`id`"),
-            vec![],
-            "backticks",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}|id"),
-            vec![],
-            "pipe",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}&&id"),
-            vec![],
-            "and-list",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}>/tmp/x"),
-            vec![],
-            "redirection",
-        ),
-        (
-            format!("rsync --server --sender -l . '{s}'"),
-            vec![],
-            "quotes",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}\nid"),
-            vec![],
-            "newline",
-        ),
-        (
-            format!("rsync --server --sender -l . {s}\u{1b}"),
-            vec![],
-            "control character",
-        ),
-        (
-            format!("rsync --server --sender -l -- -- . {s}"),
-            vec![],
-            "-- twice",
-        ),
-        (
-            format!("rsync --server --sender -l . -- {s}"),
-            vec![],
-            "option-like path after .",
-        ),
+        (format!("rsync --sender --server -l . {s}"), vec![], "--sender before --server"),
+        (format!("rsync --server -l . {s}"), vec![], "receiver without restore = true"),
+        (format!("rsync --server --sender -e sh . {s}"), vec![], "-e with a program (rssh CVE-2012-2251)"),
+        (format!("rsync --server --sender -le.sh\\ -c\\ id . {s}"), vec![], "-e tail with a space"),
+        (format!("rsync --server --sender --rsh=/bin/sh . {s}"), vec![], "--rsh"),
+        (format!("rsync --server --sender --rsh /bin/sh . {s}"), vec![], "--rsh as separate word"),
+        (format!("rsync --server --sender --rsync-path=id . {s}"), vec![], "--rsync-path"),
+        (format!("rsync --server --daemon --config=/tmp/x . {s}"), vec![], "--daemon --config (CVE-2019-3463)"),
+        (format!("rsync --server --sender --config=/tmp/x . {s}"), vec![], "--config"),
+        (format!("rsync --server --sender --log-file=/etc/cron.d/x . {s}"), vec![], "--log-file"),
+        (format!("rsync --server --sender --log-file-format=%f . {s}"), vec![], "--log-file-format"),
+        (format!("rsync --server --sender --write-batch=/tmp/b . {s}"), vec![], "--write-batch"),
+        (format!("rsync --server --sender --read-batch=/tmp/b . {s}"), vec![], "--read-batch"),
+        (format!("rsync --server --sender --files-from=/etc/shadow . {s}"), vec![], "--files-from a file"),
+        (format!("rsync --server --sender --copy-devices . {s}"), vec![], "--copy-devices"),
+        (format!("rsync --server --sender --write-devices . {s}"), vec![], "--write-devices"),
+        (format!("rsync --server --sender --remove-source-files . {s}"), vec![], "--remove-source-files"),
+        (format!("rsync --server --sender --debug=ALL4 . {s}"), vec![], "--debug"),
+        (format!("rsync --server --sender -L . {s}"), vec![], "-L copy links"),
+        (format!("rsync --server --sender -k . {s}"), vec![], "-k copy dirlinks"),
+        (format!("rsync --server --sender --copy-unsafe-links . {s}"), vec![], "--copy-unsafe-links"),
+        (format!("rsync --server --sender --iconv=utf8,latin1 . {s}"), vec![], "--iconv not configured"),
+        (format!("rsync --server --sender --no-such-thing . {s}"), vec![], "unknown long option"),
+        (format!("rsync --server --sender -Q . {s}"), vec![], "unknown short option"),
+        (format!("rsync --server --sender --delete . {s}"), vec![], "delete without delete = true"),
+        (format!("rsync --server --sender -l . {out_dir}"), vec![], "path outside the shares"),
+        (format!("rsync --server --sender -l . {s}/../outside"), vec![], "dot-dot"),
+        (format!("rsync --server --sender -l . {s}/escape/"), vec![], "symlink leading out"),
+        (format!("rsync --server --sender -l . {s}x"), vec![], "share name prefix, not a component"),
+        (format!("rsync --server --sender -l . {s};id"), vec![], "semicolon"),
+        (format!("rsync --server --sender -l . {s}$(id)"), vec![], "command substitution"),
+        (format!("rsync --server --sender -l . {s}`id`"), vec![], "backticks"),
+        (format!("rsync --server --sender -l . {s}|id"), vec![], "pipe"),
+        (format!("rsync --server --sender -l . {s}&&id"), vec![], "and-list"),
+        (format!("rsync --server --sender -l . {s}>/tmp/x"), vec![], "redirection"),
+        (format!("rsync --server --sender -l . '{s}'"), vec![], "quotes"),
+        (format!("rsync --server --sender -l . {s}\nid"), vec![], "newline"),
+        (format!("rsync --server --sender -l . {s}\u{1b}"), vec![], "control character"),
+        (format!("rsync --server --sender -l -- -- . {s}"), vec![], "-- twice"),
+        (format!("rsync --server --sender -l . -- {s}"), vec![], "option-like path after ."),
         (
             format!("rsync --server --sender -l . {}", "a/".repeat(9000)),
             vec![],
             "over-long command (CVE-2022-39260 class)",
         ),
-        (
-            "rsync --server --sender -sl".into(),
-            p(&["sh", ".", &raw]),
-            "protected args not starting with rsync",
-        ),
+        ("rsync --server --sender -sl".into(), p(&["sh", ".", &raw]), "protected args not starting with rsync"),
         (
             "rsync --server --sender -sl".into(),
             p(&["rsync", "--rsh=sh", ".", &raw]),
             "--rsh in protected args (CVE-2012-2252)",
         ),
-        (
-            "rsync --server --sender -sl".into(),
-            p(&["rsync", "-e", "sh", ".", &raw]),
-            "-e in protected args",
-        ),
-        (
-            "rsync --server --sender -sl".into(),
-            p(&["rsync", ".", "/etc"]),
-            "protected path outside",
-        ),
-        (
-            "rsync --server --sender -sl".into(),
-            p(&["rsync", ".", &format!("{raw}/../outside")]),
-            "protected dot-dot",
-        ),
-        (
-            "rsync --server --sender -sl".into(),
-            b"rsync\0.\0".to_vec(),
-            "protected list never ends (EOF)",
-        ),
-        (
-            "rsync --server --sender -sl".into(),
-            vec![b'a'; 70_000],
-            "protected list too large",
-        ),
-        (
-            "rsync --server --sender -sl".into(),
-            "x\0".repeat(1100).into_bytes(),
-            "too many protected args",
-        ),
-        (
-            "rsync --server --sender -sl --numeric-ids".into(),
-            p(&["rsync", ".", &raw]),
-            "long option beside -s",
-        ),
-        (
-            format!("rsync --server --sender -l {s}"),
-            vec![],
-            "no dot argument",
-        ),
+        ("rsync --server --sender -sl".into(), p(&["rsync", "-e", "sh", ".", &raw]), "-e in protected args"),
+        ("rsync --server --sender -sl".into(), p(&["rsync", ".", "/etc"]), "protected path outside"),
+        ("rsync --server --sender -sl".into(), p(&["rsync", ".", &format!("{raw}/../outside")]), "protected dot-dot"),
+        ("rsync --server --sender -sl".into(), b"rsync\0.\0".to_vec(), "protected list never ends (EOF)"),
+        ("rsync --server --sender -sl".into(), vec![b'a'; 70_000], "protected list too large"),
+        ("rsync --server --sender -sl".into(), "x\0".repeat(1100).into_bytes(), "too many protected args"),
+        ("rsync --server --sender -sl --numeric-ids".into(), p(&["rsync", ".", &raw]), "long option beside -s"),
+        (format!("rsync --server --sender -l {s}"), vec![], "no dot argument"),
     ];
     assert!(rows.len() >= 40, "at least 40 rows");
     for (cmd, stdin, why) in &rows {
@@ -525,11 +242,7 @@ fn rsyncsend_refuses_hostile_invocations() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{why}: accepted {cmd:?}");
         assert!(b.executed().is_none(), "{why}: something was executed");
-        assert_eq!(
-            err.lines().count(),
-            1,
-            "{why}: one line on stderr, got {err:?}"
-        );
+        assert_eq!(err.lines().count(), 1, "{why}: one line on stderr, got {err:?}");
         assert!(err.starts_with("rsyncsend: refused: "), "{why}: {err:?}");
         assert!(out.stdout.is_empty(), "{why}: nothing on stdout");
     }
@@ -569,13 +282,7 @@ impl ForcedBench {
         ForcedBench { dir, bins, config }
     }
 
-    fn run(
-        &self,
-        command: &str,
-        client: &str,
-        stdin: &[u8],
-        stall: Option<Duration>,
-    ) -> std::process::Output {
+    fn run(&self, command: &str, client: &str, stdin: &[u8], stall: Option<Duration>) -> std::process::Output {
         let mut child = Command::new(&self.bins.forced_command)
             .arg("--config")
             .arg(&self.config)
@@ -597,104 +304,38 @@ impl ForcedBench {
     }
 
     fn files(&self) -> Vec<(PathBuf, Vec<u8>, u32)> {
-        snapshot(&[
-            &self.dir.join("backuppc"),
-            &self.dir.join("registry"),
-            &self.dir.join("ssh"),
-        ])
+        snapshot(&[&self.dir.join("backuppc"), &self.dir.join("registry"), &self.dir.join("ssh")])
     }
 }
 
-const KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
 
 #[test]
 fn forced_command_refuses_hostile_requests() {
     let f = ForcedBench::new();
     let before = f.files();
-    let ok_hello =
-        format!("protocol: 2\nhostname: localhost\nhostkey: {KEY}\nuser: bckpciuem\nport: 22\n");
+    let ok_hello = format!("protocol: 2\nhostname: localhost\nhostkey: {KEY}\nuser: bckpciuem\nport: 22\n");
     let h = |extra: &str| format!("protocol: 2\nhostname: localhost\n{extra}").into_bytes();
     let rows: Vec<(String, &str, Vec<u8>, &str)> = vec![
         ("".into(), "127.0.0.1", vec![], "no command"),
-        (
-            "linux:cmartin ".into(),
-            "127.0.0.1",
-            vec![],
-            "trailing space",
-        ),
-        (
-            "linux:cmartin\n".into(),
-            "127.0.0.1",
-            vec![],
-            "trailing newline",
-        ),
+        ("linux:cmartin ".into(), "127.0.0.1", vec![], "trailing space"),
+        ("linux:cmartin\n".into(), "127.0.0.1", vec![], "trailing newline"),
         ("linux:cmartin;id".into(), "127.0.0.1", vec![], "semicolon"),
-        (
-            "linux:$(id)".into(),
-            "127.0.0.1",
-            vec![],
-            "command substitution",
-        ),
+        ("linux:$(id)".into(), "127.0.0.1", vec![], "command substitution"),
         ("linux:`id`".into(), "127.0.0.1", vec![], "backticks"),
-        (
-            "linux:cmartin:x".into(),
-            "127.0.0.1",
-            vec![],
-            "extra : field",
-        ),
+        ("linux:cmartin:x".into(), "127.0.0.1", vec![], "extra : field"),
         ("linux:cmärtin".into(), "127.0.0.1", vec![], "non-ASCII"),
-        (
-            format!("{}:cmartin", "l".repeat(17)),
-            "127.0.0.1",
-            vec![],
-            "over-long OS",
-        ),
-        (
-            format!("linux:{}", "c".repeat(33)),
-            "127.0.0.1",
-            vec![],
-            "over-long logon",
-        ),
-        (
-            "windows:cmartin".into(),
-            "127.0.0.1",
-            vec![],
-            "OS not allowed",
-        ),
+        (format!("{}:cmartin", "l".repeat(17)), "127.0.0.1", vec![], "over-long OS"),
+        (format!("linux:{}", "c".repeat(33)), "127.0.0.1", vec![], "over-long logon"),
+        ("windows:cmartin".into(), "127.0.0.1", vec![], "OS not allowed"),
         ("Linux:cmartin".into(), "127.0.0.1", vec![], "upper-case OS"),
         ("linux:Cmartin".into(), "127.0.0.1", vec![], "logon pattern"),
-        (
-            "linux:jdupont".into(),
-            "127.0.0.1",
-            vec![],
-            "logon not in the list",
-        ),
+        ("linux:jdupont".into(), "127.0.0.1", vec![], "logon not in the list"),
         ("linux:*".into(), "127.0.0.1", vec![], "wildcard logon"),
-        (
-            "linux:cmartin".into(),
-            "8.8.8.8",
-            vec![],
-            "network not allowed",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            b"hostname localhost\n".to_vec(),
-            "hello line without ': '",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            h("hostname: localhost\n"),
-            "hello repeats a name",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            vec![b'a'; 70 * 1024],
-            "hello too large",
-        ),
+        ("linux:cmartin".into(), "8.8.8.8", vec![], "network not allowed"),
+        ("linux:cmartin".into(), "127.0.0.1", b"hostname localhost\n".to_vec(), "hello line without ': '"),
+        ("linux:cmartin".into(), "127.0.0.1", h("hostname: localhost\n"), "hello repeats a name"),
+        ("linux:cmartin".into(), "127.0.0.1", vec![b'a'; 70 * 1024], "hello too large"),
         (
             "linux:cmartin".into(),
             "127.0.0.1",
@@ -707,54 +348,14 @@ fn forced_command_refuses_hostile_requests() {
             b"protocol: 2\nhostname: -oProxyCommand=id\n".to_vec(),
             "option prefix in host name",
         ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            b"protocol: 2\nhostname: local\rhost\n".to_vec(),
-            "carriage return",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            b"protocol: 2\nhostname: local\0host\n".to_vec(),
-            "NUL",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            h(&format!("hostkey: command=\"id\" {KEY}\n")),
-            "host key with options",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            h("hostkey: ssh-ed25519 AAAA\n"),
-            "broken host key",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            h("user: -oProxyCommand=id\n"),
-            "option prefix in user",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            h("user: root;id\n"),
-            "shell in user",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            h("port: 22 -oProxyCommand=id\n"),
-            "option in port",
-        ),
-        (
-            "linux:cmartin".into(),
-            "127.0.0.1",
-            h("hostname: h\u{e9}\n"),
-            "non-ASCII hello",
-        ),
+        ("linux:cmartin".into(), "127.0.0.1", b"protocol: 2\nhostname: local\rhost\n".to_vec(), "carriage return"),
+        ("linux:cmartin".into(), "127.0.0.1", b"protocol: 2\nhostname: local\0host\n".to_vec(), "NUL"),
+        ("linux:cmartin".into(), "127.0.0.1", h(&format!("hostkey: command=\"id\" {KEY}\n")), "host key with options"),
+        ("linux:cmartin".into(), "127.0.0.1", h("hostkey: ssh-ed25519 AAAA\n"), "broken host key"),
+        ("linux:cmartin".into(), "127.0.0.1", h("user: -oProxyCommand=id\n"), "option prefix in user"),
+        ("linux:cmartin".into(), "127.0.0.1", h("user: root;id\n"), "shell in user"),
+        ("linux:cmartin".into(), "127.0.0.1", h("port: 22 -oProxyCommand=id\n"), "option in port"),
+        ("linux:cmartin".into(), "127.0.0.1", h("hostname: h\u{e9}\n"), "non-ASCII hello"),
         (
             "linux:cmartin".into(),
             "127.0.0.2",
@@ -767,38 +368,21 @@ fn forced_command_refuses_hostile_requests() {
         let out = f.run(cmd, client, stdin, None);
         let answer = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{why}: {answer}");
-        assert!(
-            answer.starts_with("Enrollment refused: "),
-            "{why}: {answer:?}"
-        );
+        assert!(answer.starts_with("Enrollment refused: "), "{why}: {answer:?}");
         assert_eq!(answer.trim_end().lines().count(), 1, "{why}: one paragraph");
         assert!(out.stderr.is_empty(), "{why}: nothing on stderr");
         assert_eq!(f.files(), before, "{why}: a file changed");
     }
     // A hello that starts and then stalls past the bound.
-    let out = f.run(
-        "linux:cmartin",
-        "127.0.0.1",
-        b"protocol: 2\nhostn",
-        Some(Duration::from_secs(4)),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "slow hello: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = f.run("linux:cmartin", "127.0.0.1", b"protocol: 2\nhostn", Some(Duration::from_secs(4)));
+    assert_eq!(out.status.code(), Some(1), "slow hello: {}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("did not end in time"));
     assert_eq!(f.files(), before);
 
     // The same request done right succeeds, so the rows above fail for
     // the reason they name.
     let out = f.run("linux:cmartin", "127.0.0.1", ok_hello.as_bytes(), None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let pl = fs::read_to_string(f.dir.join("backuppc/pc/localhost.pl")).unwrap();
     assert!(pl.contains("-l bckpciuem -p 22 -i "), "{pl}");
     assert!(Path::new(&f.dir.join("ssh/backuppc-enroll/localhost")).exists());
@@ -814,14 +398,8 @@ fn rsyncsend_pins_the_checked_folder_against_a_swap() {
     let moved = b.dir.join("moved-away");
     let fake_rsync = b.dir.join("bin/fake-rsync");
     let seen = b.dir.join("seen");
-    fs::write(
-        &fake_rsync,
-        format!(
-            "#!/bin/sh\n{{ pwd -P; ls; printf '%s\\n' \"$@\"; }} > {}\n",
-            seen.display()
-        ),
-    )
-    .unwrap();
+    fs::write(&fake_rsync, format!("#!/bin/sh\n{{ pwd -P; ls; printf '%s\\n' \"$@\"; }} > {}\n", seen.display()))
+        .unwrap();
     chmod(&fake_rsync, 0o755);
     let swapper = b.dir.join("bin/swap-then-sudo");
     fs::write(
@@ -841,41 +419,13 @@ fn rsyncsend_pins_the_checked_folder_against_a_swap() {
     );
     fs::write(&b.config, cfg).unwrap();
     let share = b.share.display().to_string();
-    let out = b.run(
-        &format!(
-            "rsync --server --sender -l . {}/",
-            share.replace(' ', "\\ ")
-        ),
-        b"",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        fs::symlink_metadata(&b.share)
-            .unwrap()
-            .file_type()
-            .is_symlink(),
-        "the swap happened"
-    );
+    let out = b.run(&format!("rsync --server --sender -l . {}/", share.replace(' ', "\\ ")), b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(fs::symlink_metadata(&b.share).unwrap().file_type().is_symlink(), "the swap happened");
     let seen = fs::read_to_string(&seen).expect("fake rsync ran through the real sudo");
     let mut lines = seen.lines();
-    assert_eq!(
-        lines.next(),
-        Some(moved.to_str().unwrap()),
-        "rsync's cwd is the checked folder, wherever it moved"
-    );
+    assert_eq!(lines.next(), Some(moved.to_str().unwrap()), "rsync's cwd is the checked folder, wherever it moved");
     assert_eq!(lines.next(), Some("escape"));
-    assert_eq!(
-        lines.next(),
-        Some("file"),
-        "it sees the share's files, not /etc: {seen}"
-    );
-    assert_eq!(
-        seen.lines().last(),
-        Some("./"),
-        "and a relative path: {seen}"
-    );
+    assert_eq!(lines.next(), Some("file"), "it sees the share's files, not /etc: {seen}");
+    assert_eq!(seen.lines().last(), Some("./"), "and a relative path: {seen}");
 }

@@ -36,20 +36,13 @@ pub fn require_root() {
         "/usr/bin/sudo",
         "/usr/sbin/runuser",
     ] {
-        assert!(
-            Path::new(tool).exists(),
-            "{tool} is missing: run the README's test command, which installs it"
-        );
+        assert!(Path::new(tool).exists(), "{tool} is missing: run the README's test command, which installs it");
     }
 }
 
 /// A unique short tag for names of this test (users, folders).
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}x{}",
-        std::process::id() % 100_000,
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("{prefix}{}x{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
 pub fn chmod(p: &Path, mode: u32) {
@@ -122,9 +115,7 @@ fn user_db_lock() -> File {
 }
 
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -159,10 +150,7 @@ impl SystemUser {
                 .arg(home)
                 .arg(name),
         );
-        SystemUser {
-            name: name.into(),
-            home: home.into(),
-        }
+        SystemUser { name: name.into(), home: home.into() }
     }
 
     pub fn ids(&self) -> (u32, u32) {
@@ -200,15 +188,8 @@ pub fn delete_user(name: &str) {
 
 /// `ssh-keygen -t ed25519` into `path` (and `path.pub`); returns the public line.
 pub fn keygen(path: &Path, comment: &str) -> String {
-    run_ok(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-            .arg(path),
-    );
-    fs::read_to_string(path.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string()
+    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(path));
+    fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_string()
 }
 
 /// A private sshd on 127.0.0.1.
@@ -230,10 +211,7 @@ impl Sshd {
             keygen(&key, "test-sshd");
         }
         let host_pub_path = key.with_extension("pub");
-        let host_pub = fs::read_to_string(&host_pub_path)
-            .unwrap()
-            .trim()
-            .to_string();
+        let host_pub = fs::read_to_string(&host_pub_path).unwrap().trim().to_string();
         let log = dir.join("sshd.log");
         for _attempt in 0..5 {
             let port = free_port();
@@ -279,10 +257,7 @@ impl Sshd {
             }
             let _ = sshd.child.kill();
         }
-        panic!(
-            "sshd did not start; its log: {}",
-            fs::read_to_string(&log).unwrap_or_default()
-        );
+        panic!("sshd did not start; its log: {}", fs::read_to_string(&log).unwrap_or_default());
     }
 
     /// A known_hosts line pinning this sshd for `127.0.0.1` on its port.
@@ -299,11 +274,7 @@ impl Drop for Sshd {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Every regular file under `dir` with its bytes, for "nothing changed".
@@ -342,13 +313,7 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
             let m = fs::symlink_metadata(&p).unwrap();
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
             let (kind, data) = if m.file_type().is_symlink() {
-                (
-                    "link".to_string(),
-                    fs::read_link(&p)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                )
+                ("link".to_string(), fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes())
             } else if m.is_dir() {
                 for e in fs::read_dir(&p).unwrap() {
                     stack.push(e.unwrap().path());

@@ -8,8 +8,7 @@ use std::fmt::Write as _;
 
 /// BackupPC's stock hosts file (Debian 12), with its `localhost` row
 /// replaced by another host (the tests enroll as `localhost`).
-pub const STOCK_HOSTS: &str =
-    "#============================================================= -*-perl-*-\n\
+pub const STOCK_HOSTS: &str = "#============================================================= -*-perl-*-\n\
 #\n# Host file list for BackupPC.\n#\n\
 host        dhcp    user      moreUsers     # <--- do not edit this line\n\
 #farside    0       craig     jill,jeff     # <--- example static IP host entry\n\
@@ -23,11 +22,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            logon_check: "file",
-            networks: None,
-            restore: false,
-        }
+        Options { logon_check: "file", networks: None, restore: false }
     }
 }
 
@@ -79,11 +74,7 @@ impl World {
         let mut s = String::new();
         writeln!(s, "backuppc_conf_dir = {:?}", conf_dir).unwrap();
         writeln!(s, "backuppc_user = {:?}", server.name).unwrap();
-        writeln!(
-            s,
-            "url = \"https://backup.example.org/backuppc/index.cgi?host={{host}}\""
-        )
-        .unwrap();
+        writeln!(s, "url = \"https://backup.example.org/backuppc/index.cgi?host={{host}}\"").unwrap();
         writeln!(s, "logon_check = {:?}", opts.logon_check).unwrap();
         writeln!(s, "logon_file = {:?}", logons).unwrap();
         writeln!(s, "registry = {:?}", registry_dir.join("registry.json")).unwrap();
@@ -179,11 +170,7 @@ impl World {
 
     /// Everything forced-command may write on the server.
     pub fn server_files(&self) -> Vec<(PathBuf, Vec<u8>, u32)> {
-        snapshot(&[
-            &self.conf_dir,
-            &self.registry_dir,
-            &self.server.home.join(".ssh"),
-        ])
+        snapshot(&[&self.conf_dir, &self.registry_dir, &self.server.home.join(".ssh")])
     }
 
     pub fn sudoers_file(&self) -> PathBuf {
@@ -196,11 +183,7 @@ impl World {
 
     /// Everything enroll may write on the workstation.
     pub fn client_files(&self) -> Vec<(PathBuf, Vec<u8>, u32)> {
-        snapshot(&[
-            &self.client_home().join(".ssh"),
-            &self.sudoers_file(),
-            &self.state_file,
-        ])
+        snapshot(&[&self.client_home().join(".ssh"), &self.sudoers_file(), &self.state_file])
     }
 
     /// `$Conf{RsyncSshArgs}[1]` of the per-host config, read by Perl.
@@ -210,9 +193,7 @@ impl World {
             "our %Conf; do '{}' or die \"cannot parse: $@\"; print $Conf{{RsyncSshArgs}}[1]",
             pl.display()
         )));
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .replace("$sshPath", "/usr/bin/ssh")
+        String::from_utf8(out.stdout).unwrap().replace("$sshPath", "/usr/bin/ssh")
     }
 
     /// Pull `src` into `dest` as the server account would: rsync over the
@@ -223,13 +204,7 @@ impl World {
         let ssh = self.ssh_command(host);
         self.server
             .command("/usr/bin/rsync")
-            .args([
-                "-aH",
-                "--numeric-ids",
-                "--rsync-path=/usr/bin/rsync",
-                "-e",
-                &ssh,
-            ])
+            .args(["-aH", "--numeric-ids", "--rsync-path=/usr/bin/rsync", "-e", &ssh])
             .args(extra)
             .arg(format!("127.0.0.1:{src}"))
             .arg(format!("{}/", dest.display()))
