@@ -15,6 +15,11 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
+/// The server failed on its side (exit status 2); its message says so.
+#[derive(Debug, thiserror::Error)]
+#[error("the backup server could not enroll this machine:\n{0}")]
+pub struct ServerFailed(String);
+
 /// The server said no; its message is for the person.
 #[derive(Debug, thiserror::Error)]
 #[error("the backup server refused the enrollment:\n{0}")]
@@ -23,7 +28,10 @@ pub struct Refused(String);
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<Refused>().is_some() {
         3
-    } else if e.downcast_ref::<CallError>().is_some() || e.downcast_ref::<AnswerError>().is_some() {
+    } else if e.downcast_ref::<CallError>().is_some()
+        || e.downcast_ref::<AnswerError>().is_some()
+        || e.downcast_ref::<ServerFailed>().is_some()
+    {
         2
     } else {
         1
@@ -288,6 +296,7 @@ fn call_server(cfg: &ClientConfig, server: &str, logon: &str) -> Result<Success>
             why: format!("success with exit status {}", reply.exit_status),
         }
         .into()),
+        Answer::Failure(msg) if reply.exit_status == 2 => Err(ServerFailed(msg).into()),
         Answer::Failure(msg) if msg.is_empty() => {
             Err(Refused(format!("(no message, exit status {})", reply.exit_status)).into())
         }

@@ -182,7 +182,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     atomic::write(
         &pl,
         per_host.render(&timestamp()).as_bytes(),
-        Ownership::of_existing_or(&pl, owner.dir_of(&cfg.backuppc_conf_dir, 0o640)),
+        Ownership::of_existing_or(&pl, owner.dir_of(&cfg.backuppc_conf_dir, 0o644)),
     )?;
     if !hello.hostkeys.is_empty() {
         let kh = ssh_dir.join("known_hosts");

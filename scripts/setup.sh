@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing backuppc-enroll needs on Debian 12,
 # as root: OpenSSH (client and server), rsync, sudo, Perl, the C
-# libraries ssh2 builds against, and a Rust toolchain when none is there.
-# Installing openssh-server must not start the system's sshd behind the
-# caller's back (tests start their own on loopback), so service starts
-# are held off during the install.
+# libraries ssh2 builds against, BackupPC, and a Rust toolchain when none
+# is there.
+# Installing openssh-server or backuppc must not start the system's sshd,
+# BackupPC or Apache behind the caller's back (tests start their own on
+# loopback), so service starts are held off during the install.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -12,7 +13,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(openssh-server openssh-client rsync sudo perl libssl-dev pkg-config gcc procps util-linux ca-certificates curl)
+# backuppc and backuppc-rsync: the real BackupPC 4 the end-to-end test
+# drives (its daemon is started by the test itself, never as a service).
+packages=(openssh-server openssh-client rsync sudo perl libssl-dev pkg-config gcc procps util-linux ca-certificates curl
+    backuppc backuppc-rsync iputils-ping)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -57,10 +57,17 @@ pub fn write_new(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()>
     f.sync_all()
 }
 
+/// Give the file its owner. A non-root writer may not be allowed to (the
+/// BackupPC account is not in the `www-data` group of Debian's config
+/// folder); then the file keeps the writer's ids, as BackupPC's own
+/// writes do, and its mode still applies.
 fn chown_if_needed(f: &File, own: Ownership) -> io::Result<()> {
     let m = f.metadata()?;
     if m.uid() != own.uid || m.gid() != own.gid {
-        std::os::unix::fs::fchown(f, Some(own.uid), Some(own.gid))?;
+        match std::os::unix::fs::fchown(f, Some(own.uid), Some(own.gid)) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !nix::unistd::geteuid().is_root() => {}
+            other => other?,
+        }
     }
     Ok(())
 }

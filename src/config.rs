@@ -207,7 +207,11 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
-        let c: ServerConfig = load(path)?;
+        let mut c: ServerConfig = load(path)?;
+        // `[shares]` naming one OS keeps the defaults of the others.
+        for (os, shares) in ServerConfig::default().shares {
+            c.shares.entry(os).or_insert(shares);
+        }
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
         let url = c.url.as_deref().ok_or_else(|| {
             invalid(
@@ -255,6 +259,10 @@ mod tests {
         std::fs::write(&p, "url = \"https://b/?host={host}\"\n").unwrap();
         let c = ServerConfig::load(&p).unwrap();
         assert_eq!(c.url_for("dormeur", "x"), "https://b/?host=dormeur");
+        std::fs::write(&p, "url = \"https://b/\"\n[shares]\nlinux = [\"/srv\"]\n").unwrap();
+        let c = ServerConfig::load(&p).unwrap();
+        assert_eq!(c.shares["linux"], ["/srv"]);
+        assert_eq!(c.shares["mac"], ["/Users"], "other OS keep their default");
         assert_eq!(c.logon_check, LogonCheck::Nss);
         for (text, why) in [
             ("", "url missing"),

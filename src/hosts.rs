@@ -157,6 +157,7 @@ impl HostsFile {
         // A hosts.new left by a crash is stale: we hold the lock.
         let _ = fs::remove_file(&staged);
         atomic::write_new(&staged, new.as_bytes(), own)?;
+        bump_mtime_past(&staged, &path)?;
         if fs::read(&staged)? != new.as_bytes() {
             let _ = fs::remove_file(&staged);
             return Err(HostsWriteError::Verify(staged));
@@ -172,6 +173,21 @@ impl HostsFile {
         atomic::sync_dir(&self.conf_dir)?;
         Ok(true)
     }
+}
+
+/// BackupPC's daemon re-reads `hosts` on reload only when its mtime, in
+/// whole seconds, changed. A change in the same second as the previous one
+/// would go unseen, so the new file gets a later second than the old.
+fn bump_mtime_past(new: &Path, old: &Path) -> io::Result<()> {
+    use std::time::{Duration, UNIX_EPOCH};
+    let Ok(old_m) = fs::metadata(old).and_then(|m| m.modified()) else { return Ok(()) };
+    let f = fs::OpenOptions::new().write(true).open(new)?;
+    let new_m = f.metadata()?.modified()?;
+    let secs = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if secs(new_m) <= secs(old_m) {
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs(old_m) + 1))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +260,11 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
         let me = Ownership { uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw(), mode: 0o644 };
         let hf = HostsFile::new(d.path(), me);
+        let before = fs::metadata(&p).unwrap().modified().unwrap();
         assert!(hf.register("dormeur", "cmartin", false).unwrap());
+        let after = fs::metadata(&p).unwrap().modified().unwrap();
+        let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!(secs(after) > secs(before), "BackupPC sees a new whole-second mtime");
         assert!(!hf.register("dormeur", "cmartin", false).unwrap());
         assert_eq!(fs::read_to_string(d.path().join("hosts.old")).unwrap(), STOCK);
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);

@@ -201,12 +201,30 @@ pub struct Sshd {
     child: Child,
 }
 
+/// How to start an [`Sshd`] beyond the defaults.
+#[derive(Default)]
+pub struct SshdOptions {
+    /// Lines appended to the generated sshd_config.
+    pub extra_config: String,
+    /// Shell commands run before `exec sshd` (inside `unshare --mount` when
+    /// set): bind mounts that only this sshd and its children see.
+    pub mounts: Vec<(PathBuf, PathBuf)>,
+    /// Use this host key file instead of generating one.
+    pub host_key: Option<PathBuf>,
+    /// Listen on this port instead of a free one.
+    pub port: Option<u16>,
+}
+
 impl Sshd {
     /// Start sshd allowing only `users`, with its own host key in `dir`.
     pub fn start(dir: &Path, users: &[&str]) -> Sshd {
+        Sshd::start_with(dir, users, SshdOptions::default())
+    }
+
+    pub fn start_with(dir: &Path, users: &[&str], opts: SshdOptions) -> Sshd {
         fs::create_dir_all("/run/sshd").unwrap();
         fs::create_dir_all(dir).unwrap();
-        let key = dir.join("ssh_host_ed25519_key");
+        let key = opts.host_key.clone().unwrap_or_else(|| dir.join("ssh_host_ed25519_key"));
         if !key.exists() {
             keygen(&key, "test-sshd");
         }
@@ -214,25 +232,41 @@ impl Sshd {
         let host_pub = fs::read_to_string(&host_pub_path).unwrap().trim().to_string();
         let log = dir.join("sshd.log");
         for _attempt in 0..5 {
-            let port = free_port();
+            let port = opts.port.unwrap_or_else(free_port);
             let config = dir.join("sshd_config");
+            let use_pam = if opts.extra_config.contains("UsePAM") { "" } else { "UsePAM no\n" };
             fs::write(
                 &config,
                 format!(
                     "Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile none\n\
                      AuthorizedKeysFile .ssh/authorized_keys\nPubkeyAuthentication yes\n\
-                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\n{use_pam}\
                      StrictModes yes\nPermitRootLogin no\nAllowUsers {users}\n\
                      X11Forwarding no\nAllowAgentForwarding no\nAllowTcpForwarding no\n\
-                     MaxStartups 100:30:200\nLogLevel VERBOSE\n",
+                     MaxStartups 100:30:200\nLogLevel VERBOSE\n{extra}",
                     key = key.display(),
-                    users = users.join(" ")
+                    users = users.join(" "),
+                    extra = opts.extra_config
                 ),
             )
             .unwrap();
-            let child = Command::new("/usr/sbin/sshd")
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
+            let mut cmd = if opts.mounts.is_empty() {
+                let mut c = Command::new("/usr/sbin/sshd");
+                c.args(["-D", "-e", "-f"]).arg(&config);
+                c
+            } else {
+                let binds: Vec<String> = opts
+                    .mounts
+                    .iter()
+                    .map(|(from, to)| format!("mount --bind '{}' '{}'", from.display(), to.display()))
+                    .collect();
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg(format!("{} && exec /usr/sbin/sshd -D -e -f \"$0\"", binds.join(" && ")))
+                    .arg(&config);
+                c
+            };
+            let child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(File::create(&log).unwrap())
@@ -256,8 +290,14 @@ impl Sshd {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = sshd.child.kill();
+            let _ = sshd.child.wait();
         }
         panic!("sshd did not start; its log: {}", fs::read_to_string(&log).unwrap_or_default());
+    }
+
+    /// The pid of sshd (inside its mount namespace when it has one).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// A known_hosts line pinning this sshd for `127.0.0.1` on its port.
@@ -304,9 +344,19 @@ pub fn snapshot(dirs: &[&Path]) -> Vec<(PathBuf, Vec<u8>, u32)> {
 /// Compare two trees: names, types, contents, permissions and mtimes of
 /// files, symlink targets, and which files are hard links of each other.
 pub fn assert_same_tree(a: &Path, b: &Path) {
+    compare_trees(a, b, false)
+}
+
+/// [`assert_same_tree`], and numeric owners and groups too.
+pub fn assert_same_tree_with_owners(a: &Path, b: &Path) {
+    compare_trees(a, b, true)
+}
+
+fn compare_trees(a: &Path, b: &Path, owners: bool) {
     use std::collections::BTreeMap;
     use std::os::unix::fs::MetadataExt;
-    fn walk(root: &Path) -> BTreeMap<PathBuf, (String, u32, i64, Vec<u8>, u64)> {
+    type Entry = (String, u32, i64, Vec<u8>, u64, (u32, u32));
+    fn walk(root: &Path) -> BTreeMap<PathBuf, Entry> {
         let mut out = BTreeMap::new();
         let mut stack = vec![root.to_path_buf()];
         while let Some(p) = stack.pop() {
@@ -324,7 +374,7 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
             };
             let mtime = if kind == "file" { m.mtime() } else { 0 };
             let nlink = if kind == "file" { m.nlink() } else { 0 };
-            out.insert(rel, (kind, m.mode() & 0o7777, mtime, data, nlink));
+            out.insert(rel, (kind, m.mode() & 0o7777, mtime, data, nlink, (m.uid(), m.gid())));
         }
         out
     }
@@ -341,6 +391,9 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         }
         assert_eq!(va.2, vb.2, "{k:?}: mtime differs");
         assert_eq!(va.4, vb.4, "{k:?}: hard link count differs");
+        if owners {
+            assert_eq!(va.5, vb.5, "{k:?}: owner differs");
+        }
     }
 }
 pub mod world;
