@@ -141,5 +141,7 @@ fn policy(cfg: &ClientConfig, config_path: &std::path::Path) -> RsyncPolicy {
         delete: cfg.delete,
         rsync_path: cfg.rsync.clone(),
         protected: protected.into_iter().map(|p| std::fs::canonicalize(&p).unwrap_or(p)).collect(),
+        follow_links: cfg.follow_links,
+        iconv: cfg.iconv,
     }
 }

@@ -43,6 +43,10 @@ pub struct ClientConfig {
     pub shares: Option<Vec<String>>,
     pub restore: bool,
     pub delete: bool,
+    /// Allow rsync's link-following options (`-L`, `-k`, `-K`, …).
+    pub follow_links: bool,
+    /// Allow `--iconv` (file-name charset conversion).
+    pub iconv: bool,
     pub timeout: u64,
     /// Where `rsyncsend` is installed (named by the key line).
     pub rsyncsend: PathBuf,
@@ -73,6 +77,8 @@ impl Default for ClientConfig {
             shares: None,
             restore: false,
             delete: false,
+            follow_links: false,
+            iconv: false,
             timeout: 30,
             rsyncsend: "/usr/lib/backuppc-enroll/rsyncsend".into(),
             state_file: "/var/lib/backuppc-enroll/client-state.json".into(),

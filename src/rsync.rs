@@ -34,6 +34,10 @@ pub struct RsyncPolicy {
     pub rsync_path: String,
     /// Paths a restore may never write into (nor into a parent of).
     pub protected: Vec<PathBuf>,
+    /// Allow link-following options (`-L -k -K --copy-links …`).
+    pub follow_links: bool,
+    /// Allow `--iconv=CHARSETS`.
+    pub iconv: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,7 +84,7 @@ fn short_rule(c: char) -> Result<(), &'static str> {
     match c {
         'l' | 'H' | 'o' | 'g' | 'D' | 't' | 'p' | 'r' | 'c' | 'x' | 'R' | 'v' | 'z' | 'n' | 'I' | 'u' | 'W' | 'S'
         | 'O' | 'J' | 'A' | 'X' | 'd' | 'U' | 'N' | 'm' | 'y' | 'C' | 'E' | 'q' | 'h' | '8' | 'i' => Ok(()),
-        'L' | 'k' | 'K' => Err("link-following options are not allowed"),
+        'L' | 'k' | 'K' => Err("link-following options are not enabled on this client (follow_links = false)"),
         'e' => Err("-e is only allowed as the protocol tail e<ver>.<caps>"),
         'b' => Err("--backup is not allowed"),
         _ => Err("option is not on the allow-list"),
@@ -178,11 +182,11 @@ const DENIED: &[(&str, &str)] = &[
     ("remove-source-files", "removing source files is not allowed"),
     ("remove-sent-files", "removing source files is not allowed"),
     ("debug", "debug output is not allowed"),
-    ("iconv", "--iconv is not enabled on this client"),
-    ("copy-links", "link-following options are not allowed"),
-    ("copy-dirlinks", "link-following options are not allowed"),
-    ("keep-dirlinks", "link-following options are not allowed"),
-    ("copy-unsafe-links", "link-following options are not allowed"),
+    ("iconv", "--iconv is not enabled on this client (iconv = false)"),
+    ("copy-links", "link-following options are not enabled on this client (follow_links = false)"),
+    ("copy-dirlinks", "link-following options are not enabled on this client (follow_links = false)"),
+    ("keep-dirlinks", "link-following options are not enabled on this client (follow_links = false)"),
+    ("copy-unsafe-links", "link-following options are not enabled on this client (follow_links = false)"),
     ("backup", "--backup is not allowed"),
     ("backup-dir", "--backup-dir is not allowed"),
     ("temp-dir", "--temp-dir is not allowed"),
@@ -385,7 +389,10 @@ impl State {
                 self.protect = true;
                 continue;
             }
-            short_rule(c).map_err(|why| Refusal(format!("-{c}: {why}")))?;
+            let links_allowed = policy.follow_links && matches!(c, 'L' | 'k' | 'K');
+            if !links_allowed {
+                short_rule(c).map_err(|why| Refusal(format!("-{c}: {why}")))?;
+            }
             if !self.short.contains(c) {
                 self.short.push(c);
             }
@@ -398,6 +405,27 @@ impl State {
             Some((n, v)) => (n, Some(v)),
             None => (body, None),
         };
+        let configured = match name {
+            "copy-links" | "copy-dirlinks" | "keep-dirlinks" | "copy-unsafe-links" => policy.follow_links,
+            "iconv" => policy.iconv,
+            _ => false,
+        };
+        if configured {
+            let ok = match (name, value) {
+                ("iconv", Some(v)) => {
+                    !v.is_empty()
+                        && v.len() <= 64
+                        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,:".contains(&b))
+                }
+                (_, None) => name != "iconv",
+                _ => false,
+            };
+            if !ok {
+                return refuse(format!("--{name}: argument is missing or not allowed"));
+            }
+            self.long.push(body.to_string());
+            return Ok(());
+        }
         if let Some((_, why)) = DENIED.iter().find(|(n, _)| *n == name) {
             return refuse(format!("--{name}: {why}"));
         }
@@ -744,6 +772,8 @@ mod tests {
             delete,
             rsync_path: "/usr/bin/rsync".into(),
             protected: vec!["/var/lib/bk/.ssh".into(), "/home/jd/docs".into()],
+            follow_links: false,
+            iconv: false,
         }
     }
 
@@ -876,6 +906,25 @@ mod tests {
     }
 
     #[test]
+    fn links_and_iconv_only_when_configured() {
+        let off = policy(false, false);
+        let mut on = off.clone();
+        on.follow_links = true;
+        on.iconv = true;
+        for cmd in [
+            "rsync --server --sender -lL . /home",
+            "rsync --server --sender --copy-links . /home",
+            "rsync --server --sender --iconv=utf8,latin1 . /home",
+        ] {
+            assert!(parse(cmd, &off).is_err(), "off: {cmd}");
+            assert!(matches!(parse(cmd, &on), Ok(Parsed::Ready(_))), "on: {cmd}");
+        }
+        assert!(parse("rsync --server --sender --iconv=a;b . /home", &on).is_err(), "iconv charset is a word");
+        assert!(parse("rsync --server --sender --iconv . /home", &on).is_err(), "iconv needs a value");
+        assert!(parse("rsync --server --sender --copy-links=x . /home", &on).is_err(), "no value");
+    }
+
+    #[test]
     fn protected_args_refusals() {
         let p = policy(false, false);
         let Parsed::NeedsProtectedArgs(n) = parse("rsync --server --sender -slre.iLsfxC", &p).unwrap() else {
@@ -986,6 +1035,8 @@ mod properties {
             delete: false,
             rsync_path: "/usr/bin/rsync".into(),
             protected: vec!["/home/bk/.ssh".into()],
+            follow_links: false,
+            iconv: false,
         }
     }
 

@@ -28,6 +28,8 @@ pub fn policy() -> RsyncPolicy {
         delete: true,
         rsync_path: "/usr/bin/rsync".into(),
         protected: vec!["/home/bk/.ssh".into()],
+        follow_links: false,
+        iconv: false,
     }
 }
 
