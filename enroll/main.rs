@@ -23,12 +23,15 @@ use std::process::ExitCode;
 /// Examples:
 ///   enroll                          # asks who the main user is
 ///   enroll --logon jdupont --yes    # unattended
+///   enroll --token 7f3k…            # a server that enrolls with tokens
 ///   enroll --dry-run                # show the plan, change nothing
 ///   enroll --uninstall --remove-user
 ///
 /// Exit status: 0 enrolled (or nothing to do); 1 local error (not root,
-/// missing program, bad config); 2 the server could not be reached or
-/// answered badly; 3 the server refused the enrollment.
+/// missing program, bad config); 2 the server could not be reached, failed
+/// or answered badly; 3 the server refused the enrollment; 4 the
+/// enrollment waits for the administrator's approval (run enroll again
+/// once approved).
 #[derive(Parser, Debug)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
@@ -47,6 +50,9 @@ pub struct Cli {
     /// Show what would be done, change nothing, contact no server.
     #[arg(long)]
     pub dry_run: bool,
+    /// Enrollment token from the backup administrator (servers in token mode).
+    #[arg(long)]
+    pub token: Option<String>,
     /// Enroll again even when this machine is already enrolled (new key).
     #[arg(long)]
     pub rekey: bool,

@@ -20,13 +20,20 @@ use std::time::Duration;
 #[error("the backup server could not enroll this machine:\n{0}")]
 pub struct ServerFailed(String);
 
+/// The server queued the request for an admin's approval (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Pending(String);
+
 /// The server said no; its message is for the person.
 #[derive(Debug, thiserror::Error)]
 #[error("the backup server refused the enrollment:\n{0}")]
 pub struct Refused(String);
 
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<Refused>().is_some() {
+    if e.downcast_ref::<Pending>().is_some() {
+        4
+    } else if e.downcast_ref::<Refused>().is_some() {
         3
     } else if e.downcast_ref::<CallError>().is_some()
         || e.downcast_ref::<AnswerError>().is_some()
@@ -128,7 +135,7 @@ pub fn main(cli: &Cli) -> Result<()> {
         }
         None => {
             p.step(&format!("Asking {server} to enroll {}:{logon}", os()));
-            let success = call_server(&cfg, &server, &logon)?;
+            let success = call_server(&cfg, &server, &logon, cli.token.as_deref())?;
             p.done(&[format!("registered as host {}", success.host.as_deref().unwrap_or("?"))]);
             let created = local::lookup_user(&cfg.backup_user)?.is_none();
             let created_user = created || state.as_ref().is_some_and(|s| s.created_user);
@@ -278,8 +285,9 @@ fn fqdn() -> Result<String> {
     Ok(nix::unistd::gethostname()?.to_string_lossy().into_owned())
 }
 
-fn call_server(cfg: &ClientConfig, server: &str, logon: &str) -> Result<Success> {
-    let hello = hello(cfg)?;
+fn call_server(cfg: &ClientConfig, server: &str, logon: &str, token: Option<&str>) -> Result<Success> {
+    let mut hello = hello(cfg)?;
+    hello.token = token.map(str::to_string);
     let call = Call {
         server,
         port: cfg.port,
@@ -297,6 +305,7 @@ fn call_server(cfg: &ClientConfig, server: &str, logon: &str) -> Result<Success>
         }
         .into()),
         Answer::Failure(msg) if reply.exit_status == 2 => Err(ServerFailed(msg).into()),
+        Answer::Failure(msg) if reply.exit_status == 3 => Err(Pending(msg).into()),
         Answer::Failure(msg) if msg.is_empty() => {
             Err(Refused(format!("(no message, exit status {})", reply.exit_status)).into())
         }

@@ -1,31 +1,36 @@
 //! Serving one enrollment: parse, check, register, answer. Writes only the
-//! answer to stdout; every decision goes to the audit log.
+//! answer to stdout; every decision goes to the audit log (and, when
+//! configured, to the notification webhook).
 
+use crate::server::{now, Server};
 use backuppc_enroll::answer::Success;
 use backuppc_enroll::atomic::{self, Ownership};
-use backuppc_enroll::config::{LogonCheck, ServerConfig};
+use backuppc_enroll::config::{LogonCheck, Mode, ServerConfig};
 use backuppc_enroll::hello::{Hello, MAX_HELLO};
-use backuppc_enroll::hosts::{HostsFile, HostsWriteError};
+use backuppc_enroll::hosts::HostsWriteError;
 use backuppc_enroll::log::{timestamp, Audit};
+use backuppc_enroll::names;
 use backuppc_enroll::perhost::PerHostConfig;
 use backuppc_enroll::policy::{self, AllowList, Directory, Nss, SystemResolver};
 use backuppc_enroll::registry::{self, Enrollment, Registry};
 use backuppc_enroll::request::Request;
 use backuppc_enroll::sshenv::SshEnv;
-use backuppc_enroll::{known_hosts, names};
+use backuppc_enroll::tokens::TokenStore;
 use serde_json::json;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// Why an enrollment did not happen: refused (the client's fault) or
-/// failed (the server's).
-enum Outcome {
+/// Why an enrollment did not happen.
+pub enum Outcome {
+    /// The client's request is refused (exit 1).
     Refused(String),
+    /// Something failed on the server (exit 2).
     Failed(String),
+    /// The request waits for an admin's approval (exit 3).
+    Pending(String),
 }
 
 impl<E: std::fmt::Display> From<E> for Outcome {
@@ -51,22 +56,33 @@ pub fn run(config: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match enroll(&cfg, &env, &audit) {
+    let request = env.original_command.clone().unwrap_or_default();
+    let (code, note) = match enroll(&cfg, &env, &audit) {
         Ok(answer) => {
             print!("{}", answer.render());
-            ExitCode::SUCCESS
+            (0, format!("enrolled {} for {request} from {client}", answer.host.as_deref().unwrap_or("?")))
         }
         Err(Outcome::Refused(why)) => {
             audit.event("refused", json!({ "client": client, "request": env.original_command, "reason": why }));
             println!("Enrollment refused: {why}.");
-            ExitCode::from(1)
+            (1, format!("refused {request:?} from {client}: {why}"))
         }
         Err(Outcome::Failed(why)) => {
             audit.event("error", json!({ "client": client, "request": env.original_command, "reason": why }));
             println!("The backup server could not complete the enrollment; nothing was changed on it. Try again later or tell the backup administrator (the reason is in the server's log).");
-            ExitCode::from(2)
+            (2, format!("failed {request:?} from {client}: {why}"))
         }
+        Err(Outcome::Pending(host)) => {
+            audit.event("pending", json!({ "client": client, "request": env.original_command, "host": host }));
+            println!("The enrollment of {host} waits for the backup administrator's approval. Run enroll again once it is approved.");
+            (3, format!("pending {request:?} from {client} as {host}: run `forced-command approve {host}`"))
+        }
+    };
+    let _ = std::io::stdout().flush();
+    if let Some(url) = &cfg.notify_webhook {
+        crate::notify::detached(url, &format!("backuppc-enroll: {note}"));
     }
+    ExitCode::from(code)
 }
 
 /// Read the hello block: at most `MAX_HELLO` bytes until EOF, within the
@@ -97,20 +113,24 @@ fn read_hello(timeout: Duration) -> Result<Hello, Outcome> {
     Hello::parse(&buf).map_err(refused)
 }
 
+fn directory(cfg: &ServerConfig) -> Result<Box<dyn Directory>, Outcome> {
+    Ok(match cfg.logon_check {
+        LogonCheck::File => {
+            let path = cfg.logon_file.as_ref().expect("checked at load");
+            Box::new(AllowList(std::fs::read_to_string(path)?))
+        }
+        LogonCheck::Ldap => Box::new(backuppc_enroll::ldap::Ldap(cfg.ldap.clone().expect("checked at load"))),
+        LogonCheck::Nss | LogonCheck::Any => Box::new(Nss),
+    })
+}
+
 fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Outcome> {
     let command = env.original_command.as_deref().unwrap_or("");
     let request = Request::parse(command).map_err(refused)?;
     let ip = policy::check_network(cfg, env.client).map_err(refused)?;
     policy::check_os(cfg, &request.os).map_err(refused)?;
     policy::check_logon_pattern(cfg, &request.logon).map_err(refused)?;
-    let dir: Box<dyn Directory> = match cfg.logon_check {
-        LogonCheck::File => {
-            let path = cfg.logon_file.as_ref().expect("checked at load");
-            Box::new(AllowList(std::fs::read_to_string(path)?))
-        }
-        _ => Box::new(Nss),
-    };
-    policy::check_logon(cfg.logon_check, dir.as_ref(), &request.logon).map_err(refused)?;
+    policy::check_logon(cfg.logon_check, directory(cfg)?.as_ref(), &request.logon).map_err(refused)?;
     let hello = read_hello(Duration::from_secs(cfg.hello_timeout))?;
     let host = policy::host_name(cfg.host_naming, hello.hostname.as_deref(), ip, &SystemResolver).map_err(refused)?;
     let from = match &cfg.from {
@@ -123,22 +143,36 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     let shares = cfg.shares.get(&request.os).cloned().unwrap_or_default();
     let client_user = hello.user.clone().unwrap_or_else(|| cfg.client_user.clone());
     let client_port = hello.port.unwrap_or(22);
+    let srv = Server::open(cfg).map_err(Outcome::Failed)?;
 
-    let owner = BackupPcOwner::lookup(cfg)?;
-    let ssh_dir = cfg.ssh_dir.clone().unwrap_or_else(|| owner.home.join(".ssh"));
-    if ssh_dir.to_string_lossy().contains(char::is_whitespace) {
-        return Err(Outcome::Failed(format!(
-            "ssh_dir {} has a space, which BackupPC's rsync splits",
-            ssh_dir.display()
-        )));
+    // A bad token is refused before anything is locked or written; the
+    // check is repeated under the lock, where the use is counted.
+    if cfg.mode == Mode::Token {
+        TokenStore::load(&cfg.tokens)?.check(hello.token.as_deref(), &request.logon, &host, now()).map_err(refused)?;
     }
 
     // One enrollment at a time changes the server's files.
+    if let Some(dir) = cfg.registry.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let _lock = registry::lock(&cfg.registry)?;
     let mut reg = Registry::load(&cfg.registry)?;
-    let hosts = HostsFile::new(&cfg.backuppc_conf_dir, owner.file(0o644));
-    let current = backuppc_enroll::hosts::find(&hosts.read()?, &host);
-    let held_by = current.map(|e| e.user).or_else(|| reg.hosts.get(&host).map(|e| e.logon.clone()));
+    let current = backuppc_enroll::hosts::find(&srv.hosts().read()?, &host);
+    let entry = reg.hosts.get(&host).cloned();
+    match entry.as_ref().map(|e| e.state.as_str()) {
+        Some("revoked") => {
+            return Err(refused(format!(
+            "host {host} was revoked by the backup administrator; ask them to clear it (forced-command clear {host})"
+        )))
+        }
+        Some("denied") => {
+            return Err(refused(format!("the enrollment of {host} was denied by the backup administrator")))
+        }
+        _ => {}
+    }
+    let held_by = current
+        .map(|e| e.user)
+        .or_else(|| entry.as_ref().filter(|e| e.state == "enrolled" || e.state == "approved").map(|e| e.logon.clone()));
     if let Some(other) = held_by.filter(|u| *u != request.logon) {
         if !cfg.allow_reassign {
             return Err(refused(format!(
@@ -146,11 +180,34 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             )));
         }
     }
+    let mut tokens = None;
+    match cfg.mode {
+        Mode::Open => {}
+        Mode::Token => {
+            let store = TokenStore::load(&cfg.tokens)?;
+            let index = store.check(hello.token.as_deref(), &request.logon, &host, now()).map_err(refused)?;
+            tokens = Some((store, index));
+        }
+        Mode::Approve => {
+            let approved = entry
+                .as_ref()
+                .is_some_and(|e| (e.state == "approved" || e.state == "enrolled") && e.logon == request.logon);
+            if !approved {
+                if entry.as_ref().is_some_and(|e| e.state == "pending" && e.logon != request.logon) {
+                    return Err(refused(format!(
+                        "another logon's enrollment of {host} is already waiting for approval"
+                    )));
+                }
+                reg.hosts.insert(host.clone(), record(&host, &request, ip, "", &hello, "pending"));
+                reg.save(&cfg.registry, srv.file(0o640))?;
+                return Err(Outcome::Pending(host));
+            }
+        }
+    }
 
-    let key_dir = ssh_dir.join("backuppc-enroll");
-    ensure_dir(&ssh_dir, owner.file(0o700))?;
-    ensure_dir(&key_dir, owner.file(0o700))?;
-    let key_path = key_dir.join(&host);
+    srv.ensure_dir(&srv.ssh_dir, srv.file(0o700))?;
+    srv.ensure_dir(&srv.key_dir(), srv.file(0o700))?;
+    let key_path = srv.key_path(&host);
     let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)?;
     key.set_comment(format!("backuppc@{} for {host}", nix::unistd::gethostname()?.to_string_lossy()));
     let private = key.to_openssh(LineEnding::LF)?;
@@ -159,66 +216,49 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     // Order: the key first (unused until the rest names it), then
     // BackupPC's files, the registry last. A crash leaves files that are
     // each whole; re-running the enrollment finishes the job.
-    atomic::write(&key_path, private.as_bytes(), owner.file(0o600))?;
-    atomic::write(&key_dir.join(format!("{host}.pub")), format!("{public}\n").as_bytes(), owner.file(0o644))?;
-    match hosts.register(&host, &request.logon, cfg.allow_reassign) {
+    atomic::write(&key_path, private.as_bytes(), srv.file(0o600))?;
+    atomic::write(&srv.key_dir().join(format!("{host}.pub")), format!("{public}\n").as_bytes(), srv.file(0o644))?;
+    match srv.hosts().register(&host, &request.logon, cfg.allow_reassign) {
         Ok(_) => {}
         Err(HostsWriteError::Policy(e)) => return Err(refused(e)),
         Err(e) => return Err(e.into()),
     }
     let pc_dir = cfg.backuppc_conf_dir.join("pc");
-    ensure_dir(&pc_dir, owner.dir_of(&cfg.backuppc_conf_dir, 0o750))?;
+    srv.ensure_dir(&pc_dir, srv.in_conf_dir(0o750))?;
     let per_host = PerHostConfig {
         host: host.clone(),
         logon: request.logon.clone(),
         client_user,
         client_port,
         key_path: key_path.to_string_lossy().into_owned(),
-        known_hosts: ssh_dir.join("known_hosts").to_string_lossy().into_owned(),
+        known_hosts: srv.known_hosts().to_string_lossy().into_owned(),
         rsync_client_path: cfg.rsync_client_path.clone(),
         shares: shares.clone(),
     };
-    let pl = pc_dir.join(format!("{host}.pl"));
+    let pl = srv.per_host_config(&host);
     atomic::write(
         &pl,
         per_host.render(&timestamp()).as_bytes(),
-        Ownership::of_existing_or(&pl, owner.dir_of(&cfg.backuppc_conf_dir, 0o644)),
+        Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)),
     )?;
     if !hello.hostkeys.is_empty() {
-        let kh = ssh_dir.join("known_hosts");
-        let existing = String::from_utf8_lossy(&atomic::read_or_empty(&kh)?).into_owned();
-        let updated = known_hosts::replace(&existing, &host, &hello.hostkeys);
-        if updated != existing {
-            atomic::write(&kh, updated.as_bytes(), Ownership::of_existing_or(&kh, owner.file(0o644)))?;
-        }
+        srv.pin_host_keys(&host, &hello.hostkeys)?;
     }
-    let host_key_fingerprints =
-        hello.hostkeys.iter().filter_map(|k| names::public_key(k).ok()).map(|k| names::fingerprint(&k)).collect();
+    let fingerprint = names::fingerprint(key.public_key());
     reg.version = 1;
-    reg.hosts.insert(
-        host.clone(),
-        Enrollment {
-            host: host.clone(),
-            logon: request.logon.clone(),
-            os: request.os.clone(),
-            address: ip.to_string(),
-            key_fingerprint: names::fingerprint(key.public_key()),
-            host_key_fingerprints,
-            enrolled_at: timestamp(),
-            state: "enrolled".into(),
-        },
-    );
-    if let Some(dir) = cfg.registry.parent() {
-        std::fs::create_dir_all(dir)?;
+    reg.hosts.insert(host.clone(), record(&host, &request, ip, &fingerprint, &hello, "enrolled"));
+    reg.save(&cfg.registry, srv.file(0o640))?;
+    if let Some((mut store, index)) = tokens {
+        store.consume(index);
+        store.save(&cfg.tokens, srv.file(0o600))?;
     }
-    reg.save(&cfg.registry, owner.file(0o640))?;
-    let reloaded = reload_backuppc(cfg);
+    let reloaded = srv.reload_backuppc();
     audit.event(
         "accepted",
         json!({
             "client": ip.to_string(), "request": request.to_string(), "host": host,
             "protocol": hello.protocol, "host_keys": hello.hostkeys.len(),
-            "key": names::fingerprint(key.public_key()), "backuppc_reload": reloaded,
+            "key": fingerprint, "backuppc_reload": reloaded,
         }),
     );
     Ok(Success {
@@ -230,69 +270,20 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     })
 }
 
-/// The account that owns what is written for BackupPC.
-struct BackupPcOwner {
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-}
-
-impl BackupPcOwner {
-    fn lookup(cfg: &ServerConfig) -> Result<BackupPcOwner, Outcome> {
-        let user = nix::unistd::User::from_name(&cfg.backuppc_user)?
-            .ok_or_else(|| Outcome::Failed(format!("backuppc_user {} does not exist", cfg.backuppc_user)))?;
-        Ok(BackupPcOwner { uid: user.uid.as_raw(), gid: user.gid.as_raw(), home: user.dir })
-    }
-
-    fn file(&self, mode: u32) -> Ownership {
-        Ownership { uid: self.uid, gid: self.gid, mode }
-    }
-
-    /// Owned by backuppc, group of the folder (Debian: www-data, so the
-    /// CGI can read it).
-    fn dir_of(&self, dir: &Path, mode: u32) -> Ownership {
-        let gid = std::fs::metadata(dir).map(|m| m.gid()).unwrap_or(self.gid);
-        Ownership { uid: self.uid, gid, mode }
-    }
-}
-
-fn ensure_dir(dir: &Path, own: Ownership) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::create_dir(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(own.mode))?;
-    if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::chown(dir, Some(own.uid), Some(own.gid))?;
-    }
-    Ok(())
-}
-
-/// Tell a running BackupPC to re-read its hosts file. When the daemon is
-/// not running (or the command is missing) the files are right anyway.
-fn reload_backuppc(cfg: &ServerConfig) -> String {
-    let Some((prog, args)) = cfg.reload_command.split_first() else {
-        return "disabled".into();
-    };
-    if !Path::new(prog).exists() {
-        return "not installed".into();
-    }
-    let child = Command::new(prog).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
-    let Ok(mut child) = child else {
-        return "could not start".into();
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) if s.success() => return "ok".into(),
-            Ok(Some(s)) => return format!("failed ({s})"),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return "timed out".into();
-            }
-        }
+fn record(host: &str, request: &Request, ip: std::net::IpAddr, key: &str, hello: &Hello, state: &str) -> Enrollment {
+    Enrollment {
+        host: host.to_string(),
+        logon: request.logon.clone(),
+        os: request.os.clone(),
+        address: ip.to_string(),
+        key_fingerprint: key.to_string(),
+        host_key_fingerprints: hello
+            .hostkeys
+            .iter()
+            .filter_map(|k| names::public_key(k).ok())
+            .map(|k| names::fingerprint(&k))
+            .collect(),
+        enrolled_at: timestamp(),
+        state: state.to_string(),
     }
 }

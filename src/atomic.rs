@@ -96,8 +96,21 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// A lock file created by root gets the owner of its folder, so the
+    /// service account (forced-command, BackupPC) can still open it; a
+    /// lock file we may only read is locked through a read-only handle.
     pub fn exclusive(path: &Path) -> io::Result<Lock> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)?;
+        let existed = path.exists();
+        let file = match OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path)?,
+            Err(e) => return Err(e),
+        };
+        if !existed && nix::unistd::geteuid().is_root() {
+            if let Ok(m) = fs::metadata(parent(path)?) {
+                std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()))?;
+            }
+        }
         file.lock()?;
         Ok(Lock { _file: file })
     }

@@ -124,8 +124,42 @@ impl ClientConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum LogonCheck {
     Nss,
+    Ldap,
     File,
     Any,
+}
+
+/// `[ldap]`: a direct search for the logon.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldap://host:389` or `ldaps://host:636`.
+    pub url: String,
+    pub base: String,
+    /// Filter with `{logon}` replaced by the escaped logon.
+    pub filter: String,
+    pub bind_dn: Option<String>,
+    pub bind_password_file: Option<PathBuf>,
+    pub starttls: bool,
+    /// CA certificate (PEM) for ldaps:// or StartTLS.
+    pub ca_file: Option<PathBuf>,
+    /// Seconds for connecting and for the search.
+    pub timeout: u64,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            url: String::new(),
+            base: String::new(),
+            filter: "(&(objectClass=posixAccount)(uid={logon}))".into(),
+            bind_dn: None,
+            bind_password_file: None,
+            starttls: false,
+            ca_file: None,
+            timeout: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -139,7 +173,12 @@ pub enum HostNaming {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// The register key is enough (the seed's behaviour).
     Open,
+    /// The hello block must carry a token an admin created.
+    Token,
+    /// Requests wait for an admin's `approve`.
+    Approve,
 }
 
 /// `/etc/backuppc-enroll/server.toml`, read by `forced-command`.
@@ -174,6 +213,12 @@ pub struct ServerConfig {
     pub hello_timeout: u64,
     /// Command that tells a running BackupPC to reload; empty to skip.
     pub reload_command: Vec<String>,
+    /// Token store for `mode = "token"`.
+    pub tokens: PathBuf,
+    /// Directory search for `logon_check = "ldap"`.
+    pub ldap: Option<LdapConfig>,
+    /// Mattermost/Slack-compatible webhook told of each enrollment.
+    pub notify_webhook: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -207,6 +252,9 @@ impl Default for ServerConfig {
                 "server".into(),
                 "reload".into(),
             ],
+            tokens: "/var/lib/backuppc-enroll/tokens.json".into(),
+            ldap: None,
+            notify_webhook: None,
         }
     }
 }
@@ -230,6 +278,23 @@ impl ServerConfig {
         regex::Regex::new(&c.logon_pattern).map_err(|e| invalid(format!("logon_pattern: {e}")))?;
         if c.logon_check == LogonCheck::File && c.logon_file.is_none() {
             return Err(invalid("logon_check = \"file\" needs logon_file".into()));
+        }
+        if c.logon_check == LogonCheck::Ldap {
+            let l = c.ldap.as_ref().ok_or_else(|| invalid("logon_check = \"ldap\" needs an [ldap] table".into()))?;
+            if !(l.url.starts_with("ldap://") || l.url.starts_with("ldaps://")) || l.base.is_empty() {
+                return Err(invalid("[ldap] needs url = \"ldap://…\" or \"ldaps://…\" and base".into()));
+            }
+            if !l.filter.contains("{logon}") {
+                return Err(invalid("[ldap] filter must contain {logon}".into()));
+            }
+            if l.bind_dn.is_some() != l.bind_password_file.is_some() {
+                return Err(invalid("[ldap] bind_dn and bind_password_file go together".into()));
+            }
+        }
+        if let Some(hook) = &c.notify_webhook {
+            if !(hook.starts_with("http://") || hook.starts_with("https://")) {
+                return Err(invalid("notify_webhook must be an http:// or https:// URL".into()));
+            }
         }
         crate::names::user_name(&c.client_user).map_err(|e| invalid(format!("client_user: {e}")))?;
         for os in &c.allowed_os {

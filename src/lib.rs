@@ -11,14 +11,17 @@ pub mod config;
 pub mod hello;
 pub mod hosts;
 pub mod known_hosts;
+pub mod ldap;
 pub mod log;
 pub mod names;
+pub mod notify;
 pub mod perhost;
 pub mod policy;
 pub mod registry;
 pub mod request;
 pub mod rsync;
 pub mod sshenv;
+pub mod tokens;
 
 /// Version reported by every binary and sent in the hello block.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -18,11 +18,14 @@ pub struct Options {
     pub logon_check: &'static str,
     pub networks: Option<&'static str>,
     pub restore: bool,
+    pub mode: &'static str,
+    /// More top-level server.toml lines.
+    pub server_extra: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { logon_check: "file", networks: None, restore: false }
+        Options { logon_check: "file", networks: None, restore: false, mode: "open", server_extra: String::new() }
     }
 }
 
@@ -81,6 +84,9 @@ impl World {
         writeln!(s, "audit_log = {:?}", audit_log).unwrap();
         writeln!(s, "reload_command = []").unwrap();
         writeln!(s, "hello_timeout = 3").unwrap();
+        writeln!(s, "mode = {:?}", opts.mode).unwrap();
+        writeln!(s, "tokens = {:?}", registry_dir.join("tokens.json")).unwrap();
+        s.push_str(&opts.server_extra);
         if let Some(n) = opts.networks {
             writeln!(s, "networks = {n}").unwrap();
         }
@@ -159,13 +165,30 @@ impl World {
         let out = self.enroll(args);
         assert!(
             out.status.success(),
-            "enroll {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\nsshd log: {}",
+            "enroll {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\nsshd log: {}\naudit: {}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            fs::read_to_string(&self.sshd.log).unwrap_or_default()
+            fs::read_to_string(&self.sshd.log).unwrap_or_default(),
+            fs::read_to_string(&self.audit_log).unwrap_or_default()
         );
         out
+    }
+
+    /// Run an admin subcommand of forced-command, as root.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(&self.bins.forced_command).arg("--config").arg(&self.server_toml).args(args).output().unwrap()
+    }
+
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(
+            out.status.success(),
+            "forced-command {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Everything forced-command may write on the server.

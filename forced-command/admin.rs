@@ -1,0 +1,450 @@
+//! The admin subcommands of `forced-command`, run at a shell by root or
+//! the BackupPC account: list, show, revoke, clear, pending, approve, deny,
+//! tokens, check-config, install-register-key.
+
+use crate::server::{now, Server};
+use anyhow::{bail, Context, Result};
+use backuppc_enroll::atomic::{self, Ownership};
+use backuppc_enroll::config::{LogonCheck, Mode, ServerConfig};
+use backuppc_enroll::log::{rfc3339, timestamp, Audit};
+use backuppc_enroll::policy::Directory;
+use backuppc_enroll::registry::{self, Registry};
+use backuppc_enroll::tokens::{parse_duration, TokenStore};
+use backuppc_enroll::{hosts, names};
+use clap::Subcommand;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub enum Admin {
+    /// List the hosts this server enrolled (enrolled, pending, denied, revoked).
+    ///
+    /// Example: forced-command list --json
+    List {
+        /// One JSON array of registry entries.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one host: its registry entry and the files written for it.
+    Show { host: String },
+    /// Revoke a host: remove its key pair, hosts line, per-host config and
+    /// known_hosts lines (its backups stay), reload BackupPC. The host may
+    /// not enroll again until `clear`.
+    ///
+    /// Example: forced-command revoke dormeur.example.org
+    Revoke { host: String },
+    /// Forget a revoked or denied host so that it may enroll again.
+    Clear { host: String },
+    /// List the enrollments waiting for approval (mode = "approve").
+    Pending,
+    /// Approve a pending enrollment; the workstation then runs enroll again.
+    Approve { host: String },
+    /// Deny a pending enrollment; the host is refused until `clear`.
+    Deny { host: String },
+    /// Enrollment tokens (mode = "token").
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Check the config, BackupPC's folder, permissions and the logon
+    /// directory, and print the authorized_keys line for the register key.
+    ///
+    /// Exit status 1 when something is wrong.
+    CheckConfig {
+        /// Public register key to print the authorized_keys line with.
+        #[arg(long)]
+        register_key: Option<PathBuf>,
+    },
+    /// Install the register key's line in the BackupPC account's
+    /// authorized_keys (idempotent: an earlier register key line is replaced).
+    ///
+    /// Example: forced-command install-register-key /etc/backuppc-enroll/register-key.pub
+    InstallRegisterKey {
+        /// The public register key (OpenSSH format).
+        pubkey: PathBuf,
+        /// Default: ~backuppc/.ssh/authorized_keys.
+        #[arg(long)]
+        authorized_keys: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once and stored only hashed.
+    ///
+    /// Example: forced-command token create --uses 1 --expires 24h --logon jdupont
+    Create {
+        /// Number of enrollments it allows (default: unlimited).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Lifetime: 90m, 24h, 7d (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Only for this logon.
+        #[arg(long)]
+        logon: Option<String>,
+        /// Only for this host name.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List tokens (ids, uses left, expiry; never the tokens).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (or an id prefix of 6+ characters).
+    Revoke { id: String },
+}
+
+pub fn run(cmd: Admin, config: &Path) -> Result<()> {
+    let cfg = ServerConfig::load(config)?;
+    if let Admin::CheckConfig { register_key } = &cmd {
+        return check_config(&cfg, config, register_key.as_deref());
+    }
+    let srv = Server::open(&cfg).map_err(anyhow::Error::msg)?;
+    if let Some(log) = cfg.audit_log.as_ref().filter(|l| !l.exists()) {
+        // Created here by root, the log must stay appendable by the
+        // BackupPC account that serves enrollments.
+        atomic::write(log, b"", srv.file(0o640))?;
+    }
+    let audit = Audit::new(c"forced-command", cfg.audit_log.clone());
+    let admin = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "admin".into());
+    match cmd {
+        Admin::List { json } => {
+            let reg = Registry::load(&cfg.registry)?;
+            if json {
+                let list: Vec<_> = reg.hosts.values().collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<32} {:<16} {:<6} {:<16} {:<9} SINCE", "HOST", "LOGON", "OS", "ADDRESS", "STATE");
+                for e in reg.hosts.values() {
+                    println!(
+                        "{:<32} {:<16} {:<6} {:<16} {:<9} {}",
+                        e.host, e.logon, e.os, e.address, e.state, e.enrolled_at
+                    );
+                }
+            }
+        }
+        Admin::Show { host } => {
+            let reg = Registry::load(&cfg.registry)?;
+            let e = reg.hosts.get(&host).with_context(|| format!("no host {host} in the registry"))?;
+            println!("{}", serde_json::to_string_pretty(e)?);
+            let line = hosts::find(&srv.hosts().read()?, &host);
+            println!(
+                "hosts line: {}",
+                line.map(|l| format!("{} {} {}", l.host, l.dhcp, l.user)).unwrap_or("none".into())
+            );
+            for p in [srv.key_path(&host), srv.per_host_config(&host)] {
+                println!("{}: {}", p.display(), if p.exists() { "present" } else { "absent" });
+            }
+        }
+        Admin::Revoke { host } => {
+            let _lock = registry::lock(&cfg.registry)?;
+            let mut reg = Registry::load(&cfg.registry)?;
+            let known = reg.hosts.contains_key(&host) || hosts::find(&srv.hosts().read()?, &host).is_some();
+            if !known {
+                bail!("no host {host} is enrolled here (forced-command list shows the hosts)");
+            }
+            let done = srv.remove_host_files(&host)?;
+            let entry = reg.hosts.entry(host.clone()).or_insert_with(|| backuppc_enroll::registry::Enrollment {
+                host: host.clone(),
+                logon: String::new(),
+                os: String::new(),
+                address: String::new(),
+                key_fingerprint: String::new(),
+                host_key_fingerprints: vec![],
+                enrolled_at: timestamp(),
+                state: String::new(),
+            });
+            entry.state = "revoked".into();
+            reg.save(&cfg.registry, srv.file(0o640))?;
+            let reloaded = srv.reload_backuppc();
+            audit.event("revoked", json!({ "host": host, "by": admin, "backuppc_reload": reloaded }));
+            for d in &done {
+                println!("{d}");
+            }
+            println!("revoked {host} (its backups are kept; BackupPC reload: {reloaded}); `forced-command clear {host}` lets it enroll again");
+        }
+        Admin::Clear { host } => change_state(&cfg, &srv, &audit, &host, &["revoked", "denied"], None, &admin)?,
+        Admin::Pending => {
+            let reg = Registry::load(&cfg.registry)?;
+            for e in reg.hosts.values().filter(|e| e.state == "pending") {
+                println!("{:<32} {:<16} {:<6} {:<16} {}", e.host, e.logon, e.os, e.address, e.enrolled_at);
+            }
+        }
+        Admin::Approve { host } => {
+            change_state(&cfg, &srv, &audit, &host, &["pending"], Some("approved"), &admin)?;
+            println!("approved {host}: its user can now run enroll again");
+        }
+        Admin::Deny { host } => change_state(&cfg, &srv, &audit, &host, &["pending"], Some("denied"), &admin)?,
+        Admin::Token(t) => token(&cfg, &srv, &audit, t, &admin)?,
+        Admin::InstallRegisterKey { pubkey, authorized_keys } => {
+            install_register_key(&cfg, &srv, config, &pubkey, authorized_keys)?
+        }
+        Admin::CheckConfig { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn change_state(
+    cfg: &ServerConfig,
+    srv: &Server,
+    audit: &Audit,
+    host: &str,
+    from: &[&str],
+    to: Option<&str>,
+    admin: &str,
+) -> Result<()> {
+    let _lock = registry::lock(&cfg.registry)?;
+    let mut reg = Registry::load(&cfg.registry)?;
+    let Some(e) = reg.hosts.get_mut(host) else { bail!("no host {host} in the registry") };
+    if !from.contains(&e.state.as_str()) {
+        bail!("host {host} is {}, not {}", e.state, from.join(" or "));
+    }
+    match to {
+        Some(state) => e.state = state.into(),
+        None => {
+            reg.hosts.remove(host);
+        }
+    }
+    reg.save(&cfg.registry, srv.file(0o640))?;
+    audit.event(to.unwrap_or("cleared"), json!({ "host": host, "by": admin }));
+    Ok(())
+}
+
+fn token(cfg: &ServerConfig, srv: &Server, audit: &Audit, cmd: TokenCmd, admin: &str) -> Result<()> {
+    let _lock = registry::lock(&cfg.registry)?;
+    let mut store = TokenStore::load(&cfg.tokens)?;
+    match cmd {
+        TokenCmd::Create { uses, expires, logon, host } => {
+            let ttl = match &expires {
+                Some(e) => Some(parse_duration(e).with_context(|| format!("--expires {e}: use 90m, 24h or 7d"))?),
+                None => None,
+            };
+            if let Some(h) = &host {
+                names::host_name(h).map_err(anyhow::Error::msg)?;
+            }
+            let (token, id) = store.create(uses, ttl, logon, host, now());
+            if let Some(dir) = cfg.tokens.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            store.save(&cfg.tokens, srv.file(0o600))?;
+            audit.event("token-created", json!({ "id": id, "by": admin, "uses": uses, "expires": expires }));
+            println!("{token}");
+            eprintln!("token {id} created; give it to the workstation: enroll --token {token}");
+        }
+        TokenCmd::List { json } => {
+            if json {
+                let list: Vec<_> = store
+                    .tokens
+                    .iter()
+                    .map(|t| {
+                        json!({ "id": t.id, "uses_left": t.uses_left, "expires_at": t.expires_at.map(rfc3339),
+                        "logon": t.logon, "host": t.host, "created_at": rfc3339(t.created_at), "revoked": t.revoked })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<14} {:<10} {:<22} {:<16} {:<24} STATE", "ID", "USES LEFT", "EXPIRES", "LOGON", "HOST");
+                for t in &store.tokens {
+                    let state = if t.revoked {
+                        "revoked"
+                    } else if t.expires_at.is_some_and(|e| now() >= e) {
+                        "expired"
+                    } else if t.uses_left == Some(0) {
+                        "used up"
+                    } else {
+                        "valid"
+                    };
+                    println!(
+                        "{:<14} {:<10} {:<22} {:<16} {:<24} {state}",
+                        t.id,
+                        t.uses_left.map(|u| u.to_string()).unwrap_or("unlimited".into()),
+                        t.expires_at.map(rfc3339).unwrap_or("never".into()),
+                        t.logon.as_deref().unwrap_or("any"),
+                        t.host.as_deref().unwrap_or("any")
+                    );
+                }
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            if !store.revoke(&id) {
+                bail!("no single token matches {id:?} (forced-command token list shows the ids)");
+            }
+            store.save(&cfg.tokens, srv.file(0o600))?;
+            audit.event("token-revoked", json!({ "id": id, "by": admin }));
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// The register key's line: bound to this program and config.
+fn register_line(config: &Path, pubkey: &str) -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let config = std::path::absolute(config)?;
+    for p in [&exe, &config] {
+        if p.to_string_lossy().contains(['"', '\\', ' ']) {
+            bail!("{} has a quote, backslash or space: install it elsewhere", p.display());
+        }
+    }
+    Ok(format!("restrict,command=\"{} --config {}\" {pubkey} {REGISTER_TAG}", exe.display(), config.display()))
+}
+
+const REGISTER_TAG: &str = "backuppc-enroll-register-key";
+
+fn install_register_key(
+    cfg: &ServerConfig,
+    srv: &Server,
+    config: &Path,
+    pubkey: &Path,
+    target: Option<PathBuf>,
+) -> Result<()> {
+    let text = std::fs::read_to_string(pubkey).with_context(|| format!("cannot read {}", pubkey.display()))?;
+    let key = names::public_key(text.trim()).map_err(anyhow::Error::msg)?;
+    let line = register_line(config, &names::key_without_comment(&key))?;
+    let target = target.unwrap_or_else(|| srv.ssh_dir.join("authorized_keys"));
+    if let Some(dir) = target.parent() {
+        srv.ensure_dir(dir, srv.file(0o700))?;
+    }
+    let existing = String::from_utf8_lossy(&atomic::read_or_empty(&target)?).into_owned();
+    let mut out: String = existing.split_inclusive('\n').filter(|l| !l.trim_end().ends_with(REGISTER_TAG)).collect();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&line);
+    out.push('\n');
+    if out == existing {
+        println!("{} already has this register key", target.display());
+        return Ok(());
+    }
+    atomic::write(&target, out.as_bytes(), Ownership::of_existing_or(&target, srv.file(0o600)))?;
+    println!("installed the register key in {} for {}", target.display(), cfg.backuppc_user);
+    Ok(())
+}
+
+fn check_config(cfg: &ServerConfig, config: &Path, register_key: Option<&Path>) -> Result<()> {
+    let mut errors = 0;
+    let mut report = |ok: Result<String, String>, warn: bool| match ok {
+        Ok(m) => println!("ok: {m}"),
+        Err(m) if warn => println!("warning: {m}"),
+        Err(m) => {
+            errors += 1;
+            println!("error: {m}")
+        }
+    };
+    report(Ok(format!("{} parses", config.display())), false);
+    let srv = Server::open(cfg);
+    report(
+        srv.as_ref().map(|s| format!("BackupPC user {} (uid {})", cfg.backuppc_user, s.uid)).map_err(|e| e.clone()),
+        false,
+    );
+    let conf = &cfg.backuppc_conf_dir;
+    report(
+        std::fs::read_to_string(conf.join("hosts"))
+            .map(|h| format!("{} has {} hosts", conf.join("hosts").display(), hosts::entries(&h).len()))
+            .map_err(|e| format!("cannot read {}: {e}", conf.join("hosts").display())),
+        false,
+    );
+    if let Ok(s) = &srv {
+        use std::os::unix::fs::MetadataExt;
+        let writable = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.uid() == s.uid || (m.gid() == s.gid && m.mode() & 0o020 != 0))
+                .unwrap_or(false)
+        };
+        for p in [conf.clone(), cfg.registry.parent().map(Path::to_path_buf).unwrap_or_default()] {
+            report(
+                if writable(&p) {
+                    Ok(format!("{} is writable by {}", p.display(), cfg.backuppc_user))
+                } else {
+                    Err(format!("{} is missing or not writable by {}", p.display(), cfg.backuppc_user))
+                },
+                false,
+            );
+        }
+        report(
+            if s.ssh_dir.is_dir() {
+                Ok(format!("per-host keys go to {}", s.key_dir().display()))
+            } else {
+                Err(format!("{} does not exist yet (created at the first enrollment)", s.ssh_dir.display()))
+            },
+            true,
+        );
+    }
+    match cfg.logon_check {
+        LogonCheck::Any => {
+            report(Err("logon_check = \"any\": any logon is accepted, the directory is not asked".into()), true)
+        }
+        LogonCheck::Nss => report(Ok("logons are checked through NSS (getent passwd)".into()), false),
+        LogonCheck::File => report(
+            cfg.logon_file
+                .as_ref()
+                .map(|f| {
+                    std::fs::read_to_string(f)
+                        .map(|t| {
+                            format!(
+                                "{} lists {} logons",
+                                f.display(),
+                                t.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).count()
+                            )
+                        })
+                        .map_err(|e| format!("cannot read {}: {e}", f.display()))
+                })
+                .unwrap_or(Err("logon_file is not set".into())),
+            false,
+        ),
+        LogonCheck::Ldap => {
+            let l = cfg.ldap.clone().expect("checked at load");
+            let url = l.url.clone();
+            report(
+                backuppc_enroll::ldap::Ldap(l)
+                    .exists("backuppc-enroll-check")
+                    .map(|_| format!("the LDAP directory {url} answers"))
+                    .map_err(|e| format!("the LDAP directory does not answer: {e}")),
+                false,
+            );
+        }
+    }
+    match cfg.mode {
+        Mode::Open => report(Err("mode = \"open\": whoever holds the register key may enroll".into()), true),
+        Mode::Token => report(
+            TokenStore::load(&cfg.tokens)
+                .map(|s| format!("mode = \"token\", {} tokens in {}", s.tokens.len(), cfg.tokens.display()))
+                .map_err(|e| format!("{}: {e}", cfg.tokens.display())),
+            false,
+        ),
+        Mode::Approve => report(Ok("mode = \"approve\": enrollments wait for forced-command approve".into()), false),
+    }
+    // BackupPC's CGI reads the edit lock from the main config only.
+    let main = conf.join("config.pl");
+    if main.exists() {
+        let out = std::process::Command::new("perl")
+            .arg("-e")
+            .arg("our %Conf; do $ARGV[0]; print join(' ', grep { ($Conf{CgiUserConfigEdit}{$_} // 0) } qw(RsyncSshArgs RsyncClientPath RsyncArgs ClientNameAlias))")
+            .arg(&main)
+            .output();
+        if let Ok(o) = out {
+            let open = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            report(
+                if open.is_empty() {
+                    Ok("users cannot edit the per-host ssh settings in the web interface".into())
+                } else {
+                    Err(format!("users may edit {open} in the web interface: set $Conf{{CgiUserConfigEdit}}{{…}} = 0 for them in {}", main.display()))
+                },
+                true,
+            );
+        }
+    }
+    let key = match register_key {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            names::key_without_comment(&names::public_key(text.trim()).map_err(anyhow::Error::msg)?)
+        }
+        None => "ssh-ed25519 AAAA…(the register key's public key)".into(),
+    };
+    println!("\nauthorized_keys line for the register key (or run forced-command install-register-key KEY.pub):");
+    println!("{}", register_line(config, &key)?);
+    if errors > 0 {
+        bail!("{errors} problem(s) found");
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The server's side effects shared by serving and the admin subcommands:
+//! who owns BackupPC's files, where per-host keys live, removing a host's
+//! files, the registry and token store, and telling BackupPC to reload.
+
+use backuppc_enroll::atomic::{self, Ownership};
+use backuppc_enroll::config::ServerConfig;
+use backuppc_enroll::hosts::HostsFile;
+use backuppc_enroll::known_hosts;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The account that owns what is written for BackupPC.
+pub struct Server<'a> {
+    pub cfg: &'a ServerConfig,
+    pub uid: u32,
+    pub gid: u32,
+    pub ssh_dir: PathBuf,
+}
+
+impl<'a> Server<'a> {
+    pub fn open(cfg: &'a ServerConfig) -> Result<Server<'a>, String> {
+        let user = nix::unistd::User::from_name(&cfg.backuppc_user)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("backuppc_user {} does not exist", cfg.backuppc_user))?;
+        let ssh_dir = cfg.ssh_dir.clone().unwrap_or_else(|| user.dir.join(".ssh"));
+        if ssh_dir.to_string_lossy().contains(char::is_whitespace) {
+            return Err(format!("ssh_dir {} has a space, which BackupPC's rsync splits", ssh_dir.display()));
+        }
+        Ok(Server { cfg, uid: user.uid.as_raw(), gid: user.gid.as_raw(), ssh_dir })
+    }
+
+    pub fn file(&self, mode: u32) -> Ownership {
+        Ownership { uid: self.uid, gid: self.gid, mode }
+    }
+
+    /// Owned by backuppc, group of the folder (Debian: www-data).
+    pub fn in_conf_dir(&self, mode: u32) -> Ownership {
+        let gid = std::fs::metadata(&self.cfg.backuppc_conf_dir).map(|m| m.gid()).unwrap_or(self.gid);
+        Ownership { uid: self.uid, gid, mode }
+    }
+
+    pub fn hosts(&self) -> HostsFile {
+        HostsFile::new(&self.cfg.backuppc_conf_dir, self.file(0o644))
+    }
+
+    pub fn key_dir(&self) -> PathBuf {
+        self.ssh_dir.join("backuppc-enroll")
+    }
+
+    pub fn key_path(&self, host: &str) -> PathBuf {
+        self.key_dir().join(host)
+    }
+
+    pub fn per_host_config(&self, host: &str) -> PathBuf {
+        self.cfg.backuppc_conf_dir.join("pc").join(format!("{host}.pl"))
+    }
+
+    pub fn known_hosts(&self) -> PathBuf {
+        self.ssh_dir.join("known_hosts")
+    }
+
+    pub fn ensure_dir(&self, dir: &Path, own: Ownership) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if dir.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(own.mode))?;
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(dir, Some(own.uid), Some(own.gid))?;
+        }
+        Ok(())
+    }
+
+    /// Pin `keys` for `host` in known_hosts (replacing that host's lines).
+    pub fn pin_host_keys(&self, host: &str, keys: &[String]) -> io::Result<()> {
+        let kh = self.known_hosts();
+        let existing = String::from_utf8_lossy(&atomic::read_or_empty(&kh)?).into_owned();
+        let updated = known_hosts::replace(&existing, host, keys);
+        if updated != existing {
+            atomic::write(&kh, updated.as_bytes(), Ownership::of_existing_or(&kh, self.file(0o644)))?;
+        }
+        Ok(())
+    }
+
+    /// Remove everything that lets BackupPC back `host` up: its key pair,
+    /// hosts line, per-host config and known_hosts lines. Its backups stay.
+    pub fn remove_host_files(&self, host: &str) -> io::Result<Vec<String>> {
+        let mut done = Vec::new();
+        for p in [self.key_path(host), self.key_dir().join(format!("{host}.pub")), self.per_host_config(host)] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => done.push(format!("removed {}", p.display())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.hosts().unregister(host).map_err(|e| io::Error::other(e.to_string()))? {
+            done.push(format!("removed {host} from {}", self.hosts().path().display()));
+        }
+        let kh = self.known_hosts();
+        let existing = String::from_utf8_lossy(&atomic::read_or_empty(&kh)?).into_owned();
+        let updated = known_hosts::replace(&existing, host, &[]);
+        if updated != existing {
+            atomic::write(&kh, updated.as_bytes(), Ownership::of_existing_or(&kh, self.file(0o644)))?;
+            done.push(format!("removed {host}'s host keys from {}", kh.display()));
+        }
+        Ok(done)
+    }
+
+    /// Tell a running BackupPC to re-read its hosts file (as the BackupPC
+    /// user, which BackupPC_serverMesg insists on). When the daemon is not
+    /// running, or the command is missing, the files are right anyway.
+    pub fn reload_backuppc(&self) -> String {
+        let Some((prog, args)) = self.cfg.reload_command.split_first() else {
+            return "disabled".into();
+        };
+        if !Path::new(prog).exists() {
+            return "not installed".into();
+        }
+        let mut cmd = Command::new(prog);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        if nix::unistd::geteuid().is_root() {
+            cmd.gid(self.gid).uid(self.uid);
+        }
+        let Ok(mut child) = cmd.spawn() else {
+            return "could not start".into();
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) if s.success() => return "ok".into(),
+                Ok(Some(s)) => return format!("failed ({s})"),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return "timed out".into();
+                }
+            }
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,71 @@
+//! `logon_check = "ldap"`: a direct search of the directory for the logon,
+//! with the logon escaped into the filter (RFC 4515), an optional simple
+//! bind, LDAPS or StartTLS with a CA file, and a timeout. A directory that
+//! cannot be asked is an error, never an acceptance.
+
+use crate::config::LdapConfig;
+use crate::policy::Directory;
+use ldap3::{LdapConn, LdapConnSettings, Scope};
+use std::time::Duration;
+
+pub struct Ldap(pub LdapConfig);
+
+/// The search filter for `logon`: the template with `{logon}` replaced by
+/// the logon escaped, so `*`, `(`, `)`, `\` and NUL match literally.
+pub fn filter_for(template: &str, logon: &str) -> String {
+    template.replace("{logon}", &ldap3::ldap_escape(logon))
+}
+
+impl Directory for Ldap {
+    fn exists(&self, logon: &str) -> Result<bool, String> {
+        let c = &self.0;
+        let timeout = Duration::from_secs(c.timeout.max(1));
+        let mut settings = LdapConnSettings::new().set_conn_timeout(timeout).set_starttls(c.starttls);
+        if let Some(ca) = &c.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("cannot read the LDAP CA file {}: {e}", ca.display()))?;
+            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| format!("LDAP CA file: {e}"))?;
+            let connector = native_tls::TlsConnector::builder()
+                .add_root_certificate(cert)
+                .build()
+                .map_err(|e| format!("LDAP TLS setup: {e}"))?;
+            settings = settings.set_connector(connector);
+        }
+        let mut ldap = LdapConn::with_settings(settings, &c.url).map_err(|e| format!("LDAP {}: {e}", c.url))?;
+        if let (Some(dn), Some(file)) = (&c.bind_dn, &c.bind_password_file) {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read the LDAP bind password file {}: {e}", file.display()))?;
+            ldap.with_timeout(timeout)
+                .simple_bind(dn, password.trim_end_matches(['\n', '\r']))
+                .and_then(|r| r.success())
+                .map_err(|e| format!("LDAP bind as {dn}: {e}"))?;
+        }
+        let filter = filter_for(&c.filter, logon);
+        let found = ldap
+            .with_timeout(timeout)
+            .search(&c.base, Scope::Subtree, &filter, vec!["1.1"])
+            .and_then(|r| r.success())
+            .map_err(|e| format!("LDAP search {}: {e}", c.url))?;
+        let _ = ldap.unbind();
+        Ok(!found.0.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_escape_the_logon() {
+        let t = "(&(objectClass=posixAccount)(uid={logon}))";
+        let rows: &[(&str, &str, &str)] = &[
+            ("cmartin", "(&(objectClass=posixAccount)(uid=cmartin))", "plain"),
+            ("*", "(&(objectClass=posixAccount)(uid=\\2a))", "wildcard matches literally"),
+            ("x)(uid=*", "(&(objectClass=posixAccount)(uid=x\\29\\28uid=\\2a))", "filter injection"),
+            ("a\\b", "(&(objectClass=posixAccount)(uid=a\\5cb))", "backslash"),
+            ("a\0b", "(&(objectClass=posixAccount)(uid=a\\00b))", "NUL"),
+        ];
+        for (logon, want, why) in rows {
+            assert_eq!(filter_for(t, logon), *want, "{why}");
+        }
+    }
+}
