@@ -8,18 +8,16 @@ pub fn detached(url: &str, text: &str) {
     // SAFETY: single-threaded here; the child only calls async-signal-safe
     // functions before doing its own independent work and exiting.
     if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-        {
-            let _ = nix::unistd::setsid();
-            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
-                use std::os::fd::AsRawFd;
-                for fd in 0..3 {
-                    // SAFETY: plain dup2 on descriptors this process owns.
-                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
-                }
+        let _ = nix::unistd::setsid();
+        if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+            use std::os::fd::AsRawFd;
+            for fd in 0..3 {
+                // SAFETY: plain dup2 on descriptors this process owns.
+                unsafe { libc::dup2(null.as_raw_fd(), fd) };
             }
-            let _ = backuppc_enroll::notify::post(url, text, Duration::from_secs(3));
-            // SAFETY: leave without running the parent's destructors.
-            unsafe { libc::_exit(0) };
         }
+        let _ = backuppc_enroll::notify::post(url, text, Duration::from_secs(3));
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(0) };
     }
 }

@@ -352,6 +352,24 @@ fn run() {
     assert!(!out.status.success() || rows.len() == before, "backup must fail: {}", text(&out.stdout));
     assert_eq!(good_after, before, "no new good backup with a changed host key");
     drop(sshd2);
+
+    // The admin revokes the host: after forced-command's reload the
+    // daemon no longer lists it, and its private key is gone.
+    let out = within(
+        {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--target={}", daemon.0.id())).args(["--mount", "--"]).arg(&bins.forced_command);
+            c.arg("--config").arg(&server_toml).args(["revoke", "localhost"]);
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "revoke: {}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("BackupPC reload: ok"), "{}", text(&out.stdout));
+    let known = text(&mesg(&["status", "hosts"]).stdout);
+    assert!(!known.contains("\"localhost\""), "revoked host no longer listed: {known}");
+    assert!(!top.join(".ssh/backuppc-enroll/localhost").exists());
+    assert!(top.join("pc/localhost/backups").exists(), "its backups are kept");
     drop(daemon);
 }
 
