@@ -130,6 +130,12 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     let ip = policy::check_network(cfg, env.client).map_err(refused)?;
     policy::check_os(cfg, &request.os).map_err(refused)?;
     policy::check_logon_pattern(cfg, &request.logon).map_err(refused)?;
+    if cfg.logon_check == LogonCheck::Any {
+        audit.event(
+            "warning",
+            json!({ "reason": "logon_check = \"any\": the logon was not checked against any directory", "logon": request.logon }),
+        );
+    }
     policy::check_logon(cfg.logon_check, directory(cfg)?.as_ref(), &request.logon).map_err(refused)?;
     let hello = read_hello(Duration::from_secs(cfg.hello_timeout))?;
     let host = policy::host_name(cfg.host_naming, hello.hostname.as_deref(), ip, &SystemResolver).map_err(refused)?;
