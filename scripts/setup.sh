@@ -14,9 +14,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # backuppc and backuppc-rsync: the real BackupPC 4 the end-to-end test
-# drives (its daemon is started by the test itself, never as a service).
+# drives; slapd: the OpenLDAP directory of the LDAP tests (each daemon is
+# started by its test on loopback, never as a service).
 packages=(openssh-server openssh-client rsync sudo perl libssl-dev pkg-config gcc procps util-linux ca-certificates curl
-    backuppc backuppc-rsync iputils-ping)
+    backuppc backuppc-rsync iputils-ping slapd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

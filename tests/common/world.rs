@@ -86,10 +86,11 @@ impl World {
         writeln!(s, "hello_timeout = 3").unwrap();
         writeln!(s, "mode = {:?}", opts.mode).unwrap();
         writeln!(s, "tokens = {:?}", registry_dir.join("tokens.json")).unwrap();
-        s.push_str(&opts.server_extra);
         if let Some(n) = opts.networks {
             writeln!(s, "networks = {n}").unwrap();
         }
+        // Last before the tables: it may open one ([ldap]).
+        s.push_str(&opts.server_extra);
         writeln!(s, "[shares]\nlinux = [{:?}]\nmac = [{:?}]", data, data).unwrap();
         fs::write(&server_toml, s).unwrap();
 
