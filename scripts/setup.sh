@@ -32,6 +32,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     trap '[ "$held" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
     export DEBIAN_FRONTEND=noninteractive
+    # slapd: no server config of its own (tests run their own slapd).
+    echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
