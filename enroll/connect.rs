@@ -10,7 +10,13 @@ use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A number in [0, 1) from the OS's randomness, for backoff jitter.
+fn jitter() -> f64 {
+    use ssh_key::rand_core::{OsRng, RngCore};
+    (OsRng.next_u32() as f64) / (u32::MAX as f64 + 1.0)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -96,6 +102,37 @@ impl Call<'_> {
         Err(unreachable(last))
     }
 
+    /// Connect and do the key exchange. sshd drops connections at key
+    /// exchange when too many are unauthenticated (`MaxStartups`), which a
+    /// wave of enrollments causes: such a drop is retried with jittered,
+    /// growing pauses until the timeout.
+    fn handshake_with_retries(&self, host_key_algos: &[&str]) -> Result<Session, CallError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let tcp = self.connect_tcp()?;
+            let mut sess = Session::new()?;
+            sess.set_tcp_stream(tcp);
+            sess.set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);
+            // Offer the host key algorithms we have pinned, in file order,
+            // so the server proves the key we can check.
+            if !host_key_algos.is_empty() {
+                let _ = sess.method_pref(MethodType::HostKey, &host_key_algos.join(","));
+            }
+            match sess.handshake() {
+                Ok(()) => return Ok(sess),
+                Err(e) => {
+                    let jittered = pause.mul_f64(0.5 + jitter());
+                    if Instant::now() + jittered >= deadline {
+                        return Err(e.into());
+                    }
+                    std::thread::sleep(jittered);
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
     pub fn run(&self, command: &str, stdin: &[u8]) -> Result<Reply, CallError> {
         let pinned_text = std::fs::read_to_string(self.host_keys_file).map_err(|e| CallError::NotPinned {
             server: self.server.into(),
@@ -104,18 +141,9 @@ impl Call<'_> {
             offered: "nothing yet (not contacted)".into(),
         })?;
         let pinned = pinned_keys(&pinned_text, self.server, self.port);
-        let tcp = self.connect_tcp()?;
-        let mut sess = Session::new()?;
-        sess.set_tcp_stream(tcp);
-        sess.set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);
-        // Offer the host key algorithms we have pinned, in file order, so
-        // the server proves the key we can check.
         let mut algos: Vec<&str> = pinned.iter().filter_map(|k| k.split(' ').next()).collect();
         algos.dedup();
-        if !algos.is_empty() {
-            let _ = sess.method_pref(MethodType::HostKey, &algos.join(","));
-        }
-        sess.handshake()?;
+        let sess = self.handshake_with_retries(&algos)?;
         let (offered_blob, _) = sess.host_key().ok_or_else(|| CallError::Ssh("the server sent no host key".into()))?;
         let offered = ssh_key::PublicKey::from_bytes(offered_blob)
             .map(|k| format!("{} {}", k.algorithm(), names::fingerprint(&k)))

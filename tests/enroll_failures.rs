@@ -128,3 +128,44 @@ fn json_output() {
     assert_eq!(v["url"], "https://backup.example.org/backuppc/index.cgi?host=localhost");
     assert!(v["key_fingerprint"].as_str().unwrap().starts_with("SHA256:"));
 }
+
+/// A proxy in front of the test sshd that drops the first connections the
+/// way sshd does past MaxStartups (closed before the key exchange).
+fn dropping_proxy(target: u16, drops: usize) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(client) = client else { continue };
+            if counter.fetch_add(1, Ordering::SeqCst) < drops {
+                drop(client);
+                continue;
+            }
+            let server = std::net::TcpStream::connect(("127.0.0.1", target)).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn dropped_key_exchanges_are_retried() {
+    let w = World::new(Options::default());
+    let (port, seen) = dropping_proxy(w.sshd.port, 3);
+    set(&w, &format!("port = {}\n", w.sshd.port), &format!("port = {port}\n"));
+    fs::write(w.etc.join("server_host_keys"), format!("[127.0.0.1]:{port} {}\n", w.sshd.host_pub)).unwrap();
+    w.enroll_ok(&["--logon", "cmartin", "--yes"]);
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4, "three drops, then the retry that worked");
+}
