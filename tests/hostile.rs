@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::world::STOCK_HOSTS;
+use common::forced::ForcedBench;
 use common::*;
 use std::fs;
 use std::io::Write;
@@ -247,65 +247,6 @@ fn rsyncsend_refuses_hostile_invocations() {
         assert!(out.stdout.is_empty(), "{why}: nothing on stdout");
     }
     assert_eq!(snapshot(&[&b.dir.path]), before, "no file changed");
-}
-
-struct ForcedBench {
-    dir: TestDir,
-    bins: Bins,
-    config: PathBuf,
-}
-
-impl ForcedBench {
-    fn new() -> ForcedBench {
-        require_root();
-        let dir = TestDir::new("fc");
-        let bins = install_bins(&dir);
-        let conf = dir.mkdir("backuppc");
-        fs::write(conf.join("hosts"), STOCK_HOSTS).unwrap();
-        dir.mkdir("registry");
-        dir.mkdir("ssh");
-        fs::write(dir.join("logons"), "cmartin\n").unwrap();
-        let config = dir.join("server.toml");
-        fs::write(
-            &config,
-            format!(
-                "backuppc_conf_dir = {:?}\nbackuppc_user = \"root\"\nssh_dir = {:?}\nurl = \"https://b/?host={{host}}\"\n\
-                 logon_check = \"file\"\nlogon_file = {:?}\nregistry = {:?}\nreload_command = []\nhello_timeout = 2\n\
-                 networks = [\"127.0.0.0/8\"]\n",
-                conf,
-                dir.join("ssh"),
-                dir.join("logons"),
-                dir.join("registry/registry.json")
-            ),
-        )
-        .unwrap();
-        ForcedBench { dir, bins, config }
-    }
-
-    fn run(&self, command: &str, client: &str, stdin: &[u8], stall: Option<Duration>) -> std::process::Output {
-        let mut child = Command::new(&self.bins.forced_command)
-            .arg("--config")
-            .arg(&self.config)
-            .env_clear()
-            .env("SSH_ORIGINAL_COMMAND", command)
-            .env("SSH_CONNECTION", format!("{client} 40000 127.0.0.1 22"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin);
-        if let Some(d) = stall {
-            std::thread::sleep(d);
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    fn files(&self) -> Vec<(PathBuf, Vec<u8>, u32)> {
-        snapshot(&[&self.dir.join("backuppc"), &self.dir.join("registry"), &self.dir.join("ssh")])
-    }
 }
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";

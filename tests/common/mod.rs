@@ -396,4 +396,5 @@ fn compare_trees(a: &Path, b: &Path, owners: bool) {
         }
     }
 }
+pub mod forced;
 pub mod world;
