@@ -157,6 +157,9 @@ pub fn save_state(cfg: &ClientConfig, state: &ClientState) -> Result<bool> {
 /// state, and with `remove_user` the user and its home.
 pub fn uninstall(cfg: &ClientConfig, server: &str, remove_user: bool) -> Result<Vec<String>> {
     let mut done = Vec::new();
+    // Read before the state file goes: only a user enroll created is ours
+    // to delete.
+    let created_user = ClientState::load(&cfg.state_file).is_some_and(|s| s.created_user);
     let path = authorized_keys_path(cfg)?;
     if let Ok(existing) = fs::read_to_string(&path) {
         let updated = authorized_keys::replace(&existing, server, None);
@@ -178,8 +181,15 @@ pub fn uninstall(cfg: &ClientConfig, server: &str, remove_user: bool) -> Result<
         }
     }
     if remove_user && lookup_user(&cfg.backup_user)?.is_some() {
-        run(Command::new("userdel").args(["--remove", &cfg.backup_user]))?;
-        done.push(format!("deleted user {} and its home", cfg.backup_user));
+        if created_user {
+            run(Command::new("userdel").args(["--remove", &cfg.backup_user]))?;
+            done.push(format!("deleted user {} and its home", cfg.backup_user));
+        } else {
+            done.push(format!(
+                "kept user {}: it existed before enroll (delete it with userdel if you wish)",
+                cfg.backup_user
+            ));
+        }
     }
     Ok(done)
 }

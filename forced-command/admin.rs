@@ -137,24 +137,17 @@ pub fn run(cmd: Admin, config: &Path) -> Result<()> {
             }
         }
         Admin::Revoke { host } => {
+            let host = names::host_name(&host).map_err(anyhow::Error::msg)?;
             let _lock = registry::lock(&cfg.registry)?;
             let mut reg = Registry::load(&cfg.registry)?;
-            let known = reg.hosts.contains_key(&host) || hosts::find(&srv.hosts().read()?, &host).is_some();
-            if !known {
-                bail!("no host {host} is enrolled here (forced-command list shows the hosts)");
-            }
+            // Only hosts this toolkit enrolled: a hand-made BackupPC host
+            // and its files are the admin's, not ours to delete.
+            let Some(entry) = reg.hosts.get_mut(&host) else {
+                bail!("no host {host} was enrolled here (forced-command list shows the hosts)");
+            };
             let done = srv.remove_host_files(&host)?;
-            let entry = reg.hosts.entry(host.clone()).or_insert_with(|| backuppc_enroll::registry::Enrollment {
-                host: host.clone(),
-                logon: String::new(),
-                os: String::new(),
-                address: String::new(),
-                key_fingerprint: String::new(),
-                host_key_fingerprints: vec![],
-                enrolled_at: timestamp(),
-                state: String::new(),
-            });
             entry.state = "revoked".into();
+            entry.enrolled_at = timestamp();
             reg.save(&cfg.registry, srv.file(0o640))?;
             let reloaded = srv.reload_backuppc();
             audit.event("revoked", json!({ "host": host, "by": admin, "backuppc_reload": reloaded }));
@@ -188,11 +181,12 @@ fn change_state(
     cfg: &ServerConfig,
     srv: &Server,
     audit: &Audit,
-    host: &str,
+    host_arg: &str,
     from: &[&str],
     to: Option<&str>,
     admin: &str,
 ) -> Result<()> {
+    let host = &names::host_name(host_arg).map_err(anyhow::Error::msg)?;
     let _lock = registry::lock(&cfg.registry)?;
     let mut reg = Registry::load(&cfg.registry)?;
     let Some(e) = reg.hosts.get_mut(host) else { bail!("no host {host} in the registry") };
@@ -219,13 +213,12 @@ fn token(cfg: &ServerConfig, srv: &Server, audit: &Audit, cmd: TokenCmd, admin: 
                 Some(e) => Some(parse_duration(e).with_context(|| format!("--expires {e}: use 90m, 24h or 7d"))?),
                 None => None,
             };
-            if let Some(h) = &host {
-                names::host_name(h).map_err(anyhow::Error::msg)?;
-            }
+            let host = match host {
+                Some(h) => Some(names::host_name(&h).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
             let (token, id) = store.create(uses, ttl, logon, host, now());
-            if let Some(dir) = cfg.tokens.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
+            srv.ensure_parent(&cfg.tokens)?;
             store.save(&cfg.tokens, srv.file(0o600))?;
             audit.event("token-created", json!({ "id": id, "by": admin, "uses": uses, "expires": expires }));
             println!("{token}");
@@ -419,7 +412,7 @@ fn check_config(cfg: &ServerConfig, config: &Path, register_key: Option<&Path>) 
     if main.exists() {
         let out = std::process::Command::new("perl")
             .arg("-e")
-            .arg("our %Conf; do $ARGV[0]; print join(' ', grep { ($Conf{CgiUserConfigEdit}{$_} // 0) } qw(RsyncSshArgs RsyncClientPath RsyncArgs ClientNameAlias))")
+            .arg("our %Conf; do $ARGV[0]; print join(' ', grep { ($Conf{CgiUserConfigEdit}{$_} // 0) } qw(RsyncSshArgs RsyncClientPath RsyncArgs RsyncArgsExtra RsyncFullArgsExtra RsyncIncrArgsExtra RsyncRestoreArgs RsyncRestoreArgsExtra ClientNameAlias))")
             .arg(&main)
             .output();
         if let Ok(o) = out {
@@ -428,9 +421,9 @@ fn check_config(cfg: &ServerConfig, config: &Path, register_key: Option<&Path>) 
                 if open.is_empty() {
                     Ok("users cannot edit the per-host ssh settings in the web interface".into())
                 } else {
-                    Err(format!("users may edit {open} in the web interface: set $Conf{{CgiUserConfigEdit}}{{…}} = 0 for them in {}", main.display()))
+                    Err(format!("users may edit {open} in the web interface, which lets a host's user redirect its key or run commands as backuppc: set $Conf{{CgiUserConfigEdit}}{{…}} = 0 for them in {}", main.display()))
                 },
-                true,
+                false,
             );
         }
     }

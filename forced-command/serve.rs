@@ -43,9 +43,25 @@ fn refused(why: impl std::fmt::Display) -> Outcome {
     Outcome::Refused(why.to_string())
 }
 
+/// Past the request's time limit the client gets a message, not silence.
+extern "C" fn on_alarm(_: libc::c_int) {
+    const MSG: &[u8] = b"The backup server took too long to answer; try again later.\n";
+    // SAFETY: write and _exit are async-signal-safe.
+    unsafe {
+        libc::write(1, MSG.as_ptr().cast(), MSG.len());
+        libc::_exit(2);
+    }
+}
+
 pub fn run(config: &Path) -> ExitCode {
     let env = SshEnv::from_process();
     let cfg = ServerConfig::load(config);
+    let limit = cfg.as_ref().map(|c| c.request_timeout).unwrap_or(60);
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(libc::SIGALRM, on_alarm as *const () as libc::sighandler_t);
+        libc::alarm(limit.clamp(1, u32::MAX as u64) as u32);
+    }
     let audit = Audit::new(c"forced-command", cfg.as_ref().ok().and_then(|c| c.audit_log.clone()));
     let client = env.client.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
     let cfg = match cfg {
@@ -69,7 +85,7 @@ pub fn run(config: &Path) -> ExitCode {
         }
         Err(Outcome::Failed(why)) => {
             audit.event("error", json!({ "client": client, "request": env.original_command, "reason": why }));
-            println!("The backup server could not complete the enrollment; nothing was changed on it. Try again later or tell the backup administrator (the reason is in the server's log).");
+            println!("The backup server could not complete the enrollment. Try again later or tell the backup administrator (the reason is in the server's log).");
             (2, format!("failed {request:?} from {client}: {why}"))
         }
         Err(Outcome::Pending(host)) => {
@@ -158,9 +174,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     }
 
     // One enrollment at a time changes the server's files.
-    if let Some(dir) = cfg.registry.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    srv.ensure_parent(&cfg.registry)?;
     let _lock = registry::lock(&cfg.registry)?;
     let mut reg = Registry::load(&cfg.registry)?;
     let current = backuppc_enroll::hosts::find(&srv.hosts().read()?, &host);
@@ -186,13 +200,15 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             )));
         }
     }
-    let mut tokens = None;
     match cfg.mode {
         Mode::Open => {}
         Mode::Token => {
-            let store = TokenStore::load(&cfg.tokens)?;
+            // Counted now, before BackupPC's files change: a token is never
+            // good for more enrollments than it allows, even after a crash.
+            let mut store = TokenStore::load(&cfg.tokens)?;
             let index = store.check(hello.token.as_deref(), &request.logon, &host, now()).map_err(refused)?;
-            tokens = Some((store, index));
+            store.consume(index);
+            store.save(&cfg.tokens, srv.file(0o600))?;
         }
         Mode::Approve => {
             let approved = entry
@@ -219,11 +235,12 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     let private = key.to_openssh(LineEnding::LF)?;
     let public = key.public_key().to_openssh()?;
 
-    // Order: the key first (unused until the rest names it), then
-    // BackupPC's files, the registry last. A crash leaves files that are
-    // each whole; re-running the enrollment finishes the job.
-    atomic::write(&key_path, private.as_bytes(), srv.file(0o600))?;
-    atomic::write(&srv.key_dir().join(format!("{host}.pub")), format!("{public}\n").as_bytes(), srv.file(0o644))?;
+    // Order: the new key is staged beside the current one, then
+    // BackupPC's files and the registry are written, and the key is
+    // renamed into place last. A refusal or failure on the way removes the
+    // staged key and leaves the host's working key as it was; a crash
+    // leaves files that are each whole, and re-running finishes the job.
+    let staged = StagedKey::write(&key_path, private.as_bytes(), srv.file(0o600))?;
     match srv.hosts().register(&host, &request.logon, cfg.allow_reassign) {
         Ok(_) => {}
         Err(HostsWriteError::Policy(e)) => return Err(refused(e)),
@@ -254,10 +271,8 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     reg.version = 1;
     reg.hosts.insert(host.clone(), record(&host, &request, ip, &fingerprint, &hello, "enrolled"));
     reg.save(&cfg.registry, srv.file(0o640))?;
-    if let Some((mut store, index)) = tokens {
-        store.consume(index);
-        store.save(&cfg.tokens, srv.file(0o600))?;
-    }
+    staged.commit()?;
+    atomic::write(&srv.pub_key_path(&host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
     let reloaded = srv.reload_backuppc();
     audit.event(
         "accepted",
@@ -291,5 +306,37 @@ fn record(host: &str, request: &Request, ip: std::net::IpAddr, key: &str, hello:
             .collect(),
         enrolled_at: timestamp(),
         state: state.to_string(),
+    }
+}
+
+/// A private key written beside its final name, removed again unless
+/// committed (renamed into place).
+struct StagedKey {
+    staged: std::path::PathBuf,
+    target: std::path::PathBuf,
+    committed: bool,
+}
+
+impl StagedKey {
+    fn write(target: &Path, contents: &[u8], own: Ownership) -> std::io::Result<StagedKey> {
+        let mut staged = target.as_os_str().to_owned();
+        staged.push(".new");
+        let staged = std::path::PathBuf::from(staged);
+        atomic::write(&staged, contents, own)?;
+        Ok(StagedKey { staged, target: target.to_path_buf(), committed: false })
+    }
+
+    fn commit(mut self) -> std::io::Result<()> {
+        std::fs::rename(&self.staged, &self.target)?;
+        self.committed = true;
+        atomic::sync_dir(self.target.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+impl Drop for StagedKey {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.staged);
+        }
     }
 }

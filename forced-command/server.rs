@@ -51,8 +51,28 @@ impl<'a> Server<'a> {
         self.ssh_dir.join("backuppc-enroll")
     }
 
+    /// `HOST.key` (private) and `HOST.pub`: distinct suffixes, so no host
+    /// name can collide with another host's file.
     pub fn key_path(&self, host: &str) -> PathBuf {
-        self.key_dir().join(host)
+        self.key_dir().join(format!("{host}.key"))
+    }
+
+    pub fn pub_key_path(&self, host: &str) -> PathBuf {
+        self.key_dir().join(format!("{host}.pub"))
+    }
+
+    /// Create the parent folder of a state file (registry, tokens) owned
+    /// by the BackupPC account, even when an admin runs as root.
+    pub fn ensure_parent(&self, file: &Path) -> io::Result<()> {
+        match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                if let Some(up) = dir.parent() {
+                    std::fs::create_dir_all(up)?;
+                }
+                self.ensure_dir(dir, self.file(0o750))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn per_host_config(&self, host: &str) -> PathBuf {
@@ -91,7 +111,7 @@ impl<'a> Server<'a> {
     /// hosts line, per-host config and known_hosts lines. Its backups stay.
     pub fn remove_host_files(&self, host: &str) -> io::Result<Vec<String>> {
         let mut done = Vec::new();
-        for p in [self.key_path(host), self.key_dir().join(format!("{host}.pub")), self.per_host_config(host)] {
+        for p in [self.key_path(host), self.pub_key_path(host), self.per_host_config(host)] {
             match std::fs::remove_file(&p) {
                 Ok(()) => done.push(format!("removed {}", p.display())),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

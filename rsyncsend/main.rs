@@ -4,7 +4,7 @@
 
 use backuppc_enroll::config::{ClientConfig, CLIENT_CONFIG};
 use backuppc_enroll::log::Audit;
-use backuppc_enroll::rsync::{self, Parsed, Pin, RealFs, RsyncInvocation, RsyncPolicy, StdinWithDeadline};
+use backuppc_enroll::rsync::{self, Direction, Parsed, Pin, RealFs, RsyncInvocation, RsyncPolicy, StdinWithDeadline};
 use backuppc_enroll::sshenv::SshEnv;
 use clap::Parser;
 use serde_json::json;
@@ -93,24 +93,34 @@ fn main() -> ExitCode {
     refuse(&format!("cannot run {}: {err}", argv[0]))
 }
 
-/// Open the folder the checked path lives in, verify that what was opened
-/// is the canonical folder that was checked, and make it the working
-/// directory (sudo keeps it), so rsync gets a path relative to a folder
-/// that can no longer be swapped.
+/// Open the folder the checked path lives in (for a restore: the
+/// destination itself, without following a symlink), verify that what was
+/// opened is the canonical folder that was checked, and make it the
+/// working directory (sudo keeps it), so rsync gets a path relative to a
+/// folder that can no longer be swapped.
 fn pin(inv: &RsyncInvocation) -> Result<RsyncInvocation, String> {
     use nix::fcntl::{open, OFlag};
-    use nix::sys::stat::Mode;
-    let Some(mut pin) = inv.pin() else {
-        return Ok(inv.clone());
-    };
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    use nix::sys::stat::{fstat, Mode};
+    let Some(mut pin) = inv.pin() else { return Ok(inv.clone()) };
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
     let fd = match open(&pin.dir, flags, Mode::empty()) {
         Ok(fd) => fd,
-        // A restore into a folder rsync will create: pin its parent.
-        Err(nix::errno::Errno::ENOENT) if pin.arg == "./" => {
+        // A restore into a folder rsync will create: only under a folder
+        // that nobody but root can change, so nobody can race rsync there.
+        Err(nix::errno::Errno::ENOENT) if inv.direction == Direction::Receiver => {
             let name = pin.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            pin = Pin { dir: pin.dir.parent().unwrap_or(Path::new("/")).to_path_buf(), arg: format!("{name}/") };
-            open(&pin.dir, flags, Mode::empty()).map_err(|e| format!("cannot open {}: {e}", pin.dir.display()))?
+            let parent = pin.dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let fd =
+                open(&parent, flags, Mode::empty()).map_err(|e| format!("cannot open {}: {e}", parent.display()))?;
+            let st = fstat(&fd).map_err(|e| e.to_string())?;
+            if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+                return Err(format!(
+                    "{} does not exist and its folder can be changed by others: create the destination first",
+                    pin.dir.display()
+                ));
+            }
+            pin = Pin { dir: parent, arg: format!("{name}/") };
+            fd
         }
         Err(e) => return Err(format!("cannot open {}: {e}", pin.dir.display())),
     };
@@ -128,7 +138,11 @@ fn policy(cfg: &ClientConfig, config_path: &std::path::Path) -> RsyncPolicy {
         backuppc_enroll::config::ClientState::load(&cfg.state_file).map(|s| s.shares).unwrap_or_default()
     });
     let canonical = |p: &str| std::fs::canonicalize(p).ok();
+    // The backup user's real home (from the account), and the configured
+    // one, in case they differ.
+    let home = nix::unistd::User::from_name(&cfg.backup_user).ok().flatten().map(|u| u.dir);
     let mut protected = vec![cfg.backup_home().join(".ssh"), PathBuf::from("/etc/sudoers"), cfg.sudoers_dir.clone()];
+    protected.extend(home.map(|h| h.join(".ssh")));
     if let Some(dir) = config_path.parent() {
         protected.push(dir.to_path_buf());
     }

@@ -96,8 +96,17 @@ impl Answer {
                     names::host_name(value).map_err(|why| AnswerError::Invalid { field: "host", why })?,
                 )?,
                 "from" => set_once(&mut from, "from", check_from(value)?)?,
-                "share" => shares
-                    .push(names::absolute_path(value).map_err(|why| AnswerError::Invalid { field: "share", why })?),
+                "share" => {
+                    let share =
+                        names::absolute_path(value).map_err(|why| AnswerError::Invalid { field: "share", why })?;
+                    if share == "/" {
+                        return Err(AnswerError::Invalid {
+                            field: "share",
+                            why: "the whole disk (/) is not a share".into(),
+                        });
+                    }
+                    shares.push(share)
+                }
                 _ => {}
             }
         }

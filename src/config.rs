@@ -211,6 +211,8 @@ pub struct ServerConfig {
     pub allow_reassign: bool,
     /// Seconds to wait for the hello block.
     pub hello_timeout: u64,
+    /// Seconds one request may take in all (lookups, locks, writes).
+    pub request_timeout: u64,
     /// Command that tells a running BackupPC to reload; empty to skip.
     pub reload_command: Vec<String>,
     /// Token store for `mode = "token"`.
@@ -247,6 +249,7 @@ impl Default for ServerConfig {
             rsync_client_path: "/usr/bin/rsync".into(),
             allow_reassign: false,
             hello_timeout: 10,
+            request_timeout: 60,
             reload_command: vec![
                 "/usr/share/backuppc/bin/BackupPC_serverMesg".into(),
                 "server".into(),

@@ -99,8 +99,6 @@ enum Arg {
     Text,
     /// A name like `xxh128,md5`.
     Word,
-    /// Only `-` (the list comes over the protocol).
-    Stdin,
     /// A relative folder name without `/` or `..`.
     RelDir,
 }
@@ -150,7 +148,6 @@ const LONG: &[(&str, Arg, Needs)] = &[
     ("one-file-system", Arg::None, Needs::Nothing),
     ("open-noatime", Arg::None, Needs::Nothing),
     ("from0", Arg::None, Needs::Nothing),
-    ("files-from", Arg::Stdin, Needs::Nothing),
     ("ignore-missing-args", Arg::None, Needs::Nothing),
     ("ignore-errors", Arg::None, Needs::Nothing),
     ("force", Arg::None, Needs::Receiver),
@@ -182,6 +179,7 @@ const DENIED: &[(&str, &str)] = &[
     ("remove-source-files", "removing source files is not allowed"),
     ("remove-sent-files", "removing source files is not allowed"),
     ("debug", "debug output is not allowed"),
+    ("files-from", "file lists are not allowed: their entries would be opened past the share check"),
     ("iconv", "--iconv is not enabled on this client (iconv = false)"),
     ("copy-links", "link-following options are not enabled on this client (follow_links = false)"),
     ("copy-dirlinks", "link-following options are not enabled on this client (follow_links = false)"),
@@ -449,7 +447,6 @@ impl State {
                 !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,+".contains(&b))
             }
             (Arg::Text, Some(v)) => v.len() <= 256 && !v.chars().any(|c| c.is_control()),
-            (Arg::Stdin, Some(v)) => v == "-",
             (Arg::RelDir, Some(v)) => {
                 !v.is_empty()
                     && v.len() <= 255
@@ -480,7 +477,10 @@ impl State {
         for p in paths {
             let confined = confine(p, policy, fs)?;
             if self.direction == Direction::Receiver {
-                let base = Path::new(confined.split("/./").next().unwrap_or(&confined));
+                if confined.contains("/./") {
+                    return refuse("a restore destination may not use rsync's /./ marker");
+                }
+                let base = Path::new(&confined);
                 if let Some(bad) = policy.protected.iter().find(|pr| pr.starts_with(base) || base.starts_with(pr)) {
                     return refuse(format!("a restore may not write into or above {}", bad.display()));
                 }
@@ -605,6 +605,12 @@ impl RsyncInvocation {
         let [path] = self.paths.as_slice() else {
             return None;
         };
+        if self.direction == Direction::Receiver {
+            // The receiver changes into its destination (following a
+            // symlink there): pin the destination folder itself.
+            let dir = if path == "/" { "/" } else { path.trim_end_matches('/') };
+            return Some(Pin { dir: PathBuf::from(dir), arg: ".".into() });
+        }
         if let Some((base, rel)) = path.split_once("/./") {
             return Some(Pin { dir: PathBuf::from(if base.is_empty() { "/" } else { base }), arg: format!("./{rel}") });
         }

@@ -100,7 +100,7 @@ fn revoke_list_show_and_clear() {
     let ssh_command = w.ssh_command("localhost");
     let out = w.admin_ok(&["revoke", "localhost"]);
     assert!(out.contains("revoked localhost"), "{out}");
-    let key = w.server.home.join(".ssh/backuppc-enroll/localhost");
+    let key = w.server.home.join(".ssh/backuppc-enroll/localhost.key");
     assert!(!key.exists(), "the host's private key is gone");
     assert!(!w.conf_dir.join("pc/localhost.pl").exists());
     assert!(!fs::read_to_string(w.conf_dir.join("hosts")).unwrap().contains("localhost\t"));

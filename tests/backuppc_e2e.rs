@@ -368,7 +368,7 @@ fn run() {
     assert!(text(&out.stdout).contains("BackupPC reload: ok"), "{}", text(&out.stdout));
     let known = text(&mesg(&["status", "hosts"]).stdout);
     assert!(!known.contains("\"localhost\""), "revoked host no longer listed: {known}");
-    assert!(!top.join(".ssh/backuppc-enroll/localhost").exists());
+    assert!(!top.join(".ssh/backuppc-enroll/localhost.key").exists());
     assert!(top.join("pc/localhost/backups").exists(), "its backups are kept");
     drop(daemon);
 }

@@ -52,7 +52,7 @@ fn sigkill_at_any_point_leaves_whole_files() {
             let text = fs::read_to_string(&pl).unwrap();
             assert!(text.ends_with("'--stats'];\n"), "per-host config is whole:\n{text}");
         }
-        let key = ssh.join("backuppc-enroll/localhost");
+        let key = ssh.join("backuppc-enroll/localhost.key");
         if key.exists() {
             let text = fs::read_to_string(&key).unwrap();
             assert!(text.ends_with("-----END OPENSSH PRIVATE KEY-----\n"), "private key is whole");

@@ -24,7 +24,7 @@ fn enroll_then_backup_through_rsyncsend() {
     let hosts = fs::read_to_string(w.conf_dir.join("hosts")).unwrap();
     assert_eq!(hosts, format!("{STOCK_HOSTS}localhost\t0\tcmartin\n"));
     assert_eq!(fs::read_to_string(w.conf_dir.join("hosts.old")).unwrap(), STOCK_HOSTS);
-    let key_path = w.server.home.join(".ssh/backuppc-enroll/localhost");
+    let key_path = w.server.home.join(".ssh/backuppc-enroll/localhost.key");
     let meta = fs::metadata(&key_path).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o600, "private key 0600");
     assert_eq!(meta.uid(), w.server.ids().0, "private key owned by the BackupPC user");
@@ -200,8 +200,13 @@ fn rerun_is_idempotent_repairs_and_uninstall_leaves_no_trace() {
     assert_eq!(ak_text.lines().count(), 1, "one key line for this server");
     assert_ne!(w.client_files(), client, "a new key");
 
-    // Another logon for the same host is refused by the server.
+    // Another logon for the same host is refused by the server, and the
+    // host's working key is left as it was.
+    let key_file = w.server.home.join(".ssh/backuppc-enroll/localhost.key");
+    let key_before = fs::read(&key_file).unwrap();
     let other = w.enroll(&["--logon", "daemon", "--yes", "--rekey"]);
+    assert_eq!(fs::read(&key_file).unwrap(), key_before, "a refusal keeps the key");
+    assert!(!key_file.with_extension("key.new").exists(), "no staged key left behind");
     assert_eq!(other.status.code(), Some(3), "{}", text(&other.stderr));
     assert!(text(&other.stderr).contains("already registered for another logon"), "{}", text(&other.stderr));
 

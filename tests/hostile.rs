@@ -126,7 +126,7 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
             "rsync --server -slHogDtprRe.iLsfxC",
             vec!["rsync", "--super", "--numeric-ids", "--partial", ".", &share_slash],
             "restore",
-            vec!["--server", "-lHogDtprRe.iLsfxC", "--super", "--numeric-ids", "--partial", "--", ".", "./"],
+            vec!["--server", "-lHogDtprRe.iLsfxC", "--super", "--numeric-ids", "--partial", "--", ".", "."],
         ),
     ];
     for (cmd, args, why, want) in rows {
@@ -326,16 +326,17 @@ fn forced_command_refuses_hostile_requests() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let pl = fs::read_to_string(f.dir.join("backuppc/pc/localhost.pl")).unwrap();
     assert!(pl.contains("-l bckpciuem -p 22 -i "), "{pl}");
-    assert!(Path::new(&f.dir.join("ssh/backuppc-enroll/localhost")).exists());
+    assert!(Path::new(&f.dir.join("ssh/backuppc-enroll/localhost.key")).exists());
 }
 
 /// rrsync's old race: the path is checked, then swapped for a symlink to
 /// somewhere else before rsync opens it. Here the stand-in for sudo does
 /// the swap, then runs the real sudo with a fake rsync that shows where it
 /// is: it must still be inside the folder that was checked.
-#[test]
-fn rsyncsend_pins_the_checked_folder_against_a_swap() {
-    let b = RsyncSendBench::new(false, false);
+/// Runs `command` through rsyncsend with a stand-in for sudo that first
+/// swaps `target` for a symlink to /etc, then runs the real sudo with a
+/// fake rsync that reports its working directory, listing and arguments.
+fn run_with_swap(b: &RsyncSendBench, target: &Path, command: &str) -> (PathBuf, String) {
     let moved = b.dir.join("moved-away");
     let fake_rsync = b.dir.join("bin/fake-rsync");
     let seen = b.dir.join("seen");
@@ -346,8 +347,8 @@ fn rsyncsend_pins_the_checked_folder_against_a_swap() {
     fs::write(
         &swapper,
         format!(
-            "#!/bin/sh\nmv '{share}' '{moved}' && ln -s /etc '{share}' && exec /usr/bin/sudo \"$@\"\n",
-            share = b.share.display(),
+            "#!/bin/sh\nmv '{t}' '{moved}' && ln -s /etc '{t}' && exec /usr/bin/sudo \"$@\"\n",
+            t = target.display(),
             moved = moved.display()
         ),
     )
@@ -359,14 +360,57 @@ fn rsyncsend_pins_the_checked_folder_against_a_swap() {
         &format!("sudo = {:?}\nrsync = {:?}", swapper, fake_rsync),
     );
     fs::write(&b.config, cfg).unwrap();
-    let share = b.share.display().to_string();
-    let out = b.run(&format!("rsync --server --sender -l . {}/", share.replace(' ', "\\ ")), b"");
+    let out = b.run(command, b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(fs::symlink_metadata(&b.share).unwrap().file_type().is_symlink(), "the swap happened");
-    let seen = fs::read_to_string(&seen).expect("fake rsync ran through the real sudo");
+    assert!(fs::symlink_metadata(target).unwrap().file_type().is_symlink(), "the swap happened");
+    (moved, fs::read_to_string(&seen).expect("fake rsync ran through the real sudo"))
+}
+
+/// rrsync's old race: the path is checked, then swapped for a symlink to
+/// somewhere else before rsync opens it. rsync must still work inside the
+/// folder that was checked.
+#[test]
+fn rsyncsend_pins_the_checked_folder_against_a_swap() {
+    let b = RsyncSendBench::new(false, false);
+    let share = b.share.display().to_string();
+    let (moved, seen) =
+        run_with_swap(&b, &b.share, &format!("rsync --server --sender -l . {}/", share.replace(' ', "\\ ")));
     let mut lines = seen.lines();
     assert_eq!(lines.next(), Some(moved.to_str().unwrap()), "rsync's cwd is the checked folder, wherever it moved");
     assert_eq!(lines.next(), Some("escape"));
     assert_eq!(lines.next(), Some("file"), "it sees the share's files, not /etc: {seen}");
     assert_eq!(seen.lines().last(), Some("./"), "and a relative path: {seen}");
+}
+
+/// The same race on a restore: the destination swapped for a symlink to
+/// /etc after the check; rsync (as root) must still write into the
+/// destination that was checked.
+#[test]
+fn rsyncsend_pins_the_restore_destination_against_a_swap() {
+    let b = RsyncSendBench::new(true, false);
+    let dest = b.share.join("dest");
+    fs::create_dir(&dest).unwrap();
+    fs::write(dest.join("mine"), "x").unwrap();
+    let cmd = format!("rsync --server -lr . {}/dest", b.share.display().to_string().replace(' ', "\\ "));
+    let (moved, seen) = run_with_swap(&b, &dest, &cmd);
+    let mut lines = seen.lines();
+    assert_eq!(lines.next(), Some(moved.to_str().unwrap()), "the restore writes into the checked folder: {seen}");
+    assert_eq!(lines.next(), Some("mine"));
+    assert_eq!(seen.lines().last(), Some("."), "{seen}");
+}
+
+#[test]
+fn rsyncsend_restore_into_a_new_folder_only_under_a_root_only_parent() {
+    let b = RsyncSendBench::new(true, false);
+    let share = b.share.display().to_string().replace(' ', "\\ ");
+    let out = b.run(&format!("rsync --server -lr . {share}/new"), b"");
+    assert!(out.status.success(), "root-owned 0755 share: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b.executed().unwrap().last().unwrap(), "new/");
+    let open = b.share.join("open");
+    fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let out = b.run(&format!("rsync --server -lr . {share}/open/new"), b"");
+    assert!(!out.status.success(), "a folder others can change is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("create the destination first"));
+    assert!(b.executed().is_none());
 }
