@@ -407,6 +407,25 @@ fn check_config(cfg: &ServerConfig, config: &Path, register_key: Option<&Path>) 
         ),
         Mode::Approve => report(Ok("mode = \"approve\": enrollments wait for forced-command approve".into()), false),
     }
+    // A wave of enrollments meets sshd's MaxStartups (Debian: 10:30:100):
+    // past it, connections are dropped at key exchange. enroll retries,
+    // but a server that enrolls many machines at once should raise it.
+    if let Ok(o) = std::process::Command::new("/usr/sbin/sshd").arg("-T").output() {
+        let text = String::from_utf8_lossy(&o.stdout);
+        if let Some(v) = text.lines().find_map(|l| l.strip_prefix("maxstartups ")) {
+            let start: u32 = v.split(':').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            report(
+                if start >= 100 {
+                    Ok(format!("sshd MaxStartups {v}"))
+                } else {
+                    Err(format!(
+                        "sshd MaxStartups {v} drops connections beyond {start} unauthenticated ones: for enrollment waves set MaxStartups 200:30:400 in sshd_config (enroll retries, slower)"
+                    ))
+                },
+                true,
+            );
+        }
+    }
     // BackupPC's CGI reads the edit lock from the main config only.
     let main = conf.join("config.pl");
     if main.exists() {

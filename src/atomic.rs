@@ -51,10 +51,15 @@ pub fn write(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
 /// style staging files that are then renamed.
 pub fn write_new(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(contents)?;
-    chown_if_needed(&f, own)?;
-    f.set_permissions(fs::Permissions::from_mode(own.mode))?;
-    f.sync_all()
+    let written = f
+        .write_all(contents)
+        .and_then(|()| chown_if_needed(&f, own))
+        .and_then(|()| f.set_permissions(fs::Permissions::from_mode(own.mode)))
+        .and_then(|()| f.sync_all());
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    written
 }
 
 /// Give the file its owner. A non-root writer may not be allowed to (the

@@ -156,11 +156,20 @@ impl HostsFile {
         let staged = self.conf_dir.join("hosts.new");
         // A hosts.new left by a crash is stale: we hold the lock.
         let _ = fs::remove_file(&staged);
-        atomic::write_new(&staged, new.as_bytes(), own)?;
-        bump_mtime_past(&staged, &path)?;
-        if fs::read(&staged)? != new.as_bytes() {
-            let _ = fs::remove_file(&staged);
-            return Err(HostsWriteError::Verify(staged));
+        // A failed staging (disk full) leaves no hosts.new behind.
+        let staging = atomic::write_new(&staged, new.as_bytes(), own)
+            .and_then(|()| bump_mtime_past(&staged, &path))
+            .and_then(|()| fs::read(&staged));
+        match staging {
+            Ok(back) if back == new.as_bytes() => {}
+            Ok(_) => {
+                let _ = fs::remove_file(&staged);
+                return Err(HostsWriteError::Verify(staged));
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&staged);
+                return Err(e.into());
+            }
         }
         if path.exists() {
             // hosts.old is replaced atomically too: link, then rename.

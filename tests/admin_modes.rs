@@ -131,6 +131,9 @@ fn check_config_and_install_register_key() {
     let report = text(&out.stdout);
     assert!(out.status.success(), "{report}\n{}", text(&out.stderr));
     assert!(report.contains("warning: logon_check = \"any\""), "{report}");
+    // The machine's own sshd_config (Debian's default MaxStartups 10:30:100,
+    // unless changed) is checked too.
+    assert!(report.contains("sshd MaxStartups"), "{report}");
     let key = fs::read_to_string(&pubkey).unwrap();
     let key_bare: Vec<&str> = key.split(' ').take(2).collect();
     let expected = format!(

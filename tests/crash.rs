@@ -70,3 +70,54 @@ fn sigkill_at_any_point_leaves_whole_files() {
     assert_eq!(Registry::load(&registry).unwrap().hosts.len(), 1);
     assert_eq!(fs::read_to_string(ssh.join("known_hosts")).unwrap(), format!("localhost {KEY}\n"));
 }
+
+/// A tmpfs mounted over a folder for the test's duration.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        common::run_ok(
+            std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir),
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_is_refused_cleanly() {
+    let f = ForcedBench::new();
+    let conf = f.dir.join("backuppc");
+    let hosts_before = fs::read(conf.join("hosts")).unwrap();
+    let _fs = Tmpfs::mount(&conf, "16k");
+    fs::write(conf.join("hosts"), &hosts_before).unwrap();
+    // Fill the filesystem to the last block.
+    {
+        use std::io::Write;
+        let mut filler = fs::File::create(conf.join("filler")).unwrap();
+        while filler.write_all(&[0u8; 512]).is_ok() {}
+    }
+    let hello = format!("protocol: 2\nhostname: localhost\nhostkey: {KEY}\n");
+    let out = f.run("linux:cmartin", "127.0.0.1", hello.as_bytes(), None);
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{answer}");
+    assert!(answer.contains("could not complete the enrollment"), "{answer}");
+    assert_eq!(fs::read(conf.join("hosts")).unwrap(), hosts_before, "hosts untouched");
+    let left: Vec<_> = fs::read_dir(&conf).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["LOCK", "filler", "hosts"], "no half-written file");
+    assert!(!f.dir.join("ssh/backuppc-enroll/localhost.key").exists(), "no key for a failed enrollment");
+    assert!(!f.dir.join("ssh/backuppc-enroll/localhost.key.new").exists());
+    let audit = fs::read_to_string(f.dir.join("registry/registry.json")).unwrap_or_default();
+    assert!(!audit.contains("localhost"), "not registered");
+    // Room again: the same enrollment succeeds.
+    fs::remove_file(conf.join("filler")).unwrap();
+    let out = f.run("linux:cmartin", "127.0.0.1", hello.as_bytes(), None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -169,3 +169,35 @@ fn dropped_key_exchanges_are_retried() {
     w.enroll_ok(&["--logon", "cmartin", "--yes"]);
     assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4, "three drops, then the retry that worked");
 }
+
+#[test]
+fn enroll_killed_at_any_step_then_rerun_ends_enrolled() {
+    let w = World::new(Options::default());
+    // Spread kills over the whole run (an enrollment takes a few hundred ms).
+    for delay_ms in [0u64, 20, 60, 120, 180, 250, 350, 500] {
+        let mut child = std::process::Command::new(&w.bins.enroll)
+            .arg("--config")
+            .arg(&w.client_toml)
+            .args(["--logon", "cmartin", "--yes"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    w.enroll_ok(&["--logon", "cmartin", "--yes"]);
+    let ak = fs::read_to_string(w.client_home().join(".ssh/authorized_keys")).unwrap();
+    assert_eq!(ak.lines().count(), 1, "one key line: {ak}");
+    let drop_ins: Vec<_> = fs::read_dir("/etc/sudoers.d")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(&w.backup_user))
+        .collect();
+    assert_eq!(drop_ins, [format!("backuppc-enroll-{}", w.backup_user)], "one sudoers drop-in, no staging file");
+    // And it works: the installed key matches the server's key.
+    let out = w.pull("localhost", &format!("{}/", w.data.display()), &w.dir.join("after-kills"), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
