@@ -2,7 +2,6 @@
 //! backups. Sets up the backup user, calls the server with the register
 //! key, installs the key it answers bound to `rsyncsend`.
 
-mod connect;
 mod local;
 mod logon;
 mod run;

@@ -1,10 +1,10 @@
 //! The enrollment, step by step, with a progress line for each.
 
-use crate::connect::{Call, CallError};
 use crate::{local, logon, Cli};
 use anyhow::{bail, Context, Result};
 use backuppc_enroll::answer::{Answer, AnswerError, Success};
 use backuppc_enroll::authorized_keys::{self, KeyLine};
+use backuppc_enroll::client::{Call, CallError};
 use backuppc_enroll::config::{ClientConfig, ClientState};
 use backuppc_enroll::hello::Hello;
 use backuppc_enroll::log::timestamp;
@@ -295,6 +295,7 @@ fn call_server(cfg: &ClientConfig, server: &str, logon: &str, token: Option<&str
         register_key: &cfg.register_key,
         host_keys_file: &cfg.server_host_keys,
         timeout: Duration::from_secs(cfg.timeout.max(1)),
+        source: cfg.source_address,
     };
     let reply = call.run(&format!("{}:{logon}", os()), hello.render().as_bytes())?;
     match Answer::parse(&reply.stdout)? {

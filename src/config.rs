@@ -48,6 +48,8 @@ pub struct ClientConfig {
     /// Allow `--iconv` (file-name charset conversion).
     pub iconv: bool,
     pub timeout: u64,
+    /// Local address to connect to the server from (multi-homed machines).
+    pub source_address: Option<std::net::IpAddr>,
     /// Where `rsyncsend` is installed (named by the key line).
     pub rsyncsend: PathBuf,
     /// Record of the last enrollment.
@@ -80,6 +82,7 @@ impl Default for ClientConfig {
             follow_links: false,
             iconv: false,
             timeout: 30,
+            source_address: None,
             rsyncsend: "/usr/lib/backuppc-enroll/rsyncsend".into(),
             state_file: "/var/lib/backuppc-enroll/client-state.json".into(),
             sudoers_dir: "/etc/sudoers.d".into(),

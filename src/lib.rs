@@ -7,6 +7,7 @@
 pub mod answer;
 pub mod atomic;
 pub mod authorized_keys;
+pub mod client;
 pub mod config;
 pub mod hello;
 pub mod hosts;

@@ -173,3 +173,102 @@ fn bench() {
         || register(&w.register_key),
     );
 }
+
+/// 4. A burst of 200 concurrent enrollments of distinct hosts (one
+/// loopback source address each, host_naming = "ip"), through enroll's own
+/// SSH client (with its retries), against a burst of trivial sessions of
+/// the register key; once with Debian's default MaxStartups, once raised.
+#[test]
+#[ignore = "benchmark: run bench/run.sh"]
+fn burst() {
+    use backuppc_enroll::answer::Answer;
+    use backuppc_enroll::client::Call;
+    use std::net::IpAddr;
+    let n: usize = std::env::var("BENCH_BURST").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let w = World::new(Options {
+        server_extra: "host_naming = \"ip\"\nrequest_timeout = 300\n".into(),
+        ..Options::default()
+    });
+    let reg_true = w.dir.join("reg_true");
+    let reg_true_pub = keygen(&reg_true, "bench register true");
+    let srv_ak = w.server.home.join(".ssh/authorized_keys");
+    let mut t = fs::read_to_string(&srv_ak).unwrap();
+    t.push_str(&format!("restrict,command=\"/bin/true\" {reg_true_pub}\n"));
+    fs::write(&srv_ak, t).unwrap();
+    let hello = format!("protocol: 2\nhostkey: {}\nuser: bckpciuem\nport: 22\n", w.sshd.host_pub);
+    let key_for = |sshd: &Sshd, name: &str| {
+        let f = w.dir.join(name);
+        fs::write(&f, sshd.known_hosts_line()).unwrap();
+        f
+    };
+    // One burst: n threads, each its own source address; successes, wall.
+    let burst = |port: u16, pins: &Path, key: &Path, enroll: bool| -> (usize, Duration) {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (pins, key, hello) = (pins.to_path_buf(), key.to_path_buf(), hello.clone());
+                let user = w.server.name.clone();
+                std::thread::spawn(move || {
+                    let source: IpAddr = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250).parse().unwrap();
+                    let call = Call {
+                        server: "127.0.0.1",
+                        port,
+                        user: &user,
+                        register_key: &key,
+                        host_keys_file: &pins,
+                        timeout: Duration::from_secs(120),
+                        source: Some(source),
+                    };
+                    match call.run("linux:cmartin", hello.as_bytes()) {
+                        Ok(r) if !enroll => r.exit_status == 0,
+                        Ok(r) => matches!(Answer::parse(&r.stdout), Ok(Answer::Success(_))),
+                        Err(_) => false,
+                    }
+                })
+            })
+            .collect();
+        let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
+        (ok, start.elapsed())
+    };
+    println!(
+        "\n{:<58} {:>12} {:>12} {:>8}",
+        format!("4. burst of {n} (A: trivial, B: enrollments)"),
+        "A wall",
+        "B wall",
+        "B/A"
+    );
+    for (label, max_startups) in
+        [("Debian default MaxStartups 10:30:100", "10:30:100"), ("MaxStartups 400:30:800", "400:30:800")]
+    {
+        let sshd = Sshd::start_with(
+            &w.dir.join(&format!("sshd-{max_startups}").replace(":", "-")),
+            &[&w.server.name],
+            SshdOptions { extra_config: format!("MaxStartups {max_startups}\n"), ..Default::default() },
+        );
+        let pins = key_for(&sshd, &format!("pins-{}", sshd.port));
+        let (ok_a, wall_a) = burst(sshd.port, &pins, &reg_true, false);
+        let (ok_b, wall_b) = burst(sshd.port, &pins, &w.register_key, true);
+        println!(
+            "{:<58} {:>9.1} s  {:>9.1} s  {:>7.3}x   ({ok_a}/{n} and {ok_b}/{n} succeeded)",
+            label,
+            wall_a.as_secs_f64(),
+            wall_b.as_secs_f64(),
+            wall_b.as_secs_f64() / wall_a.as_secs_f64()
+        );
+        assert_eq!(ok_b, n, "every enrollment of the burst succeeds");
+    }
+    // Afterwards: exactly n intact entries everywhere.
+    let hosts = fs::read_to_string(w.conf_dir.join("hosts")).unwrap();
+    let rows =
+        backuppc_enroll::hosts::entries(&hosts).into_iter().filter(|(_, e)| e.host.starts_with("127.0.")).count();
+    let kh = fs::read_to_string(w.server.home.join(".ssh/known_hosts")).unwrap();
+    let reg = backuppc_enroll::registry::Registry::load(&w.registry_dir.join("registry.json")).unwrap();
+    println!(
+        "   afterwards: {rows} hosts lines, {} known_hosts lines, {} registry entries",
+        kh.lines().count(),
+        reg.hosts.len()
+    );
+    assert_eq!(rows, n);
+    assert_eq!(kh.lines().count(), n);
+    assert_eq!(reg.hosts.len(), n);
+}

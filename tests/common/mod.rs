@@ -235,6 +235,7 @@ impl Sshd {
             let port = opts.port.unwrap_or_else(free_port);
             let config = dir.join("sshd_config");
             let use_pam = if opts.extra_config.contains("UsePAM") { "" } else { "UsePAM no\n" };
+            let max_startups = if opts.extra_config.contains("MaxStartups") { "" } else { "MaxStartups 100:30:200\n" };
             fs::write(
                 &config,
                 format!(
@@ -243,7 +244,7 @@ impl Sshd {
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n{use_pam}\
                      StrictModes yes\nPermitRootLogin no\nAllowUsers {users}\n\
                      X11Forwarding no\nAllowAgentForwarding no\nAllowTcpForwarding no\n\
-                     MaxStartups 100:30:200\nLogLevel VERBOSE\n{extra}",
+                     {max_startups}LogLevel VERBOSE\n{extra}",
                     key = key.display(),
                     users = users.join(" "),
                     extra = opts.extra_config

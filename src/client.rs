@@ -1,14 +1,14 @@
-//! The SSH call to the backup server, in-process with `ssh2`: TCP with a
+//! `enroll`'s SSH call to the backup server, in-process with `ssh2`: TCP with a
 //! connect timeout and `TCP_NODELAY`, the server's host key checked
 //! against the pinned keys (never trust on first use), the register key,
 //! no agent, no pty, no forwarding. Sends `OS:logon` and the hello block,
 //! returns the answer and the exit status.
 
-use backuppc_enroll::answer::MAX_ANSWER;
-use backuppc_enroll::names;
+use crate::answer::MAX_ANSWER;
+use crate::names;
 use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,16 @@ pub struct Call<'a> {
     pub register_key: &'a Path,
     pub host_keys_file: &'a Path,
     pub timeout: Duration,
+    /// Local address to connect from (default: the system's choice).
+    pub source: Option<IpAddr>,
+}
+
+fn connect_from(source: Option<IpAddr>, to: &SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let Some(src) = source else { return TcpStream::connect_timeout(to, timeout) };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(*to), socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(src, 0).into())?;
+    socket.connect_timeout(&(*to).into(), timeout)?;
+    Ok(socket.into())
 }
 
 pub struct Reply {
@@ -90,7 +100,7 @@ impl Call<'_> {
             .collect();
         let mut last = String::from("no address");
         for a in addrs {
-            match TcpStream::connect_timeout(&a, self.timeout) {
+            match connect_from(self.source, &a, self.timeout) {
                 Ok(s) => {
                     // Small handshake packets: do not let Nagle delay them.
                     let _ = s.set_nodelay(true);
