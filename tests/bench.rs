@@ -174,7 +174,7 @@ fn bench() {
     );
 }
 
-/// 4. A burst of 200 concurrent enrollments of distinct hosts (one
+/// Figure 4: a burst of 200 concurrent enrollments of distinct hosts (one
 /// loopback source address each, host_naming = "ip"), through enroll's own
 /// SSH client (with its retries), against a burst of trivial sessions of
 /// the register key; once with Debian's default MaxStartups, once raised.
