@@ -7,9 +7,12 @@
 #      the same sshd: 10,000 small files (100 MB) and one 1 GiB file, with
 #      and without --protect-args, and the ceiling `ssh cat` of that file;
 #   3. a whole enrollment (forced-command: key generation, locked atomic
-#      writes, registry) against a trivial session of the register key.
-# BENCH_ROUNDS (default 15) sets the number of rounds. Fuzzing for a bounded
-# time is bench/fuzz.sh.
+#      writes, registry) against a trivial session of the register key;
+#   4. a burst of BENCH_BURST (default 200) concurrent enrollments of
+#      distinct hosts against the same burst of trivial sessions, with
+#      Debian's default MaxStartups and a raised one.
+# BENCH_ROUNDS (default 15) sets the number of rounds. Results: BENCHMARKS.md.
+# Fuzzing for a bounded time is bench/fuzz.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
