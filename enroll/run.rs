@@ -296,6 +296,7 @@ fn call_server(cfg: &ClientConfig, server: &str, logon: &str, token: Option<&str
         host_keys_file: &cfg.server_host_keys,
         timeout: Duration::from_secs(cfg.timeout.max(1)),
         source: cfg.source_address,
+        nodelay: true,
     };
     let reply = call.run(&format!("{}:{logon}", os()), hello.render().as_bytes())?;
     match Answer::parse(&reply.stdout)? {

@@ -16,7 +16,7 @@ fi
 # backuppc and backuppc-rsync: the real BackupPC 4 the end-to-end test
 # drives; slapd: the OpenLDAP directory of the LDAP tests (each daemon is
 # started by its test on loopback, never as a service).
-packages=(openssh-server openssh-client rsync sudo perl libssl-dev pkg-config gcc procps util-linux ca-certificates curl
+packages=(openssh-server openssh-client rsync sudo perl libssl-dev pkg-config gcc procps util-linux ca-certificates curl hyperfine
     backuppc backuppc-rsync iputils-ping slapd)
 missing=()
 for p in "${packages[@]}"; do

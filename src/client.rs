@@ -49,6 +49,10 @@ pub struct Call<'a> {
     pub timeout: Duration,
     /// Local address to connect from (default: the system's choice).
     pub source: Option<IpAddr>,
+    /// `TCP_NODELAY` on the socket (on in enroll: the handshake's small
+    /// packets otherwise wait on Nagle and delayed ACKs; the benchmark
+    /// measures both).
+    pub nodelay: bool,
 }
 
 fn connect_from(source: Option<IpAddr>, to: &SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
@@ -103,7 +107,7 @@ impl Call<'_> {
             match connect_from(self.source, &a, self.timeout) {
                 Ok(s) => {
                     // Small handshake packets: do not let Nagle delay them.
-                    let _ = s.set_nodelay(true);
+                    let _ = s.set_nodelay(self.nodelay);
                     return Ok(s);
                 }
                 Err(e) => last = e.to_string(),

@@ -9,20 +9,12 @@ use common::world::{Options, World};
 use common::*;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-fn time(mut cmd: Command) -> Duration {
-    let start = Instant::now();
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    let took = start.elapsed();
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    took
 }
 
 /// Alternate `a` and `b` `n` times; medians and the ratio b/a.
@@ -36,6 +28,30 @@ fn compare(name: &str, n: usize, mut a: impl FnMut() -> Duration, mut b: impl Fn
     let ratio = mb.as_secs_f64() / ma.as_secs_f64();
     println!("{name:<58} {:>9.1} ms {:>9.1} ms {ratio:>7.3}x", ma.as_secs_f64() * 1e3, mb.as_secs_f64() * 1e3);
     ratio
+}
+
+/// Run `a` and `b` under hyperfine (through sh, whose start-up it
+/// subtracts); the ratio of medians.
+fn hyperfine(name: &str, runs: usize, a: &str, b: &str, prepare: Option<&str>) -> f64 {
+    let json = tempfile::NamedTempFile::new().unwrap();
+    let mut c = Command::new("hyperfine");
+    c.args(["--warmup", "2", "--runs", &runs.to_string(), "--style", "none", "--export-json"]).arg(json.path());
+    if let Some(p) = prepare {
+        c.arg("--prepare").arg(p);
+    }
+    c.args(["-n", "A", a, "-n", "B", b]);
+    let out = c.output().expect("hyperfine (apt-get install hyperfine)");
+    assert!(out.status.success(), "hyperfine: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(json.path()).unwrap()).unwrap();
+    let (ma, mb) = (v["results"][0]["median"].as_f64().unwrap(), v["results"][1]["median"].as_f64().unwrap());
+    let ratio = mb / ma;
+    println!("{name:<58} {:>9.1} ms {:>9.1} ms {ratio:>7.3}x", ma * 1e3, mb * 1e3);
+    ratio
+}
+
+/// A command line as one shell word.
+fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 #[test]
@@ -70,20 +86,17 @@ fn bench() {
     };
     let ssh_true = with_key(&k_true);
     let ssh_plain = with_key(&k_plain);
-    let ssh = |cmdline: &str, remote: &str| {
-        let mut words = cmdline.split(' ');
-        let mut c = w.server.command(words.next().unwrap());
-        c.args(words).arg("127.0.0.1").arg(remote);
-        c
-    };
     println!("\n{:<58} {:>12} {:>12} {:>8}", "measure (A vs B)", "A median", "B median", "B/A");
 
+    let as_server = |cmd: &str| format!("runuser -u {} -- {cmd}", w.server.name);
+
     // 1. Session cost of rsyncsend.
-    compare(
+    hyperfine(
         "1. session: /bin/true vs rsyncsend `true`",
         rounds * 2,
-        || time(ssh(&ssh_true, "true")),
-        || time(ssh(&ssh_cmd, "true")),
+        &as_server(&format!("{ssh_true} 127.0.0.1 true")),
+        &as_server(&format!("{ssh_cmd} 127.0.0.1 true")),
+        None,
     );
 
     // 2. rsync through rsyncsend vs plain rsync over the same sshd.
@@ -103,40 +116,36 @@ fn bench() {
             .args(["if=/dev/urandom", "bs=1M", "count=1024", "status=none"])
             .arg(format!("of={}/1g", big.display())),
     );
+    let dest = w.dir.join("dest");
+    let prepare = format!("rm -rf {d} && mkdir {d} && chown {u} {d}", d = dest.display(), u = w.server.name);
     let pull = |cmdline: &str, rsync_path: &str, src: &Path, protect: bool| {
-        let dest = w.dir.join("dest");
-        let _ = fs::remove_dir_all(&dest);
-        fs::create_dir_all(&dest).unwrap();
-        w.server.chown(&dest);
-        let mut c = w.server.command("/usr/bin/rsync");
-        c.args(["-aH", "--numeric-ids", &format!("--rsync-path={rsync_path}"), "-e", cmdline]);
-        if protect {
-            c.arg("--protect-args");
-        }
-        c.arg(format!("127.0.0.1:{}/", src.display())).arg(format!("{}/", dest.display()));
-        time(c)
+        as_server(&format!(
+            "/usr/bin/rsync -aH --numeric-ids --rsync-path={} -e {}{} 127.0.0.1:{}/ {}/",
+            sq(rsync_path),
+            sq(cmdline),
+            if protect { " --protect-args" } else { "" },
+            src.display(),
+            dest.display()
+        ))
     };
     let heavy = (rounds / 3).max(3);
     for (name, src) in [("10,000 files, 100 MB", &small), ("one 1 GiB file", &big)] {
         for protect in [false, true] {
-            compare(
+            hyperfine(
                 &format!("2. {name}{}: plain rsync vs rsyncsend", if protect { ", -s" } else { "" }),
                 heavy,
-                || pull(&ssh_plain, "sudo -n /usr/bin/rsync", src, protect),
-                || pull(&ssh_cmd, "/usr/bin/rsync", src, protect),
+                &pull(&ssh_plain, "sudo -n /usr/bin/rsync", src, protect),
+                &pull(&ssh_cmd, "/usr/bin/rsync", src, protect),
+                Some(&prepare),
             );
         }
     }
-    compare(
+    hyperfine(
         "2. ceiling: ssh cat 1 GiB vs rsync via rsyncsend",
         heavy,
-        || {
-            let mut c =
-                ssh(&ssh_plain, &format!("sudo -n /usr/bin/rsync --version >/dev/null; cat {}/1g", big.display()));
-            c.stdout(Stdio::null());
-            time(c)
-        },
-        || pull(&ssh_cmd, "/usr/bin/rsync", &big, true),
+        &as_server(&format!("{ssh_plain} 127.0.0.1 {} >/dev/null", sq(&format!("cat {}/1g", big.display())))),
+        &pull(&ssh_cmd, "/usr/bin/rsync", &big, true),
+        Some(&prepare),
     );
 
     // 3. One enrollment against a trivial session of the register key.
@@ -153,25 +162,44 @@ fn bench() {
     )
     .unwrap();
     let register = |key: &Path| {
-        let mut c = Command::new("ssh");
-        c.args(["-x", "-a", "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", w.etc.join("server_host_keys").display()))
-            .arg("-i")
-            .arg(key)
-            .args(["-p", &w.sshd.port.to_string(), "-l", &w.server.name, "127.0.0.1", "linux:cmartin"])
-            .stdin(fs::File::open(&hello).unwrap());
-        let start = Instant::now();
-        let out = c.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-        start.elapsed()
+        format!(
+            "ssh -x -a -T -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -i {} -p {} -l {} 127.0.0.1 linux:cmartin < {}",
+            w.etc.join("server_host_keys").display(),
+            key.display(),
+            w.sshd.port,
+            w.server.name,
+            hello.display()
+        )
     };
-    compare(
+    hyperfine(
         "3. register key: /bin/true vs a whole enrollment",
         rounds * 2,
-        || register(&reg_true),
-        || register(&w.register_key),
+        &register(&reg_true),
+        &register(&w.register_key),
+        None,
     );
+
+    // ssh2 (enroll's client), with and without TCP_NODELAY: a trivial
+    // session of the register key, in-process.
+    let call = |nodelay: bool| {
+        let pins = w.etc.join("server_host_keys");
+        let user = w.server.name.clone();
+        let c = backuppc_enroll::client::Call {
+            server: "127.0.0.1",
+            port: w.sshd.port,
+            user: &user,
+            register_key: &reg_true,
+            host_keys_file: &pins,
+            timeout: Duration::from_secs(30),
+            source: None,
+            nodelay,
+        };
+        let start = Instant::now();
+        let r = c.run("linux:cmartin", b"").unwrap();
+        assert_eq!(r.exit_status, 0);
+        start.elapsed()
+    };
+    compare("5. ssh2 session: TCP_NODELAY on vs off", rounds * 2, || call(true), || call(false));
 }
 
 /// Figure 4: a burst of 200 concurrent enrollments of distinct hosts (one
@@ -218,6 +246,7 @@ fn burst() {
                         host_keys_file: &pins,
                         timeout: Duration::from_secs(120),
                         source: Some(source),
+                        nodelay: true,
                     };
                     match call.run("linux:cmartin", hello.as_bytes()) {
                         Ok(r) if !enroll => r.exit_status == 0,
