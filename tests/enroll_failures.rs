@@ -81,9 +81,7 @@ fn hostile_answers_install_nothing() {
     let ak = w.server.home.join(".ssh/authorized_keys");
     let register_pub = fs::read_to_string(w.register_key.with_extension("pub")).unwrap();
     for (answer, why) in rows {
-        fs::write(&script, format!("#!/bin/sh\ncat >/dev/null\nprintf '%s' '{}'\n", answer.replace('\'', "'\\''")))
-            .unwrap();
-        chmod(&script, 0o755);
+        write_script(&script, &format!("#!/bin/sh\ncat >/dev/null\nprintf '%s' '{}'\n", answer.replace('\'', "'\\''")));
         fs::write(&ak, format!("restrict,command=\"{}\" {register_pub}", script.display())).unwrap();
         let out = w.enroll(&["--logon", "cmartin", "--yes"]);
         let err = text(&out.stderr);

@@ -34,15 +34,13 @@ impl RsyncSendBench {
         dir.mkdir("outside");
         let recorded = dir.join("recorded");
         let recorder = dir.join("bin/recorder");
-        fs::write(
+        write_script(
             &recorder,
-            format!(
+            &format!(
                 "#!/bin/sh\nprintf '%s\\n' \"$@\" > {r}.argv\nenv > {r}.env\npwd -P > {r}.cwd\ncat > {r}.stdin\n",
                 r = recorded.display()
             ),
-        )
-        .unwrap();
-        chmod(&recorder, 0o755);
+        );
         let config = dir.mkdir("etc").join("client.toml");
         fs::write(
             &config,
@@ -340,20 +338,16 @@ fn run_with_swap(b: &RsyncSendBench, target: &Path, command: &str) -> (PathBuf, 
     let moved = b.dir.join("moved-away");
     let fake_rsync = b.dir.join("bin/fake-rsync");
     let seen = b.dir.join("seen");
-    fs::write(&fake_rsync, format!("#!/bin/sh\n{{ pwd -P; ls; printf '%s\\n' \"$@\"; }} > {}\n", seen.display()))
-        .unwrap();
-    chmod(&fake_rsync, 0o755);
+    write_script(&fake_rsync, &format!("#!/bin/sh\n{{ pwd -P; ls; printf '%s\\n' \"$@\"; }} > {}\n", seen.display()));
     let swapper = b.dir.join("bin/swap-then-sudo");
-    fs::write(
+    write_script(
         &swapper,
-        format!(
+        &format!(
             "#!/bin/sh\nmv '{t}' '{moved}' && ln -s /etc '{t}' && exec /usr/bin/sudo \"$@\"\n",
             t = target.display(),
             moved = moved.display()
         ),
-    )
-    .unwrap();
-    chmod(&swapper, 0o755);
+    );
     let cfg = fs::read_to_string(&b.config).unwrap();
     let cfg = cfg.replace(
         &format!("sudo = {:?}", b.dir.join("bin/recorder")),

@@ -91,12 +91,26 @@ pub struct Bins {
     pub rsyncsend: PathBuf,
 }
 
+/// Put an executable file in place without this process ever holding it
+/// open for writing: `cp` (a child) writes it. Tests run in threads, and a
+/// fork in another thread would inherit a write descriptor of ours until
+/// it execs, making the file "text file busy" when it is run.
+pub fn install_executable(src: &Path, dst: &Path) {
+    run_ok(Command::new("install").args(["-m", "755"]).arg(src).arg(dst));
+}
+
+/// Write a script and make it executable, the same safe way.
+pub fn write_script(path: &Path, contents: &str) {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    fs::write(tmp.path(), contents).unwrap();
+    install_executable(tmp.path(), path);
+}
+
 pub fn install_bins(dir: &TestDir) -> Bins {
     let bin = dir.mkdir("bin");
     let copy = |src: &str, name: &str| {
         let dst = bin.join(name);
-        fs::copy(src, &dst).unwrap();
-        chmod(&dst, 0o755);
+        install_executable(Path::new(src), &dst);
         dst
     };
     Bins {
