@@ -355,6 +355,36 @@ mod tests {
         }
     }
 
+    /// The example configs in packaging/ parse, as shipped and with every
+    /// commented key uncommented (so no documented key is misspelt).
+    #[test]
+    fn packaged_examples_parse() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("client.toml", include_str!("../packaging/client.toml")),
+            ("server.toml", include_str!("../packaging/server.toml")),
+        ] {
+            let uncommented: String = text
+                .lines()
+                .map(|l| match l.strip_prefix('#') {
+                    Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest.to_string(),
+                    _ => l.to_string(),
+                })
+                .map(|l| l + "\n")
+                .collect();
+            for (variant, body) in [("as shipped", text.to_string()), ("uncommented", uncommented)] {
+                let p = d.path().join(name);
+                std::fs::write(&p, &body).unwrap();
+                let ok = if name == "client.toml" {
+                    ClientConfig::load(&p).map(|_| ())
+                } else {
+                    ServerConfig::load(&p).map(|_| ())
+                };
+                assert!(ok.is_ok(), "{name} {variant}: {ok:?}");
+            }
+        }
+    }
+
     #[test]
     fn client_defaults_and_errors() {
         let d = tempfile::tempdir().unwrap();
