@@ -54,6 +54,18 @@ fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// A second register key whose forced command is `/bin/true`: the trivial
+/// session enrollments are compared with.
+fn trivial_register_key(w: &World) -> std::path::PathBuf {
+    let key = w.dir.join("reg_true");
+    let public = keygen(&key, "bench register true");
+    let ak = w.server.home.join(".ssh/authorized_keys");
+    let mut text = fs::read_to_string(&ak).unwrap();
+    text.push_str(&format!("restrict,command=\"/bin/true\" {public}\n"));
+    fs::write(&ak, text).unwrap();
+    key
+}
+
 #[test]
 #[ignore = "benchmark: run bench/run.sh"]
 fn bench() {
@@ -149,12 +161,7 @@ fn bench() {
     );
 
     // 3. One enrollment against a trivial session of the register key.
-    let reg_true = w.dir.join("reg_true");
-    let reg_true_pub = keygen(&reg_true, "bench register true");
-    let srv_ak = w.server.home.join(".ssh/authorized_keys");
-    let mut t = fs::read_to_string(&srv_ak).unwrap();
-    t.push_str(&format!("restrict,command=\"/bin/true\" {reg_true_pub}\n"));
-    fs::write(&srv_ak, t).unwrap();
+    let reg_true = trivial_register_key(&w);
     let hello = w.dir.join("hello");
     fs::write(
         &hello,
@@ -217,12 +224,7 @@ fn burst() {
         server_extra: "host_naming = \"ip\"\nrequest_timeout = 300\n".into(),
         ..Options::default()
     });
-    let reg_true = w.dir.join("reg_true");
-    let reg_true_pub = keygen(&reg_true, "bench register true");
-    let srv_ak = w.server.home.join(".ssh/authorized_keys");
-    let mut t = fs::read_to_string(&srv_ak).unwrap();
-    t.push_str(&format!("restrict,command=\"/bin/true\" {reg_true_pub}\n"));
-    fs::write(&srv_ak, t).unwrap();
+    let reg_true = trivial_register_key(&w);
     let hello = format!("protocol: 2\nhostkey: {}\nuser: bckpciuem\nport: 22\n", w.sshd.host_pub);
     let key_for = |sshd: &Sshd, name: &str| {
         let f = w.dir.join(name);
