@@ -2,6 +2,7 @@
 //! the BackupPC account: list, show, revoke, clear, pending, approve, deny,
 //! tokens, check-config, install-register-key.
 
+use crate::cli::{Admin, TokenCmd};
 use crate::server::{now, Server};
 use anyhow::{bail, Context, Result};
 use backuppc_enroll::atomic::{self, Ownership};
@@ -11,88 +12,8 @@ use backuppc_enroll::policy::Directory;
 use backuppc_enroll::registry::{self, Registry};
 use backuppc_enroll::tokens::{parse_duration, TokenStore};
 use backuppc_enroll::{hosts, names};
-use clap::Subcommand;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-
-#[derive(Subcommand, Debug)]
-pub enum Admin {
-    /// List the hosts this server enrolled (enrolled, pending, denied, revoked).
-    ///
-    /// Example: forced-command list --json
-    List {
-        /// One JSON array of registry entries.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one host: its registry entry and the files written for it.
-    Show { host: String },
-    /// Revoke a host: remove its key pair, hosts line, per-host config and
-    /// known_hosts lines (its backups stay), reload BackupPC. The host may
-    /// not enroll again until `clear`.
-    ///
-    /// Example: forced-command revoke dormeur.example.org
-    Revoke { host: String },
-    /// Forget a revoked or denied host so that it may enroll again.
-    Clear { host: String },
-    /// List the enrollments waiting for approval (mode = "approve").
-    Pending,
-    /// Approve a pending enrollment; the workstation then runs enroll again.
-    Approve { host: String },
-    /// Deny a pending enrollment; the host is refused until `clear`.
-    Deny { host: String },
-    /// Enrollment tokens (mode = "token").
-    #[command(subcommand)]
-    Token(TokenCmd),
-    /// Check the config, BackupPC's folder, permissions and the logon
-    /// directory, and print the authorized_keys line for the register key.
-    ///
-    /// Exit status 1 when something is wrong.
-    CheckConfig {
-        /// Public register key to print the authorized_keys line with.
-        #[arg(long)]
-        register_key: Option<PathBuf>,
-    },
-    /// Install the register key's line in the BackupPC account's
-    /// authorized_keys (idempotent: an earlier register key line is replaced).
-    ///
-    /// Example: forced-command install-register-key /etc/backuppc-enroll/register-key.pub
-    InstallRegisterKey {
-        /// The public register key (OpenSSH format).
-        pubkey: PathBuf,
-        /// Default: ~backuppc/.ssh/authorized_keys.
-        #[arg(long)]
-        authorized_keys: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum TokenCmd {
-    /// Create a token; it is printed once and stored only hashed.
-    ///
-    /// Example: forced-command token create --uses 1 --expires 24h --logon jdupont
-    Create {
-        /// Number of enrollments it allows (default: unlimited).
-        #[arg(long)]
-        uses: Option<u32>,
-        /// Lifetime: 90m, 24h, 7d (default: no expiry).
-        #[arg(long)]
-        expires: Option<String>,
-        /// Only for this logon.
-        #[arg(long)]
-        logon: Option<String>,
-        /// Only for this host name.
-        #[arg(long)]
-        host: Option<String>,
-    },
-    /// List tokens (ids, uses left, expiry; never the tokens).
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke a token by its id (or an id prefix of 6+ characters).
-    Revoke { id: String },
-}
 
 pub fn run(cmd: Admin, config: &Path) -> Result<()> {
     let cfg = ServerConfig::load(config)?;

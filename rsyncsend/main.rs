@@ -2,34 +2,21 @@
 //! workstation. Lets the server run only the rsync server invocations the
 //! client policy allows, then execs rsync through `sudo -n`.
 
-use backuppc_enroll::config::{ClientConfig, CLIENT_CONFIG};
+mod cli;
+
+use backuppc_enroll::config::ClientConfig;
 use backuppc_enroll::log::Audit;
+use backuppc_enroll::paths;
 use backuppc_enroll::rsync::{self, Direction, Parsed, Pin, RealFs, RsyncInvocation, RsyncPolicy, StdinWithDeadline};
 use backuppc_enroll::sshenv::SshEnv;
 use clap::Parser;
+use cli::Cli;
 use serde_json::json;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-
-/// Restricted command for the backup server's key: allows only the rsync
-/// invocations of a BackupPC backup (and restores when enabled).
-///
-/// Run by sshd through `command="rsyncsend --config …"`; it reads
-/// SSH_ORIGINAL_COMMAND. `true` is a connectivity check; `status` prints
-/// the version and policy.
-///
-/// Exit status: rsync's own when rsync runs; 0 for `true` and `status`;
-/// 1 when the command is refused or the config is unusable.
-#[derive(Parser)]
-#[command(version, about, long_about)]
-struct Cli {
-    /// Client config file.
-    #[arg(long, default_value = CLIENT_CONFIG)]
-    config: PathBuf,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const CLIENT_CONFIG: &str = "/etc/backuppc-enroll/client.toml";
-pub const SERVER_CONFIG: &str = "/etc/backuppc-enroll/server.toml";
+pub use crate::paths::{CLIENT_CONFIG, SERVER_CONFIG};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

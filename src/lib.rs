@@ -7,6 +7,7 @@
 pub mod answer;
 pub mod atomic;
 pub mod authorized_keys;
+pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod hello;
@@ -16,6 +17,7 @@ pub mod ldap;
 pub mod log;
 pub mod names;
 pub mod notify;
+pub mod paths;
 pub mod perhost;
 pub mod policy;
 pub mod registry;
@@ -24,5 +26,9 @@ pub mod rsync;
 pub mod sshenv;
 pub mod tokens;
 
-/// Version reported by every binary and sent in the hello block.
+/// Version sent in the hello block and printed by `rsyncsend status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What `--version` prints: the version and, when built from a git
+/// checkout, the commit (set by `build.rs`).
+pub const LONG_VERSION: &str = env!("BACKUPPC_ENROLL_LONG_VERSION");

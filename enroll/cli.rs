@@ -1,0 +1,132 @@
+//! The command line of `enroll`. Also compiled by `build.rs`, which renders
+//! the man pages and shell completions from it: it uses nothing but clap
+//! and `crate::paths`.
+
+use crate::paths::CLIENT_CONFIG;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Enroll this workstation into BackupPC backups over SSH.
+///
+/// Creates the local backup user, allows it to run only `rsync --server`
+/// through sudo, asks the backup server (with the register key, checking
+/// the server's pinned host key) to register this machine, and installs
+/// the key the server answers, bound to rsyncsend. Safe to re-run: it
+/// repairs what is missing and changes nothing otherwise.
+///
+/// The server, its pinned host keys and the register key come from the
+/// site bundle an administrator builds with `enroll bundle`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "enroll",
+    version = option_env!("BACKUPPC_ENROLL_LONG_VERSION").unwrap_or(env!("CARGO_PKG_VERSION")),
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
+    after_help = "Examples:
+  enroll                          # asks who the main user is
+  enroll --logon jdupont --yes    # unattended
+  enroll --token 7f3k...          # a server that enrolls with tokens
+  enroll --dry-run                # show the plan, change nothing
+  enroll --uninstall --remove-user
+
+Exit status:
+  0  enrolled, or nothing to do
+  1  local error: not root, a missing program, a bad config
+  2  the server could not be reached, failed or answered badly
+  3  the server refused the enrollment
+  4  the enrollment waits for the administrator's approval
+     (run enroll again once approved)
+
+Files:
+  /etc/backuppc-enroll/client.toml        the server and the backup policy
+  /etc/backuppc-enroll/server_host_keys   the server's pinned host keys
+  /etc/backuppc-enroll/register-key       the register key (0600, root)
+  /var/lib/backuppc-enroll/client-state.json   what the last enrollment set up"
+)]
+pub struct Cli {
+    /// Client config file.
+    #[arg(long, value_name = "FILE", default_value = CLIENT_CONFIG)]
+    pub config: PathBuf,
+    /// Logon of the workstation's main user (skips the question).
+    #[arg(long)]
+    pub logon: Option<String>,
+    /// Do not ask: accept the proposed logon.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the result as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Show what would be done, change nothing, contact no server.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Enrollment token from the backup administrator (servers in token mode).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Enroll again even when this machine is already enrolled (new key).
+    #[arg(long)]
+    pub rekey: bool,
+    /// Remove the key line, sudoers drop-in and state of this toolkit.
+    #[arg(long)]
+    pub uninstall: bool,
+    /// With --uninstall: also delete the backup user and its home.
+    #[arg(long, requires = "uninstall")]
+    pub remove_user: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build a site bundle: the client config, the server's pinned host
+    /// keys and the register key, in one .tar.gz to unpack on workstations.
+    ///
+    /// Run it once, as the backup administrator, on any machine that has the
+    /// register key. The archive holds /etc/backuppc-enroll/client.toml
+    /// (0644), server_host_keys (0644) and register-key (0600), all owned by
+    /// root; it is written with mode 0600 because it carries a private key.
+    #[command(after_help = "Examples:
+  # on the backup server: the register key and the sshd host key
+  ssh-keygen -t ed25519 -N '' -C 'backuppc-enroll register key' -f register-key
+  forced-command install-register-key register-key.pub
+  enroll bundle --server backup.example.org --register-key register-key \\
+      --host-key /etc/ssh/ssh_host_ed25519_key.pub -o site.tar.gz
+
+  # keys read from the network instead (check the fingerprints it prints)
+  ssh-keyscan -t ed25519 backup.example.org > server-keys
+  enroll bundle --server backup.example.org --register-key register-key --host-key server-keys
+
+  # on each workstation, as root, once the client package is installed
+  tar -xpzf site.tar.gz -C / && enroll")]
+    Bundle(BundleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BundleArgs {
+    /// Backup server host name or address, as workstations reach it.
+    #[arg(long)]
+    pub server: String,
+    /// Server sshd port.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// Account the register key logs into on the server [default: backuppc].
+    #[arg(long, value_name = "USER")]
+    pub server_user: Option<String>,
+    /// The private register key (OpenSSH format, without a passphrase).
+    #[arg(long, value_name = "FILE")]
+    pub register_key: PathBuf,
+    /// The server's sshd host key: a .pub file, or ssh-keyscan output
+    /// (every key in it is pinned). Repeat for several files.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub host_key: Vec<PathBuf>,
+    /// A client.toml to start from (shares, restore, backup_user…); the
+    /// server, port, user and key paths are set over it. Default: the
+    /// commented client.toml the package ships.
+    #[arg(long, value_name = "FILE")]
+    pub client_config: Option<PathBuf>,
+    /// Where to write the bundle.
+    #[arg(long, short = 'o', value_name = "FILE", default_value = "backuppc-enroll-site.tar.gz")]
+    pub output: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}

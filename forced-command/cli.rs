@@ -1,0 +1,145 @@
+//! The command line of `forced-command`. Also compiled by `build.rs`, which
+//! renders the man pages and shell completions from it: it uses nothing but
+//! clap and `crate::paths`.
+
+use crate::paths::SERVER_CONFIG;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Enrollment handler for the BackupPC register key, and its admin tool.
+///
+/// Without a subcommand it serves one enrollment, as sshd runs it through
+/// `command="forced-command --config …"` in the backuppc account's
+/// authorized_keys: it reads SSH_ORIGINAL_COMMAND (`OS:logon`, for example
+/// `linux:jdupont`) and an optional hello block on stdin, registers the
+/// host in BackupPC and answers `success` with `key:` and `url:` lines, or
+/// a message. It writes nothing on stderr while serving: it logs to syslog.
+#[derive(Parser)]
+#[command(
+    name = "forced-command",
+    version = option_env!("BACKUPPC_ENROLL_LONG_VERSION").unwrap_or(env!("CARGO_PKG_VERSION")),
+    disable_help_subcommand = true,
+    after_help = "Examples:
+  forced-command check-config     # after installing or editing server.toml
+  forced-command install-register-key /etc/backuppc-enroll/register-key.pub
+  forced-command list
+  forced-command revoke dormeur.example.org
+
+Exit status:
+  serving an enrollment: 0 enrolled; 1 refused; 2 server-side failure;
+  3 waiting for approval
+  admin subcommands: 0 done; 1 failed
+
+Files:
+  /etc/backuppc-enroll/server.toml          the configuration
+  /var/lib/backuppc-enroll/registry.json    the hosts enrolled here
+  /var/lib/backuppc-enroll/tokens.json      enrollment tokens, hashed"
+)]
+pub struct Cli {
+    /// Server config file.
+    #[arg(long, value_name = "FILE", default_value = SERVER_CONFIG, global = true)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub admin: Option<Admin>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Admin {
+    /// List the hosts this server enrolled (enrolled, pending, denied, revoked).
+    #[command(after_help = "Examples:
+  forced-command list
+  forced-command list --json | jq -r '.[] | select(.state == \"pending\") | .host'")]
+    List {
+        /// One JSON array of registry entries.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one host: its registry entry and the files written for it.
+    #[command(after_help = "Example:
+  forced-command show dormeur.example.org")]
+    Show { host: String },
+    /// Revoke a host: remove its key pair, hosts line, per-host config and
+    /// known_hosts lines (its backups stay), reload BackupPC. The host may
+    /// not enroll again until `clear`.
+    #[command(after_help = "Example:
+  forced-command revoke dormeur.example.org")]
+    Revoke { host: String },
+    /// Forget a revoked or denied host so that it may enroll again.
+    #[command(after_help = "Example:
+  forced-command clear dormeur.example.org")]
+    Clear { host: String },
+    /// List the enrollments waiting for approval (mode = "approve").
+    #[command(after_help = "Example:
+  forced-command pending")]
+    Pending,
+    /// Approve a pending enrollment; the workstation then runs enroll again.
+    #[command(after_help = "Example:
+  forced-command approve dormeur.example.org")]
+    Approve { host: String },
+    /// Deny a pending enrollment; the host is refused until `clear`.
+    #[command(after_help = "Example:
+  forced-command deny dormeur.example.org")]
+    Deny { host: String },
+    /// Enrollment tokens (mode = "token").
+    #[command(subcommand, disable_help_subcommand = true)]
+    Token(TokenCmd),
+    /// Check the config, BackupPC's folder, permissions and the logon
+    /// directory, and print the authorized_keys line for the register key.
+    #[command(after_help = "Examples:
+  forced-command check-config
+  forced-command check-config --register-key /etc/backuppc-enroll/register-key.pub
+
+Exit status:
+  0  everything is usable (warnings may be printed)
+  1  something is wrong")]
+    CheckConfig {
+        /// Public register key to print the authorized_keys line with.
+        #[arg(long, value_name = "FILE")]
+        register_key: Option<PathBuf>,
+    },
+    /// Install the register key's line in the BackupPC account's
+    /// authorized_keys (idempotent: an earlier register key line is replaced).
+    #[command(after_help = "Example:
+  forced-command install-register-key /etc/backuppc-enroll/register-key.pub")]
+    InstallRegisterKey {
+        /// The public register key (OpenSSH format).
+        #[arg(value_name = "PUBKEY")]
+        pubkey: PathBuf,
+        /// Default: ~backuppc/.ssh/authorized_keys.
+        #[arg(long, value_name = "FILE")]
+        authorized_keys: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a token; it is printed once and stored only hashed.
+    #[command(after_help = "Examples:
+  forced-command token create --uses 1 --expires 24h --logon jdupont
+  forced-command token create --uses 50 --expires 7d   # a room of new machines")]
+    Create {
+        /// Number of enrollments it allows (default: unlimited).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Lifetime: 90m, 24h, 7d (default: no expiry).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// Only for this logon.
+        #[arg(long)]
+        logon: Option<String>,
+        /// Only for this host name.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List tokens (ids, uses left, expiry; never the tokens).
+    #[command(after_help = "Example:
+  forced-command token list --json")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (or an id prefix of 6+ characters).
+    #[command(after_help = "Example:
+  forced-command token revoke 3f9a1c")]
+    Revoke { id: String },
+}
