@@ -53,7 +53,15 @@ fn main() -> io::Result<()> {
     for mut cmd in commands.into_iter().take(2) {
         let name = cmd.get_name().to_string();
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-            clap_complete::generate_to(shell, &mut cmd, &name, &completions)?;
+            let file = clap_complete::generate_to(shell, &mut cmd, &name, &completions)?;
+            if shell == Shell::Bash && name.contains('-') {
+                // clap_complete 4.6 spells a hyphenated binary's name one way
+                // in the subcommand table (forced__command) and another in the
+                // cases it selects (forced__subcmd__command), so nothing past
+                // the first word completes. Make the cases match the table.
+                let text = fs::read_to_string(&file)?;
+                fs::write(&file, text.replace(&name.replace('-', "__subcmd__"), &name.replace('-', "__")))?;
+            }
         }
     }
     // target/<profile>/build/<package>-<hash>/out → target/<profile>/assets

@@ -81,7 +81,14 @@ pub enum Admin {
   forced-command deny dormeur.example.org")]
     Deny { host: String },
     /// Enrollment tokens (mode = "token").
-    #[command(subcommand, disable_help_subcommand = true)]
+    #[command(
+        subcommand,
+        disable_help_subcommand = true,
+        after_help = "Examples:
+  forced-command token create --uses 1 --expires 24h --logon jdupont
+  forced-command token list
+  forced-command token revoke 3f9a1c"
+    )]
     Token(TokenCmd),
     /// Check the config, BackupPC's folder, permissions and the logon
     /// directory, and print the authorized_keys line for the register key.

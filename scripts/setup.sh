@@ -16,8 +16,10 @@ fi
 # backuppc and backuppc-rsync: the real BackupPC 4 the end-to-end test
 # drives; slapd: the OpenLDAP directory of the LDAP tests (each daemon is
 # started by its test on loopback, never as a service).
+# man-db, groff-base, zsh, fish: the generated man pages and completions are
+# rendered and parsed by the tests; lintian and dpkg-dev check the packages.
 packages=(openssh-server openssh-client rsync sudo perl libssl-dev pkg-config gcc procps util-linux ca-certificates curl hyperfine
-    backuppc backuppc-rsync iputils-ping slapd)
+    backuppc backuppc-rsync iputils-ping slapd man-db groff-base zsh fish lintian dpkg-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,11 +21,21 @@ pub struct Options {
     pub mode: &'static str,
     /// More top-level server.toml lines.
     pub server_extra: String,
+    /// Bind mounts (from, to) that only the sshd, and so the programs it
+    /// runs, see.
+    pub sshd_mounts: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { logon_check: "file", networks: None, restore: false, mode: "open", server_extra: String::new() }
+        Options {
+            logon_check: "file",
+            networks: None,
+            restore: false,
+            mode: "open",
+            server_extra: String::new(),
+            sshd_mounts: Vec::new(),
+        }
     }
 }
 
@@ -113,7 +123,11 @@ impl World {
         server.chown(&srv_ssh);
         server.chown(&srv_ssh.join("authorized_keys"));
 
-        let sshd = Sshd::start(&dir.join("sshd"), &[&server.name, &backup_user]);
+        let sshd = Sshd::start_with(
+            &dir.join("sshd"),
+            &[&server.name, &backup_user],
+            SshdOptions { mounts: opts.sshd_mounts, ..SshdOptions::default() },
+        );
         fs::write(etc.join("server_host_keys"), sshd.known_hosts_line()).unwrap();
         let state_dir = dir.mkdir("state");
         let state_file = state_dir.join("client-state.json");
