@@ -8,6 +8,7 @@
 use clap::{Command, CommandFactory};
 use clap_complete::Shell;
 use roff::{roman, Roff};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process;
 use std::{env, fs, io};
@@ -103,7 +104,7 @@ fn git_revision() -> Option<String> {
     Some(revision)
 }
 
-/// One page per command and per subcommand (`forced-command-token-create.8`),
+/// One page per command and per subcommand (`forced-command-token-create.8.gz`),
 /// as git does. clap_mangen renders the usual sections; the texts after the
 /// options ("Examples:", "Exit status:", "Files:") become sections of their
 /// own, and SEE ALSO links the pages together.
@@ -149,7 +150,10 @@ fn man_pages(cmd: &Command, parents: &[&str], dir: &Path) -> io::Result<()> {
     if cmd.get_version().is_some() {
         man.render_version_section(&mut page)?;
     }
-    fs::write(dir.join(format!("{name}.8")), page)?;
+    // Compressed as Debian policy asks (gzip -9n: no name, no timestamp).
+    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+    gz.write_all(&page)?;
+    fs::write(dir.join(format!("{name}.8.gz")), gz.finish()?)?;
     for sub in cmd.get_subcommands() {
         man_pages(sub, &names, dir)?;
     }

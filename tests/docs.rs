@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -19,6 +20,13 @@ fn require_program(name: &str) {
     assert!(found.status.success(), "{name} is missing: run scripts/setup.sh (it installs it)");
 }
 
+/// The roff source of a page (pages are gzip'd, as Debian installs them).
+fn roff_of(page: &Path) -> String {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(fs::File::open(page).unwrap()).read_to_string(&mut text).unwrap();
+    text
+}
+
 fn man_pages() -> Vec<PathBuf> {
     let mut pages: Vec<PathBuf> = fs::read_dir(assets().join("man")).unwrap().map(|e| e.unwrap().path()).collect();
     pages.sort();
@@ -28,7 +36,7 @@ fn man_pages() -> Vec<PathBuf> {
 /// The binary and subcommand words a page documents, from its synopsis
 /// (`forced-command token create …`).
 fn command_of(page: &Path) -> (PathBuf, Vec<String>) {
-    let roff = fs::read_to_string(page).unwrap();
+    let roff = roff_of(page);
     let synopsis = roff.lines().skip_while(|l| !l.starts_with(".SH SYNOPSIS")).nth(1).unwrap();
     let typed = synopsis.trim_start_matches("\\fB").split("\\fR").next().unwrap().replace("\\-", "-");
     let mut words = typed.split(' ').map(str::to_string);
@@ -42,7 +50,13 @@ fn a_man_page_per_command_and_subcommand_rendering_without_warnings() {
     require_program("man");
     let pages = man_pages();
     let names: Vec<String> = pages.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    for want in ["enroll.8", "enroll-bundle.8", "forced-command.8", "forced-command-token-create.8", "rsyncsend.8"] {
+    for want in [
+        "enroll.8.gz",
+        "enroll-bundle.8.gz",
+        "forced-command.8.gz",
+        "forced-command-token-create.8.gz",
+        "rsyncsend.8.gz",
+    ] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }
     for page in &pages {
@@ -55,7 +69,7 @@ fn a_man_page_per_command_and_subcommand_rendering_without_warnings() {
             .unwrap();
         assert!(out.status.success(), "{}: {}", page.display(), String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{}: groff warnings", page.display());
-        let roff = fs::read_to_string(page).unwrap();
+        let roff = roff_of(page);
         for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "EXAMPLES", "SEE ALSO"] {
             let found = roff.lines().any(|l| l.starts_with(".SH") && l[3..].trim().trim_matches('"') == section);
             assert!(found, "{} has no {section}", page.display());
@@ -63,9 +77,9 @@ fn a_man_page_per_command_and_subcommand_rendering_without_warnings() {
     }
     // Every subcommand listed on a page has its own page.
     for page in &pages {
-        let roff = fs::read_to_string(page).unwrap();
+        let roff = roff_of(page);
         for line in roff.lines().filter(|l| l.contains("(8)") && l.starts_with("\\fB")) {
-            let linked = line.trim_start_matches("\\fB").split("\\fR").next().unwrap().replace("(8)", ".8");
+            let linked = line.trim_start_matches("\\fB").split("\\fR").next().unwrap().replace("(8)", ".8.gz");
             assert!(names.contains(&linked), "{} links {linked}, which is not generated", page.display());
         }
     }
@@ -93,7 +107,7 @@ fn version_names_the_git_revision() {
     let manifest = env!("CARGO_MANIFEST_DIR");
     let rev = Command::new("git").args(["-C", manifest, "rev-parse", "--short=12", "HEAD"]).output().ok();
     let rev = rev.filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    for page in ["enroll.8", "forced-command.8", "rsyncsend.8"] {
+    for page in ["enroll.8.gz", "forced-command.8.gz", "rsyncsend.8.gz"] {
         let (bin, _) = command_of(&assets().join("man").join(page));
         let out = run_ok(Command::new(&bin).arg("--version"));
         let version = String::from_utf8_lossy(&out.stdout).trim().to_string();

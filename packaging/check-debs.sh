@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Checks the Debian packages the way an administrator meets them, on this
+# machine, as root: builds both, runs lintian (no errors allowed), installs
+# them with dpkg -i, runs the installed programs, removes them (conffiles
+# stay), purges them (nothing stays), and fails on the first surprise.
+#
+# It refuses to run where either package is already installed: it would
+# purge the administrator's own installation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+client=backuppc-enroll-client
+server=backuppc-enroll-server
+fail() {
+    echo "check-debs: FAILED: $*" >&2
+    exit 1
+}
+installed() {
+    dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qv '^not-installed$'
+}
+
+[ "$(id -u)" -eq 0 ] || fail "run as root (it installs and purges the packages)"
+for p in $client $server; do
+    if installed "$p"; then
+        fail "$p is installed on this machine; this check installs and purges it, so run it elsewhere"
+    fi
+done
+for path in /etc/backuppc-enroll /var/lib/backuppc-enroll /usr/lib/backuppc-enroll; do
+    [ ! -e "$path" ] || fail "$path exists before the packages are installed; the purge check needs a machine without it"
+done
+
+echo "== build"
+bash packaging/build-debs.sh
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+client_deb=target/debian/${client}_${version}-1_amd64.deb
+server_deb=target/debian/${server}_${version}-1_amd64.deb
+[ -f "$client_deb" ] && [ -f "$server_deb" ] || fail "packages not built"
+
+echo "== lintian"
+lintian --fail-on error --suppress-tags initial-upload-closes-no-bugs "$client_deb" "$server_deb" 2>&1 \
+    | grep -v '^running with root privileges' || true
+lintian --fail-on error "$client_deb" "$server_deb" >/dev/null 2>&1 || fail "lintian reports errors"
+
+workdir=$(mktemp -d)
+cleanup() {
+    # Whatever happened, leave the machine as it was.
+    for p in $client $server; do
+        if installed "$p"; then dpkg --purge "$p" >/dev/null 2>&1 || true; fi
+    done
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+
+echo "== dpkg -i"
+dpkg -i "$server_deb" "$client_deb" | tee "$workdir/install.log"
+grep -q 'forced-command check-config' "$workdir/install.log" || fail "the server's postinst does not print the next step"
+dpkg -L $client $server | sort > "$workdir/files"
+
+echo "== installed programs"
+revision=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
+expect_version="$version${revision:+ (git $revision)}"
+for cmd in enroll forced-command /usr/lib/backuppc-enroll/rsyncsend; do
+    got=$("$cmd" --version)
+    [ "$got" = "$(basename "$cmd") $expect_version" ] || fail "$cmd --version: got '$got', want '$(basename "$cmd") $expect_version'"
+    echo "$got"
+done
+[ "$(command -v enroll)" = /usr/bin/enroll ] || fail "enroll is not on the PATH"
+[ "$(stat -c '%U:%G %a' /var/lib/backuppc-enroll)" = "backuppc:backuppc 750" ] \
+    || fail "registry folder: $(stat -c '%U:%G %a' /var/lib/backuppc-enroll), want backuppc:backuppc 750"
+[ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml)" = "root:backuppc 640" ] \
+    || fail "server.toml: $(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml), want root:backuppc 640"
+for page in enroll enroll-bundle rsyncsend forced-command forced-command-check-config forced-command-token-create; do
+    file=$(man -w "$page") || fail "man $page: not found"
+    warnings=$(MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$file" 2>&1 >/dev/null)
+    [ -z "$warnings" ] || fail "man $page: $warnings"
+done
+for f in /usr/share/bash-completion/completions/enroll /usr/share/bash-completion/completions/forced-command \
+    /usr/share/zsh/vendor-completions/_enroll /usr/share/fish/vendor_completions.d/forced-command.fish; do
+    [ -s "$f" ] || fail "$f missing"
+done
+[ ! -e /etc/backuppc-enroll/register-key ] || fail "the client package must not ship a register key"
+[ ! -e /var/lib/backuppc-enroll/client-state.json ] || fail "installing the client enrolled something"
+
+echo "== forced-command check-config (installed config, this machine's BackupPC)"
+set +e
+forced-command check-config > "$workdir/check.out" 2>&1
+status=$?
+set -e
+cat "$workdir/check.out"
+grep -q '^ok: /etc/backuppc-enroll/server.toml parses' "$workdir/check.out" || fail "check-config did not read the installed server.toml"
+grep -q '^ok: /var/lib/backuppc-enroll is writable by backuppc' "$workdir/check.out" || fail "check-config: registry folder not ready"
+# Debian's stock config.pl lets users edit RsyncSshArgs and friends: the
+# one error expected here, which the README's lines fix. Check that the
+# fix makes check-config pass, in a private mount namespace so this
+# machine's config.pl is never changed.
+errors=$(grep -c '^error:' "$workdir/check.out" || true)
+if [ "$errors" -gt 0 ]; then
+    [ "$status" -eq 1 ] || fail "check-config found errors but exited $status"
+    [ "$errors" -eq 1 ] && grep -q '^error: users may edit RsyncSshArgs' "$workdir/check.out" \
+        || fail "check-config: unexpected errors on a fresh install"
+    cp /etc/backuppc/config.pl "$workdir/config.pl"
+    sed -n '/^```perl$/,/^```$/p' README.md | grep '^\$Conf{CgiUserConfigEdit}' >> "$workdir/config.pl"
+    unshare --mount --propagation private -- sh -c \
+        "mount --bind '$workdir/config.pl' /etc/backuppc/config.pl && exec forced-command check-config" \
+        > "$workdir/check-fixed.out" 2>&1 || { cat "$workdir/check-fixed.out"; fail "check-config still fails with the README's config.pl lines"; }
+    echo "-- with the README's CgiUserConfigEdit lines: check-config passes"
+fi
+
+echo "== enroll bundle (installed enroll)"
+ssh-keygen -q -t ed25519 -N '' -C 'register key' -f "$workdir/register-key"
+ssh-keygen -q -t ed25519 -N '' -C 'server host key' -f "$workdir/host-key"
+(cd "$workdir" && enroll bundle --server backup.example.org --register-key register-key --host-key host-key.pub -o site.tar.gz)
+tar -tvzf "$workdir/site.tar.gz" | grep -q -- '-rw------- root/root .* etc/backuppc-enroll/register-key$' \
+    || fail "the bundle's register key is not 0600 root"
+
+echo "== dpkg -r (conffiles stay)"
+dpkg -r $client $server
+for f in /usr/bin/enroll /usr/bin/forced-command /usr/lib/backuppc-enroll/rsyncsend; do
+    [ ! -e "$f" ] || fail "$f left after dpkg -r"
+done
+for f in /etc/backuppc-enroll/client.toml /etc/backuppc-enroll/server.toml; do
+    [ -f "$f" ] || fail "conffile $f removed by dpkg -r (only a purge removes it)"
+done
+
+echo "== dpkg --purge (nothing stays)"
+dpkg --purge $client $server
+left=$(while read -r f; do [ -d "$f" ] || [ ! -e "$f" ] || echo "$f"; done < "$workdir/files")
+[ -z "$left" ] || fail "files left after purge: $left"
+for path in /etc/backuppc-enroll /var/lib/backuppc-enroll /usr/lib/backuppc-enroll /usr/share/doc/$client /usr/share/doc/$server; do
+    [ ! -e "$path" ] || fail "$path left after purge"
+done
+! dpkg-statoverride --list /etc/backuppc-enroll/server.toml >/dev/null || fail "statoverride left after purge"
+echo "check-debs: both packages build, pass lintian, install, run, and purge cleanly"
