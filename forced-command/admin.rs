@@ -246,7 +246,28 @@ fn check_config(cfg: &ServerConfig, config: &Path, register_key: Option<&Path>) 
         }
     };
     report(Ok(format!("{} parses", config.display())), false);
+    if let Some(url) = cfg.url.as_deref().filter(|u| u.contains("://backup.example.org")) {
+        report(Err(format!("url {url} is the shipped example: set it to this server's BackupPC address")), true);
+    }
     let srv = Server::open(cfg);
+    if let Ok(s) = &srv {
+        use std::os::unix::fs::MetadataExt;
+        // sshd runs forced-command as the BackupPC account: it must read the config.
+        let readable = std::fs::metadata(config)
+            .map(|m| m.uid() == s.uid || (m.gid() == s.gid && m.mode() & 0o040 != 0) || m.mode() & 0o004 != 0);
+        report(
+            match readable {
+                Ok(true) => Ok(format!("{} is readable by {}", config.display(), cfg.backuppc_user)),
+                _ => Err(format!(
+                    "{} is not readable by {}, which sshd runs forced-command as: chgrp {} it and chmod 0640",
+                    config.display(),
+                    cfg.backuppc_user,
+                    cfg.backuppc_user
+                )),
+            },
+            false,
+        );
+    }
     report(
         srv.as_ref().map(|s| format!("BackupPC user {} (uid {})", cfg.backuppc_user, s.uid)).map_err(|e| e.clone()),
         false,

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::chmod;
 use common::world::{Options, World};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -155,6 +156,15 @@ fn check_config_and_install_register_key() {
         w.admin_ok(&["install-register-key", pubkey.to_str().unwrap(), "--authorized-keys", target.to_str().unwrap()]);
     assert!(out.contains("already"), "idempotent: {out}");
     assert_eq!(fs::read_to_string(&target).unwrap(), once);
+
+    assert!(report.contains("is the shipped example"), "the example url is flagged: {report}");
+
+    // A config the BackupPC account cannot read breaks every enrollment.
+    chmod(&w.server_toml, 0o600);
+    let out = w.admin(&["check-config"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("is not readable by"), "{}", text(&out.stdout));
+    chmod(&w.server_toml, 0o644);
 
     // A broken setup is reported with exit status 1.
     let cfg =
