@@ -42,11 +42,23 @@ lintian --fail-on error --suppress-tags initial-upload-closes-no-bugs "$client_d
 lintian --fail-on error "$client_deb" "$server_deb" >/dev/null 2>&1 || fail "lintian reports errors"
 
 workdir=$(mktemp -d)
+# The BackupPC account's ssh folder: the README's steps add the register
+# key there, the purge must take it out again, byte for byte.
+bpc_ssh="$(getent passwd backuppc | cut -d: -f6)/.ssh"
+snapshot() {
+    if [ -e "$bpc_ssh" ]; then (cd "$bpc_ssh" && find . -printf '%p %U:%G %m\n' | sort && cat authorized_keys 2>/dev/null); else echo absent; fi
+}
+snapshot > "$workdir/ssh.before"
+[ -e "$bpc_ssh" ] && cp -a "$bpc_ssh" "$workdir/ssh.saved"
 cleanup() {
     # Whatever happened, leave the machine as it was.
     for p in $client $server; do
         if installed "$p"; then dpkg --purge "$p" >/dev/null 2>&1 || true; fi
     done
+    if [ "$(snapshot)" != "$(cat "$workdir/ssh.before")" ]; then
+        rm -rf "$bpc_ssh"
+        if [ -e "$workdir/ssh.saved" ]; then cp -a "$workdir/ssh.saved" "$bpc_ssh"; fi
+    fi
     rm -rf "$workdir"
 }
 trap cleanup EXIT
@@ -81,6 +93,14 @@ done
 [ ! -e /etc/backuppc-enroll/register-key ] || fail "the client package must not ship a register key"
 [ ! -e /var/lib/backuppc-enroll/client-state.json ] || fail "installing the client enrolled something"
 
+echo "== the README's server steps"
+ssh-keygen -q -t ed25519 -N '' -C 'register key' -f "$workdir/register-key"
+ssh-keygen -q -t ed25519 -N '' -C 'server host key' -f "$workdir/host-key"
+sed -i 's|^url = .*|url = "https://backup.test.invalid/backuppc/index.cgi?host={host}"|' /etc/backuppc-enroll/server.toml
+forced-command install-register-key "$workdir/register-key.pub"
+grep -q "^restrict,command=\"/usr/bin/forced-command --config /etc/backuppc-enroll/server.toml\" ssh-ed25519 " "$bpc_ssh/authorized_keys" \
+    || fail "the register key line does not name the installed forced-command"
+
 echo "== forced-command check-config (installed config, this machine's BackupPC)"
 set +e
 forced-command check-config > "$workdir/check.out" 2>&1
@@ -99,16 +119,15 @@ if [ "$errors" -gt 0 ]; then
     [ "$errors" -eq 1 ] && grep -q '^error: users may edit RsyncSshArgs' "$workdir/check.out" \
         || fail "check-config: unexpected errors on a fresh install"
     cp /etc/backuppc/config.pl "$workdir/config.pl"
-    sed -n '/^```perl$/,/^```$/p' README.md | grep '^\$Conf{CgiUserConfigEdit}' >> "$workdir/config.pl"
+    grep '^\$Conf{CgiUserConfigEdit}' README.md >> "$workdir/config.pl"
     unshare --mount --propagation private -- sh -c \
         "mount --bind '$workdir/config.pl' /etc/backuppc/config.pl && exec forced-command check-config" \
-        > "$workdir/check-fixed.out" 2>&1 || { cat "$workdir/check-fixed.out"; fail "check-config still fails with the README's config.pl lines"; }
+        > "$workdir/check.out" 2>&1 || { cat "$workdir/check.out"; fail "check-config still fails with the README's config.pl lines"; }
     echo "-- with the README's CgiUserConfigEdit lines: check-config passes"
 fi
+! grep -q 'shipped example' "$workdir/check.out" || fail "check-config still sees the example url"
 
 echo "== enroll bundle (installed enroll)"
-ssh-keygen -q -t ed25519 -N '' -C 'register key' -f "$workdir/register-key"
-ssh-keygen -q -t ed25519 -N '' -C 'server host key' -f "$workdir/host-key"
 (cd "$workdir" && enroll bundle --server backup.example.org --register-key register-key --host-key host-key.pub -o site.tar.gz)
 tar -tvzf "$workdir/site.tar.gz" | grep -q -- '-rw------- root/root .* etc/backuppc-enroll/register-key$' \
     || fail "the bundle's register key is not 0600 root"
@@ -130,4 +149,5 @@ for path in /etc/backuppc-enroll /var/lib/backuppc-enroll /usr/lib/backuppc-enro
     [ ! -e "$path" ] || fail "$path left after purge"
 done
 ! dpkg-statoverride --list /etc/backuppc-enroll/server.toml >/dev/null || fail "statoverride left after purge"
+[ "$(snapshot)" = "$(cat "$workdir/ssh.before")" ] || fail "$bpc_ssh differs after purge: $(snapshot)"
 echo "check-debs: both packages build, pass lintian, install, run, and purge cleanly"
