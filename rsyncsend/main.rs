@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let policy = policy(&cfg, &cli.config);
     if cmd == "status" {
         let shares: Vec<String> = policy.shares.iter().map(|s| s.display().to_string()).collect();
-        println!("rsyncsend {}", backuppc_enroll::VERSION);
+        println!("rsyncsend {}", backuppc_enroll::LONG_VERSION);
         println!("shares: {}", shares.join(" "));
         println!("restore: {}\ndelete: {}", cfg.restore, cfg.delete);
         audit.event("status", json!({ "client": client }));

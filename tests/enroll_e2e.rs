@@ -72,6 +72,12 @@ fn enroll_then_backup_through_rsyncsend() {
     // The per-host key cannot do anything else.
     let ok = w.ssh_as_server("localhost", "true");
     assert!(ok.status.success(), "connectivity check: {}", text(&ok.stderr));
+    let status = w.ssh_as_server("localhost", "status");
+    let report = text(&status.stdout);
+    assert!(status.status.success(), "status: {}", text(&status.stderr));
+    assert!(report.starts_with(&format!("rsyncsend {}", backuppc_enroll::LONG_VERSION)), "{report}");
+    assert!(report.contains(&format!("shares: {}", w.data.display())), "{report}");
+    assert!(report.contains("restore: false"), "{report}");
     for cmd in ["id", "cat /etc/shadow", "rsync --server --sender -l . /etc", "rsync --server -l . /tmp"] {
         let out = w.ssh_as_server("localhost", cmd);
         assert!(!out.status.success(), "{cmd} must be refused");
