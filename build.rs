@@ -65,11 +65,16 @@ fn main() -> io::Result<()> {
             }
         }
     }
-    // target/<profile>/build/<package>-<hash>/out → target/<profile>/assets
+    // target/<profile>/build/<package>-<hash>/out → target/<profile>/assets,
+    // replaced whole by a rename, so that a reader never sees half of it.
     if let Some(profile_dir) = out.ancestors().nth(3) {
         let stable = profile_dir.join("assets");
-        let _ = fs::remove_dir_all(&stable);
-        copy_tree(&assets, &stable)?;
+        let staged = profile_dir.join(format!(".assets.{}", process::id()));
+        let old = profile_dir.join(format!(".assets.old.{}", process::id()));
+        copy_tree(&assets, &staged)?;
+        let _ = fs::rename(&stable, &old);
+        fs::rename(&staged, &stable)?;
+        let _ = fs::remove_dir_all(&old);
     }
     Ok(())
 }
@@ -87,18 +92,25 @@ fn long_version() -> String {
 }
 
 fn git_revision() -> Option<String> {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR")?);
     let git = |args: &[&str]| {
-        let out = process::Command::new("git").args(args).output().ok()?;
+        let out = process::Command::new("git").arg("-C").arg(&manifest).args(args).output().ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
+    // Only this repository's own checkout: not one it was unpacked inside.
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    if fs::canonicalize(&top).ok()? != fs::canonicalize(&manifest).ok()? {
+        return None;
+    }
     let revision = git(&["rev-parse", "--short=12", "HEAD"])?;
-    // Rebuild when HEAD moves: a commit, a checkout, a rebase.
-    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        let dir = Path::new(&dir);
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
-        println!("cargo:rerun-if-changed={}", dir.join("packed-refs").display());
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", dir.join(branch).display());
+    // Rebuild when HEAD moves (a commit, a checkout, a reset): HEAD and its
+    // reflog change then. Only files that exist are named, since cargo
+    // reruns the script on every build for a missing one.
+    for name in ["HEAD", "logs/HEAD"] {
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", name]) {
+            if Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
         }
     }
     Some(revision)

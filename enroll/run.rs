@@ -328,7 +328,11 @@ fn uninstall(cli: &Cli, cfg: &ClientConfig, server: &str, p: &Progress) -> Resul
     }
     p.step(&format!("Removing the enrollment with {server}"));
     let done = local::uninstall(cfg, server, cli.remove_user)?;
-    p.done(&done);
+    if done.is_empty() {
+        eprintln!("    nothing to remove: this machine is not enrolled with {server}");
+    } else {
+        p.done(&done);
+    }
     let left = std::fs::read_to_string(local::authorized_keys_path(cfg)?).unwrap_or_default();
     if !authorized_keys::tagged_lines(&left, server).is_empty() {
         bail!("a key line of {server} is still present");

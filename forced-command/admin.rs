@@ -15,7 +15,15 @@ use backuppc_enroll::{hosts, names};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-pub fn run(cmd: Admin, config: &Path) -> Result<()> {
+/// Run an admin subcommand for a person at a shell: output piped into
+/// `head` or `grep -q` ends the process quietly when the reader leaves, as
+/// other Unix tools do, rather than failing on the closed pipe.
+pub fn run_at_a_shell(cmd: Admin, config: &Path) -> Result<()> {
+    backuppc_enroll::restore_sigpipe();
+    run(cmd, config)
+}
+
+fn run(cmd: Admin, config: &Path) -> Result<()> {
     let cfg = ServerConfig::load(config)?;
     if let Admin::CheckConfig { register_key } = &cmd {
         return check_config(&cfg, config, register_key.as_deref());

@@ -21,7 +21,7 @@ use std::path::PathBuf;
     disable_help_subcommand = true,
     after_help = "Examples:
   forced-command check-config     # after installing or editing server.toml
-  forced-command install-register-key /etc/backuppc-enroll/register-key.pub
+  forced-command install-register-key /root/backuppc-enroll-site/register-key.pub
   forced-command list
   forced-command revoke dormeur.example.org
 
@@ -94,7 +94,7 @@ pub enum Admin {
     /// directory, and print the authorized_keys line for the register key.
     #[command(after_help = "Examples:
   forced-command check-config
-  forced-command check-config --register-key /etc/backuppc-enroll/register-key.pub
+  forced-command check-config --register-key /root/backuppc-enroll-site/register-key.pub
 
 Exit status:
   0  everything is usable (warnings may be printed)
@@ -107,7 +107,7 @@ Exit status:
     /// Install the register key's line in the BackupPC account's
     /// authorized_keys (idempotent: an earlier register key line is replaced).
     #[command(after_help = "Example:
-  forced-command install-register-key /etc/backuppc-enroll/register-key.pub")]
+  forced-command install-register-key /root/backuppc-enroll-site/register-key.pub")]
     InstallRegisterKey {
         /// The public register key (OpenSSH format).
         #[arg(value_name = "PUBKEY")]

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.admin {
         None => serve::run(&cli.config),
-        Some(cmd) => match admin::run(cmd, &cli.config) {
+        Some(cmd) => match admin::run_at_a_shell(cmd, &cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("forced-command: error: {e:#}");

@@ -32,8 +32,9 @@ done
 echo "== build"
 bash packaging/build-debs.sh
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-client_deb=target/debian/${client}_${version}-1_amd64.deb
-server_deb=target/debian/${server}_${version}-1_amd64.deb
+arch=$(dpkg --print-architecture)
+client_deb=target/debian/${client}_${version}-1_${arch}.deb
+server_deb=target/debian/${server}_${version}-1_${arch}.deb
 [ -f "$client_deb" ] && [ -f "$server_deb" ] || fail "packages not built"
 
 echo "== lintian"
@@ -59,12 +60,16 @@ cleanup() {
         rm -rf "$bpc_ssh"
         if [ -e "$workdir/ssh.saved" ]; then cp -a "$workdir/ssh.saved" "$bpc_ssh"; fi
     fi
+    # None of them existed before (checked above).
+    rm -rf /etc/backuppc-enroll /var/lib/backuppc-enroll /usr/lib/backuppc-enroll
     rm -rf "$workdir"
 }
 trap cleanup EXIT
 
-echo "== dpkg -i"
-dpkg -i "$server_deb" "$client_deb" | tee "$workdir/install.log"
+echo "== dpkg -i: the client first, then the server, where enroll has already made /var/lib/backuppc-enroll as root"
+dpkg -i "$client_deb"
+install -d -m 0755 /var/lib/backuppc-enroll
+dpkg -i "$server_deb" | tee "$workdir/install.log"
 grep -q 'forced-command check-config' "$workdir/install.log" || fail "the server's postinst does not print the next step"
 dpkg -L $client $server | sort > "$workdir/files"
 
@@ -132,17 +137,32 @@ echo "== enroll bundle (installed enroll)"
 tar -tvzf "$workdir/site.tar.gz" | grep -q -- '-rw------- root/root .* etc/backuppc-enroll/register-key$' \
     || fail "the bundle's register key is not 0600 root"
 
-echo "== dpkg -r (conffiles stay)"
-dpkg -r $client $server
-for f in /usr/bin/enroll /usr/bin/forced-command /usr/lib/backuppc-enroll/rsyncsend; do
+echo "== dpkg -i again (the upgrade path): the admin's edits and overrides stay"
+cp -p /etc/backuppc-enroll/server.toml "$workdir/server.toml.edited"
+dpkg -i "$server_deb" "$client_deb" | tee "$workdir/reinstall.log"
+! grep -q 'is installed. Next:' "$workdir/reinstall.log" || fail "postinst repeats the first-install steps on an upgrade"
+cmp -s /etc/backuppc-enroll/server.toml "$workdir/server.toml.edited" || fail "the edited server.toml was replaced"
+[ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml)" = "root:backuppc 640" ] || fail "server.toml mode lost on upgrade"
+
+echo "== dpkg -r, then purge, the client alone: the server's registry folder stays"
+dpkg -r $client
+for f in /usr/bin/enroll /usr/lib/backuppc-enroll/rsyncsend; do
     [ ! -e "$f" ] || fail "$f left after dpkg -r"
 done
-for f in /etc/backuppc-enroll/client.toml /etc/backuppc-enroll/server.toml; do
-    [ -f "$f" ] || fail "conffile $f removed by dpkg -r (only a purge removes it)"
-done
+[ -f /etc/backuppc-enroll/client.toml ] || fail "conffile client.toml removed by dpkg -r (only a purge removes it)"
+dpkg --purge $client
+[ ! -e /etc/backuppc-enroll/client.toml ] || fail "client.toml left after purge"
+[ "$(stat -c '%U:%G %a' /var/lib/backuppc-enroll 2>&1)" = "backuppc:backuppc 750" ] \
+    || fail "purging the client took the server's registry folder"
+forced-command check-config > "$workdir/check-after.out" 2>&1 || true
+grep -q '^ok: /var/lib/backuppc-enroll is writable by backuppc' "$workdir/check-after.out" \
+    || fail "check-config: registry folder not usable after the client's purge"
 
-echo "== dpkg --purge (nothing stays)"
-dpkg --purge $client $server
+echo "== dpkg -r, then purge, the server"
+dpkg -r $server
+[ ! -e /usr/bin/forced-command ] || fail "forced-command left after dpkg -r"
+[ -f /etc/backuppc-enroll/server.toml ] || fail "conffile server.toml removed by dpkg -r (only a purge removes it)"
+dpkg --purge $server
 left=$(while read -r f; do [ -d "$f" ] || [ ! -e "$f" ] || echo "$f"; done < "$workdir/files")
 [ -z "$left" ] || fail "files left after purge: $left"
 for path in /etc/backuppc-enroll /var/lib/backuppc-enroll /usr/lib/backuppc-enroll /usr/share/doc/$client /usr/share/doc/$server; do

@@ -26,6 +26,18 @@ pub mod rsync;
 pub mod sshenv;
 pub mod tokens;
 
+/// Let SIGPIPE end the process, as it does other Unix tools (Rust ignores
+/// it, so printing into a closed pipe fails or panics). For commands run by
+/// a person that write nothing over the network after their output starts;
+/// not for serving, where every write is checked.
+pub fn restore_sigpipe() {
+    // SAFETY: resetting a signal to its default disposition, before any
+    // thread exists, has no memory-safety effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Version sent in the hello block and printed by `rsyncsend status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

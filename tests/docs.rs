@@ -75,14 +75,25 @@ fn a_man_page_per_command_and_subcommand_rendering_without_warnings() {
             assert!(found, "{} has no {section}", page.display());
         }
     }
-    // Every subcommand listed on a page has its own page.
+    // Every subcommand listed on a page (the line after each `.TP` of
+    // SUBCOMMANDS) has its own page.
+    let mut links = 0;
     for page in &pages {
         let roff = roff_of(page);
-        for line in roff.lines().filter(|l| l.contains("(8)") && l.starts_with("\\fB")) {
-            let linked = line.trim_start_matches("\\fB").split("\\fR").next().unwrap().replace("(8)", ".8.gz");
+        let section: Vec<&str> = roff
+            .lines()
+            .skip_while(|l| *l != ".SH SUBCOMMANDS")
+            .skip(1)
+            .take_while(|l| !l.starts_with(".SH"))
+            .collect();
+        for pair in section.windows(2).filter(|w| w[0] == ".TP") {
+            let linked = pair[1].replace("\\-", "-").replace("(8)", ".8.gz");
             assert!(names.contains(&linked), "{} links {linked}, which is not generated", page.display());
+            links += 1;
         }
     }
+    // forced-command's 10 + token's 3 + enroll's bundle.
+    assert_eq!(links, 14, "subcommand links found");
 }
 
 #[test]

@@ -93,8 +93,10 @@ fn installed_site_bundle_enrolls_with_no_other_input() {
     assert_eq!(meta.mode() & 0o777, 0o600, "the archive holds a private key");
     let listing = text(&run_ok(Command::new("tar").arg("-tvzf").arg(&archive)).stdout);
     assert!(
-        listing.contains("-rw------- root/root") && listing.contains("etc/backuppc-enroll/register-key"),
-        "{listing}"
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rw------- root/root") && l.ends_with(" etc/backuppc-enroll/register-key")),
+        "register key 0600 root in the archive: {listing}"
     );
 
     // Install it the documented way, then enroll with nothing but --yes and
