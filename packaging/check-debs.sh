@@ -137,21 +137,34 @@ echo "== enroll bundle (installed enroll)"
 tar -tvzf "$workdir/site.tar.gz" | grep -q -- '-rw------- root/root .* etc/backuppc-enroll/register-key$' \
     || fail "the bundle's register key is not 0600 root"
 
+echo "== the site bundle unpacked at / (as on a workstation)"
+tar -xpzf "$workdir/site.tar.gz" -C /
+[ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/register-key)" = "root:root 600" ] || fail "installed register key is not 0600 root"
+enroll --dry-run --yes --logon root > "$workdir/dry-run.out" 2>&1 || { cat "$workdir/dry-run.out"; fail "enroll --dry-run with the bundle"; }
+cat "$workdir/dry-run.out"
+grep -q 'ask backuppc@backup.example.org port 22' "$workdir/dry-run.out" || fail "enroll does not read the bundle's client.toml"
+grep -q 'bound to /usr/lib/backuppc-enroll/rsyncsend' "$workdir/dry-run.out" || fail "enroll does not bind keys to the installed rsyncsend"
+cp -p /etc/backuppc-enroll/client.toml "$workdir/client.toml.bundle"
+
 echo "== dpkg -i again (the upgrade path): the admin's edits and overrides stay"
 cp -p /etc/backuppc-enroll/server.toml "$workdir/server.toml.edited"
 dpkg -i "$server_deb" "$client_deb" | tee "$workdir/reinstall.log"
 ! grep -q 'is installed. Next:' "$workdir/reinstall.log" || fail "postinst repeats the first-install steps on an upgrade"
 cmp -s /etc/backuppc-enroll/server.toml "$workdir/server.toml.edited" || fail "the edited server.toml was replaced"
+cmp -s /etc/backuppc-enroll/client.toml "$workdir/client.toml.bundle" || fail "the bundle's client.toml was replaced"
 [ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml)" = "root:backuppc 640" ] || fail "server.toml mode lost on upgrade"
 
 echo "== dpkg -r, then purge, the client alone: the server's registry folder stays"
-dpkg -r $client
+dpkg -r $client | tee "$workdir/remove.log"
+grep -q "removing this machine's enrollment" "$workdir/remove.log" || fail "the client's prerm did not run enroll --uninstall"
 for f in /usr/bin/enroll /usr/lib/backuppc-enroll/rsyncsend; do
     [ ! -e "$f" ] || fail "$f left after dpkg -r"
 done
 [ -f /etc/backuppc-enroll/client.toml ] || fail "conffile client.toml removed by dpkg -r (only a purge removes it)"
 dpkg --purge $client
-[ ! -e /etc/backuppc-enroll/client.toml ] || fail "client.toml left after purge"
+for f in client.toml register-key server_host_keys; do
+    [ ! -e "/etc/backuppc-enroll/$f" ] || fail "/etc/backuppc-enroll/$f left after the client's purge"
+done
 [ "$(stat -c '%U:%G %a' /var/lib/backuppc-enroll 2>&1)" = "backuppc:backuppc 750" ] \
     || fail "purging the client took the server's registry folder"
 forced-command check-config > "$workdir/check-after.out" 2>&1 || true
