@@ -62,14 +62,17 @@ impl<'a> Server<'a> {
     }
 
     /// Create the parent folder of a state file (registry, tokens) owned
-    /// by the BackupPC account, even when an admin runs as root.
+    /// by the BackupPC account, even when an admin runs as root. It is
+    /// 0755: the files in it carry their own modes (0640, 0600), and on a
+    /// server that enrolls itself the client's state lives there too, read
+    /// by rsyncsend as the backup account.
     pub fn ensure_parent(&self, file: &Path) -> io::Result<()> {
         match file.parent() {
             Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
                 if let Some(up) = dir.parent() {
                     std::fs::create_dir_all(up)?;
                 }
-                self.ensure_dir(dir, self.file(0o750))
+                self.ensure_dir(dir, self.file(0o755))
             }
             _ => Ok(()),
         }

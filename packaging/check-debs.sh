@@ -28,6 +28,9 @@ done
 for path in /etc/backuppc-enroll /var/lib/backuppc-enroll /usr/lib/backuppc-enroll; do
     [ ! -e "$path" ] || fail "$path exists before the packages are installed; the purge check needs a machine without it"
 done
+# The workstation's backup account of the enrollment below.
+backup_user=bpedeb
+! id "$backup_user" >/dev/null 2>&1 || fail "user $backup_user exists (a previous run?): userdel -r $backup_user"
 
 echo "== build"
 bash packaging/build-debs.sh
@@ -62,6 +65,8 @@ cleanup() {
     fi
     # None of them existed before (checked above).
     rm -rf /etc/backuppc-enroll /var/lib/backuppc-enroll /usr/lib/backuppc-enroll
+    if id "$backup_user" >/dev/null 2>&1; then userdel --remove "$backup_user" 2>/dev/null || true; fi
+    rm -f "/etc/sudoers.d/backuppc-enroll-$backup_user"
     rm -rf "$workdir"
 }
 trap cleanup EXIT
@@ -82,8 +87,8 @@ for cmd in enroll forced-command /usr/lib/backuppc-enroll/rsyncsend; do
     echo "$got"
 done
 [ "$(command -v enroll)" = /usr/bin/enroll ] || fail "enroll is not on the PATH"
-[ "$(stat -c '%U:%G %a' /var/lib/backuppc-enroll)" = "backuppc:backuppc 750" ] \
-    || fail "registry folder: $(stat -c '%U:%G %a' /var/lib/backuppc-enroll), want backuppc:backuppc 750"
+[ "$(stat -c '%U:%G %a' /var/lib/backuppc-enroll)" = "backuppc:backuppc 755" ] \
+    || fail "registry folder: $(stat -c '%U:%G %a' /var/lib/backuppc-enroll), want backuppc:backuppc 755"
 [ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml)" = "root:backuppc 640" ] \
     || fail "server.toml: $(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml), want root:backuppc 640"
 for page in enroll enroll-bundle rsyncsend forced-command forced-command-check-config forced-command-token-create; do
@@ -118,15 +123,15 @@ grep -q '^ok: /var/lib/backuppc-enroll is writable by backuppc' "$workdir/check.
 # one error expected here, which the README's lines fix. Check that the
 # fix makes check-config pass, in a private mount namespace so this
 # machine's config.pl is never changed.
+cp /etc/backuppc/config.pl "$workdir/config.pl.fixed"
+grep '^\$Conf{CgiUserConfigEdit}' README.md >> "$workdir/config.pl.fixed"
 errors=$(grep -c '^error:' "$workdir/check.out" || true)
 if [ "$errors" -gt 0 ]; then
     [ "$status" -eq 1 ] || fail "check-config found errors but exited $status"
     [ "$errors" -eq 1 ] && grep -q '^error: users may edit RsyncSshArgs' "$workdir/check.out" \
         || fail "check-config: unexpected errors on a fresh install"
-    cp /etc/backuppc/config.pl "$workdir/config.pl"
-    grep '^\$Conf{CgiUserConfigEdit}' README.md >> "$workdir/config.pl"
     unshare --mount --propagation private -- sh -c \
-        "mount --bind '$workdir/config.pl' /etc/backuppc/config.pl && exec forced-command check-config" \
+        "mount --bind '$workdir/config.pl.fixed' /etc/backuppc/config.pl && exec forced-command check-config" \
         > "$workdir/check.out" 2>&1 || { cat "$workdir/check.out"; fail "check-config still fails with the README's config.pl lines"; }
     echo "-- with the README's CgiUserConfigEdit lines: check-config passes"
 fi
@@ -137,13 +142,78 @@ echo "== enroll bundle (installed enroll)"
 tar -tvzf "$workdir/site.tar.gz" | grep -q -- '-rw------- root/root .* etc/backuppc-enroll/register-key$' \
     || fail "the bundle's register key is not 0600 root"
 
-echo "== the site bundle unpacked at / (as on a workstation)"
-tar -xpzf "$workdir/site.tar.gz" -C /
+echo "== a real enrollment and backup with the installed programs"
+# This machine plays both sides. sshd runs on a free loopback port in a
+# private mount namespace where BackupPC's config folder and the backuppc
+# account's home are copies, so the machine's own BackupPC is untouched;
+# the workstation side (backup account, sudoers drop-in, key line, state)
+# is real, and undone below by the client's prerm.
+ns=$workdir/ns
+mkdir -p "$ns/sshd" "$ns/backup"
+# The backuppc account writes the backup under it.
+chmod 0711 "$workdir"
+chmod 0755 "$ns"
+cp -a /etc/backuppc "$ns/etc-backuppc"
+cat "$workdir/config.pl.fixed" > "$ns/etc-backuppc/config.pl"
+# Debian's stock hosts file has BackupPC back up localhost for the backuppc
+# logon; here localhost is the workstation that enrolls.
+sed -i '/^localhost[[:space:]]/d' "$ns/etc-backuppc/hosts"
+install -d -o backuppc -g backuppc -m 0750 "$ns/home"
+cp -a "$bpc_ssh" "$ns/home/.ssh"
+chown backuppc:backuppc "$ns/backup"
+ssh-keygen -q -t ed25519 -N '' -C check-debs-sshd -f "$ns/sshd/host_key"
+port=$((20000 + RANDOM % 40000))
+while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+cat > "$ns/sshd/sshd_config" <<CONF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $ns/sshd/host_key
+PidFile none
+# PAM: Debian's backuppc account has a locked password ("!").
+UsePAM yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers backuppc $backup_user
+AllowTcpForwarding no
+X11Forwarding no
+CONF
+cat > "$ns/site.toml" <<TOML
+# this check's workstation: its own backup account, its loopback sshd
+backup_user = "$backup_user"
+hostname = "localhost"
+sshd_port = $port
+host_keys = ["$ns/sshd/host_key.pub"]
+TOML
+enroll bundle --server 127.0.0.1 --port "$port" --register-key "$workdir/register-key" \
+    --host-key "$ns/sshd/host_key.pub" --client-config "$ns/site.toml" -o "$ns/site.tar.gz"
+tar -xpzf "$ns/site.tar.gz" -C /
 [ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/register-key)" = "root:root 600" ] || fail "installed register key is not 0600 root"
-enroll --dry-run --yes --logon root > "$workdir/dry-run.out" 2>&1 || { cat "$workdir/dry-run.out"; fail "enroll --dry-run with the bundle"; }
-cat "$workdir/dry-run.out"
-grep -q 'ask backuppc@backup.example.org port 22' "$workdir/dry-run.out" || fail "enroll does not read the bundle's client.toml"
-grep -q 'bound to /usr/lib/backuppc-enroll/rsyncsend' "$workdir/dry-run.out" || fail "enroll does not bind keys to the installed rsyncsend"
+mkdir -p /run/sshd
+unshare --mount --propagation private -- bash -c '
+    set -euo pipefail
+    ns=$1; port=$2
+    mount --bind "$ns/etc-backuppc" /etc/backuppc
+    mount --bind "$ns/home" /var/lib/backuppc
+    /usr/sbin/sshd -D -e -f "$ns/sshd/sshd_config" 2> "$ns/sshd/log" &
+    sshd=$!
+    trap "kill $sshd" EXIT
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    enroll --yes --logon root
+    grep -q "^localhost[[:space:]]0[[:space:]]root$" /etc/backuppc/hosts
+    ssh_cmd=$(perl -e "our %Conf; do \$ARGV[0] or die; print \$Conf{RsyncSshArgs}[1]" /etc/backuppc/pc/localhost.pl)
+    runuser -u backuppc -- rsync -a --protect-args --rsync-path=/usr/bin/rsync -e "${ssh_cmd//\$sshPath//usr/bin/ssh}" \
+        127.0.0.1:/etc/debian_version "$ns/backup/"
+    forced-command revoke localhost
+' bash "$ns" "$port" > "$ns/run.log" 2>&1 || { cat "$ns/run.log" "$ns/sshd/log"; fail "enrollment or backup with the installed programs"; }
+cat "$ns/run.log"
+cmp -s "$ns/backup/debian_version" /etc/debian_version || fail "the backup through rsyncsend did not bring the file back"
+keys_of() {
+    { cat "/var/lib/$backup_user/.ssh/authorized_keys" 2>/dev/null || true; } \
+        | grep -c 'command="/usr/lib/backuppc-enroll/rsyncsend --config /etc/backuppc-enroll/client.toml"' || true
+}
+[ "$(keys_of)" = 1 ] || fail "no key line bound to the installed rsyncsend"
+[ -f "/etc/sudoers.d/backuppc-enroll-$backup_user" ] || fail "no sudoers drop-in"
 cp -p /etc/backuppc-enroll/client.toml "$workdir/client.toml.bundle"
 
 echo "== dpkg -i again (the upgrade path): the admin's edits and overrides stay"
@@ -155,8 +225,12 @@ cmp -s /etc/backuppc-enroll/client.toml "$workdir/client.toml.bundle" || fail "t
 [ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml)" = "root:backuppc 640" ] || fail "server.toml mode lost on upgrade"
 
 echo "== dpkg -r, then purge, the client alone: the server's registry folder stays"
+[ "$(keys_of)" = 1 ] || fail "the reinstall (prerm upgrade) touched the enrollment"
 dpkg -r $client | tee "$workdir/remove.log"
 grep -q "removing this machine's enrollment" "$workdir/remove.log" || fail "the client's prerm did not run enroll --uninstall"
+[ "$(keys_of)" = 0 ] || fail "the key line outlived rsyncsend"
+[ ! -e "/etc/sudoers.d/backuppc-enroll-$backup_user" ] || fail "the sudoers drop-in outlived rsyncsend"
+id "$backup_user" >/dev/null 2>&1 || fail "the backup account went with the package (it must stay)"
 for f in /usr/bin/enroll /usr/lib/backuppc-enroll/rsyncsend; do
     [ ! -e "$f" ] || fail "$f left after dpkg -r"
 done
@@ -165,7 +239,7 @@ dpkg --purge $client
 for f in client.toml register-key server_host_keys; do
     [ ! -e "/etc/backuppc-enroll/$f" ] || fail "/etc/backuppc-enroll/$f left after the client's purge"
 done
-[ "$(stat -c '%U:%G %a' /var/lib/backuppc-enroll 2>&1)" = "backuppc:backuppc 750" ] \
+[ "$(stat -c '%U:%G %a' /var/lib/backuppc-enroll 2>&1)" = "backuppc:backuppc 755" ] \
     || fail "purging the client took the server's registry folder"
 forced-command check-config > "$workdir/check-after.out" 2>&1 || true
 grep -q '^ok: /var/lib/backuppc-enroll is writable by backuppc' "$workdir/check-after.out" \
