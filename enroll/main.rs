@@ -8,6 +8,7 @@ mod local;
 mod logon;
 mod run;
 
+// As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;
 use clap::Parser;
 pub use cli::Cli;

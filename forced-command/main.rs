@@ -8,6 +8,7 @@ mod notify;
 mod serve;
 mod server;
 
+// As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;
 use clap::Parser;
 use cli::Cli;

@@ -6,6 +6,7 @@ mod cli;
 
 use backuppc_enroll::config::ClientConfig;
 use backuppc_enroll::log::Audit;
+// As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;
 use backuppc_enroll::rsync::{self, Direction, Parsed, Pin, RealFs, RsyncInvocation, RsyncPolicy, StdinWithDeadline};
 use backuppc_enroll::sshenv::SshEnv;
