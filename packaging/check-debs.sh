@@ -198,7 +198,8 @@ unshare --mount --propagation private -- bash -c '
     /usr/sbin/sshd -D -e -f "$ns/sshd/sshd_config" 2> "$ns/sshd/log" &
     sshd=$!
     trap "kill $sshd" EXIT
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    # Ready when sshd says so (a connect could reach something else).
+    for _ in $(seq 100); do grep -q "Server listening on 127.0.0.1 port $port" "$ns/sshd/log" && break; sleep 0.1; done
     enroll --yes --logon root
     grep -q "^localhost[[:space:]]0[[:space:]]root$" /etc/backuppc/hosts
     ssh_cmd=$(perl -e "our %Conf; do \$ARGV[0] or die; print \$Conf{RsyncSshArgs}[1]" /etc/backuppc/pc/localhost.pl)

@@ -101,7 +101,8 @@ CONF
 mkdir -p /run/sshd
 /usr/sbin/sshd -D -e -f "$demo/sshd/sshd_config" 2>"$demo/sshd/log" &
 sshd_pid=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+# Ready when sshd says so (a connect could reach something else).
+for _ in $(seq 100); do grep -q "Server listening on 127.0.0.1 port $port" "$demo/sshd/log" && break; sleep 0.1; done
 echo "sshd pid $sshd_pid on 127.0.0.1:$port"
 
 say "3. The workstation enrolls itself: enroll --logon $logon --yes"

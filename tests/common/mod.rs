@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use std::fs::{self, File};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -299,7 +299,11 @@ impl Sshd {
                 if let Ok(Some(_)) = sshd.child.try_wait() {
                     break; // exited: port taken or config error; try again
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // sshd's own word that it listens, not a connect: on loopback a
+                // connect to a free ephemeral port can reach another test's
+                // listener, or connect to itself, and pass for sshd.
+                let listening = format!("Server listening on 127.0.0.1 port {port}.");
+                if fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening)) {
                     return sshd;
                 }
                 std::thread::sleep(Duration::from_millis(20));
