@@ -66,9 +66,7 @@ impl Progress {
 pub fn main(cli: &Cli) -> Result<()> {
     let cfg = ClientConfig::load(&cli.config)?;
     let server = cfg.server.clone().with_context(|| format!("`server` is not set in {}", cli.config.display()))?;
-    names::host_name(&server)
-        .or_else(|_| server.parse::<std::net::IpAddr>().map(|_| server.clone()).map_err(|_| ()))
-        .map_err(|_| anyhow::anyhow!("`server` {server:?} is not a host name or address"))?;
+    names::server_address(&server).map_err(|e| anyhow::anyhow!("`server` in {}: {e}", cli.config.display()))?;
     if !cli.dry_run && !nix::unistd::geteuid().is_root() {
         bail!("enroll must run as root (it creates a user and a sudoers drop-in): try sudo enroll");
     }

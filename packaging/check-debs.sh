@@ -105,7 +105,6 @@ done
 
 echo "== the README's server steps"
 ssh-keygen -q -t ed25519 -N '' -C 'register key' -f "$workdir/register-key"
-ssh-keygen -q -t ed25519 -N '' -C 'server host key' -f "$workdir/host-key"
 sed -i 's|^url = .*|url = "https://backup.test.invalid/backuppc/index.cgi?host={host}"|' /etc/backuppc-enroll/server.toml
 forced-command install-register-key "$workdir/register-key.pub"
 grep -q "^restrict,command=\"/usr/bin/forced-command --config /etc/backuppc-enroll/server.toml\" ssh-ed25519 " "$bpc_ssh/authorized_keys" \
@@ -136,11 +135,6 @@ if [ "$errors" -gt 0 ]; then
     echo "-- with the README's CgiUserConfigEdit lines: check-config passes"
 fi
 ! grep -q 'shipped example' "$workdir/check.out" || fail "check-config still sees the example url"
-
-echo "== enroll bundle (installed enroll)"
-(cd "$workdir" && enroll bundle --server backup.example.org --register-key register-key --host-key host-key.pub -o site.tar.gz)
-tar -tvzf "$workdir/site.tar.gz" | grep -q -- '-rw------- root/root .* etc/backuppc-enroll/register-key$' \
-    || fail "the bundle's register key is not 0600 root"
 
 echo "== a real enrollment and backup with the installed programs"
 # This machine plays both sides. sshd runs on a free loopback port in a
@@ -187,6 +181,8 @@ host_keys = ["$ns/sshd/host_key.pub"]
 TOML
 enroll bundle --server 127.0.0.1 --port "$port" --register-key "$workdir/register-key" \
     --host-key "$ns/sshd/host_key.pub" --client-config "$ns/site.toml" -o "$ns/site.tar.gz"
+tar -tvzf "$ns/site.tar.gz" | grep -q -- '-rw------- root/root .* etc/backuppc-enroll/register-key$' \
+    || fail "the bundle's register key is not 0600 root"
 tar -xpzf "$ns/site.tar.gz" -C /
 [ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/register-key)" = "root:root 600" ] || fail "installed register key is not 0600 root"
 mkdir -p /run/sshd

@@ -98,9 +98,7 @@ pub fn register_key(bytes: &[u8]) -> Result<PublicKey, String> {
 /// out or not, is replaced, so the comments stay next to it. The result
 /// must parse and say what was asked, or nothing is returned.
 pub fn client_toml(template: &str, site: &Site) -> Result<String, String> {
-    names::host_name(&site.server)
-        .or_else(|e| site.server.parse::<std::net::IpAddr>().map(|_| site.server.clone()).map_err(|_| e))
-        .map_err(|e| format!("server {:?}: {e}", names::printable(&site.server)))?;
+    names::server_address(&site.server).map_err(|e| format!("server: {e}"))?;
     if let Some(u) = &site.server_user {
         names::user_name(u).map_err(|e| format!("server user: {e}"))?;
     }

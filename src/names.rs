@@ -27,6 +27,15 @@ pub fn host_name(raw: &str) -> Result<String, String> {
     Ok(name.to_ascii_lowercase())
 }
 
+/// Where a client reaches the server: a DNS host name or an IP address,
+/// returned as given (a name lower-cased).
+pub fn server_address(raw: &str) -> Result<String, String> {
+    match raw.parse::<std::net::IpAddr>() {
+        Ok(_) => Ok(raw.to_string()),
+        Err(_) => host_name(raw).map_err(|_| format!("{:?} is not a host name or an IP address", printable(raw))),
+    }
+}
+
 /// A local account name usable in sudoers, sshd and a sudoers.d file name:
 /// `[a-z_][a-z0-9_-]{0,31}` (no dot: sudo skips drop-ins whose name has one).
 pub fn user_name(raw: &str) -> Result<String, String> {
@@ -145,6 +154,22 @@ mod tests {
         }
         assert!(host_name(&"a".repeat(64)).is_err(), "label over 63");
         assert!(host_name(&format!("{}.x", "a.".repeat(130))).is_err(), "over 253");
+    }
+
+    #[test]
+    fn server_addresses() {
+        let table: &[(&str, Option<&str>, &str)] = &[
+            ("Backup.Example.org", Some("backup.example.org"), "name, lower-cased"),
+            ("10.0.0.1", Some("10.0.0.1"), "IPv4"),
+            ("fd00::1", Some("fd00::1"), "IPv6"),
+            ("", None, "empty"),
+            ("-oProxyCommand=x", None, "option-like"),
+            ("backup\"\nrestore = true", None, "quote and newline"),
+            ("[::1]", None, "bracketed"),
+        ];
+        for (raw, want, why) in table {
+            assert_eq!(server_address(raw).ok().as_deref(), *want, "{why}");
+        }
     }
 
     #[test]

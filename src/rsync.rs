@@ -1012,14 +1012,19 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
+/// A filesystem table shared by the property tests here and the fuzz
+/// targets (cargo-fuzz builds with `--cfg fuzzing`): everything under
+/// /home exists and resolves to itself, except /home/link, a symlink that
+/// leads to /etc.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fixture {
+    use super::{Resolve, RsyncPolicy};
+    use std::io;
+    use std::path::{Path, PathBuf};
 
-    /// Everything under /home exists and resolves to itself, except a
-    /// symlink that leads to /etc.
-    struct Table;
+    pub struct Table;
+
     impl Resolve for Table {
         fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
             let s = p.to_string_lossy();
@@ -1034,16 +1039,29 @@ mod properties {
         }
     }
 
-    fn policy() -> RsyncPolicy {
+    /// The share /home, restores allowed, the backup user's .ssh protected.
+    pub fn policy(delete: bool) -> RsyncPolicy {
         RsyncPolicy {
             shares: vec!["/home".into()],
             restore: true,
-            delete: false,
+            delete,
             rsync_path: "/usr/bin/rsync".into(),
             protected: vec!["/home/bk/.ssh".into()],
             follow_links: false,
             iconv: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    use super::fixture::Table;
+
+    fn policy() -> RsyncPolicy {
+        super::fixture::policy(false)
     }
 
     fn word() -> impl Strategy<Value = String> {

@@ -10,9 +10,7 @@ mod common;
 use common::forced::ForcedBench;
 use common::*;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 struct RsyncSendBench {
@@ -58,24 +56,12 @@ impl RsyncSendBench {
 
     fn run(&self, command: &str, stdin: &[u8]) -> std::process::Output {
         let _ = fs::remove_file(self.recorded.with_extension("argv"));
-        let mut child = Command::new(&self.bins.rsyncsend)
-            .arg("--config")
-            .arg(&self.config)
-            .env_clear()
-            .env("SSH_ORIGINAL_COMMAND", command)
-            .env("SSH_CONNECTION", "127.0.0.9 40000 127.0.0.1 22")
-            .env("LD_PRELOAD", "/lib/x86_64-linux-gnu/libm.so.6")
+        let mut cmd = as_sshd_runs(&self.bins.rsyncsend, &self.config, command, "127.0.0.9");
+        // What a hostile environment would try; rsyncsend must not pass it on.
+        cmd.env("LD_PRELOAD", "/lib/x86_64-linux-gnu/libm.so.6")
             .env("HOME", "/tmp/evil-home")
-            .env("POPT_ALIAS", "evil")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin);
-        drop(input);
-        child.wait_with_output().unwrap()
+            .env("POPT_ALIAS", "evil");
+        feed(&mut cmd, stdin, None).wait_with_output().unwrap()
     }
 
     fn executed(&self) -> Option<Vec<String>> {

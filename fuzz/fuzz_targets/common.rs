@@ -1,36 +1,14 @@
-//! A filesystem table shared by the rsync fuzz targets: everything under
-//! /home exists and is itself, /home/link leads to /etc.
+//! What the rsync fuzz targets share: the filesystem table of the
+//! library's property tests (everything under /home exists and is itself,
+//! /home/link leads to /etc), a policy with deletes allowed, and the check
+//! that whatever was accepted stays inside the share.
 
-use backuppc_enroll::rsync::{Resolve, RsyncPolicy};
-use std::io;
-use std::path::{Path, PathBuf};
-
-pub struct Table;
-
-impl Resolve for Table {
-    fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
-        let s = p.to_string_lossy();
-        if let Some(rest) = s.strip_prefix("/home/link") {
-            return Ok(PathBuf::from(format!("/etc{rest}")));
-        }
-        if s == "/" || s == "/home" || s.starts_with("/home/") || s == "/etc" || s.starts_with("/etc/") {
-            Ok(p.to_path_buf())
-        } else {
-            Err(io::ErrorKind::NotFound.into())
-        }
-    }
-}
+pub use backuppc_enroll::rsync::fixture::Table;
+use backuppc_enroll::rsync::RsyncPolicy;
+use std::path::Path;
 
 pub fn policy() -> RsyncPolicy {
-    RsyncPolicy {
-        shares: vec!["/home".into()],
-        restore: true,
-        delete: true,
-        rsync_path: "/usr/bin/rsync".into(),
-        protected: vec!["/home/bk/.ssh".into()],
-        follow_links: false,
-        iconv: false,
-    }
+    backuppc_enroll::rsync::fixture::policy(true)
 }
 
 /// Whatever was accepted stays inside /home.

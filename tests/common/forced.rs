@@ -4,7 +4,6 @@
 
 use super::world::STOCK_HOSTS;
 use super::*;
-use std::io::Write;
 
 pub struct ForcedBench {
     pub dir: TestDir,
@@ -42,24 +41,7 @@ impl ForcedBench {
     /// Start an enrollment, write `stdin`, wait `stall`, then close stdin;
     /// not waited for.
     pub fn spawn_stalling(&self, command: &str, client: &str, stdin: &[u8], stall: Option<Duration>) -> Child {
-        let mut child = Command::new(&self.bins.forced_command)
-            .arg("--config")
-            .arg(&self.config)
-            .env_clear()
-            .env("SSH_ORIGINAL_COMMAND", command)
-            .env("SSH_CONNECTION", format!("{client} 40000 127.0.0.1 22"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin);
-        if let Some(d) = stall {
-            std::thread::sleep(d);
-        }
-        drop(input);
-        child
+        feed(&mut as_sshd_runs(&self.bins.forced_command, &self.config, command, client), stdin, stall)
     }
 
     pub fn spawn(&self, command: &str, client: &str, stdin: &[u8]) -> Child {

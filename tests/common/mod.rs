@@ -200,6 +200,35 @@ pub fn delete_user(name: &str) {
     }
 }
 
+/// `program --config CONFIG` as sshd runs a forced command: an empty
+/// environment but for SSH_ORIGINAL_COMMAND and SSH_CONNECTION (from
+/// `client`), its standard streams piped.
+pub fn as_sshd_runs(program: &Path, config: &Path, command: &str, client: &str) -> Command {
+    let mut c = Command::new(program);
+    c.arg("--config")
+        .arg(config)
+        .env_clear()
+        .env("SSH_ORIGINAL_COMMAND", command)
+        .env("SSH_CONNECTION", format!("{client} 40000 127.0.0.1 22"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Start `cmd`, write `stdin`, wait `stall`, then close its stdin.
+pub fn feed(cmd: &mut Command, stdin: &[u8], stall: Option<Duration>) -> Child {
+    use std::io::Write;
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(stdin);
+    if let Some(d) = stall {
+        std::thread::sleep(d);
+    }
+    drop(input);
+    child
+}
+
 /// `ssh-keygen -t ed25519` into `path` (and `path.pub`); returns the public line.
 pub fn keygen(path: &Path, comment: &str) -> String {
     run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(path));
