@@ -3,9 +3,9 @@
 
 use crate::cli::BundleArgs;
 use anyhow::{bail, Context, Result};
-use backuppc_enroll::atomic::{self, Ownership};
 use backuppc_enroll::bundle::{self, Site};
 use backuppc_enroll::names;
+use backuppc_enroll::store::atomic::{self, Ownership};
 use std::fs;
 
 pub fn run(args: &BundleArgs) -> Result<()> {

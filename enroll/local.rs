@@ -4,9 +4,9 @@
 //! re-run on an enrolled machine changes nothing.
 
 use anyhow::{bail, Context, Result};
-use backuppc_enroll::atomic::{self, Ownership};
-use backuppc_enroll::authorized_keys::{self, KeyLine};
 use backuppc_enroll::config::{ClientConfig, ClientState};
+use backuppc_enroll::ssh::authorized_keys::{self, KeyLine};
+use backuppc_enroll::store::atomic::{self, Ownership};
 use nix::unistd::User;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

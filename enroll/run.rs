@@ -2,14 +2,14 @@
 
 use crate::{local, logon, Cli};
 use anyhow::{bail, Context, Result};
-use backuppc_enroll::answer::{Answer, AnswerError, Success};
-use backuppc_enroll::authorized_keys::{self, KeyLine};
-use backuppc_enroll::client::{Call, CallError};
 use backuppc_enroll::config::{ClientConfig, ClientState};
-use backuppc_enroll::hello::Hello;
 use backuppc_enroll::log::timestamp;
 use backuppc_enroll::names;
-use backuppc_enroll::request::Request;
+use backuppc_enroll::protocol::answer::{Answer, AnswerError, Success};
+use backuppc_enroll::protocol::hello::Hello;
+use backuppc_enroll::protocol::request::Request;
+use backuppc_enroll::ssh::authorized_keys::{self, KeyLine};
+use backuppc_enroll::ssh::client::{Call, CallError};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;

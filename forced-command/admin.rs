@@ -5,13 +5,14 @@
 use crate::cli::{Admin, TokenCmd};
 use crate::server::{now, Server};
 use anyhow::{bail, Context, Result};
-use backuppc_enroll::atomic::{self, Ownership};
+use backuppc_enroll::backuppc::hosts;
 use backuppc_enroll::config::{LogonCheck, Mode, ServerConfig};
 use backuppc_enroll::log::{rfc3339, timestamp, Audit};
-use backuppc_enroll::policy::Directory;
-use backuppc_enroll::registry::{self, Registry};
-use backuppc_enroll::tokens::{parse_duration, TokenStore};
-use backuppc_enroll::{hosts, names};
+use backuppc_enroll::names;
+use backuppc_enroll::server::policy::Directory;
+use backuppc_enroll::server::tokens::{parse_duration, TokenStore};
+use backuppc_enroll::store::atomic::{self, Ownership};
+use backuppc_enroll::store::registry::{self, Registry};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -339,7 +340,7 @@ fn check_config(cfg: &ServerConfig, config: &Path, register_key: Option<&Path>) 
             let l = cfg.ldap.clone().expect("checked at load");
             let url = l.url.clone();
             report(
-                backuppc_enroll::ldap::Ldap(l)
+                backuppc_enroll::server::directory::Ldap(l)
                     .exists("backuppc-enroll-check")
                     .map(|_| format!("the LDAP directory {url} answers"))
                     .map_err(|e| format!("the LDAP directory does not answer: {e}")),

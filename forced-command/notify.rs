@@ -16,7 +16,7 @@ pub fn detached(url: &str, text: &str) {
                 unsafe { libc::dup2(null.as_raw_fd(), fd) };
             }
         }
-        let _ = backuppc_enroll::notify::post(url, text, Duration::from_secs(3));
+        let _ = backuppc_enroll::server::notify::post(url, text, Duration::from_secs(3));
         // SAFETY: leave without running the parent's destructors.
         unsafe { libc::_exit(0) };
     }

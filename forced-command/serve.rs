@@ -3,19 +3,19 @@
 //! configured, to the notification webhook).
 
 use crate::server::{now, Server};
-use backuppc_enroll::answer::Success;
-use backuppc_enroll::atomic::{self, Ownership};
+use backuppc_enroll::backuppc::hosts::HostsWriteError;
+use backuppc_enroll::backuppc::perhost::PerHostConfig;
 use backuppc_enroll::config::{LogonCheck, Mode, ServerConfig};
-use backuppc_enroll::hello::{Hello, MAX_HELLO};
-use backuppc_enroll::hosts::HostsWriteError;
 use backuppc_enroll::log::{timestamp, Audit};
 use backuppc_enroll::names;
-use backuppc_enroll::perhost::PerHostConfig;
-use backuppc_enroll::policy::{self, AllowList, Directory, Nss, SystemResolver};
-use backuppc_enroll::registry::{self, Enrollment, Registry};
-use backuppc_enroll::request::Request;
-use backuppc_enroll::sshenv::SshEnv;
-use backuppc_enroll::tokens::TokenStore;
+use backuppc_enroll::protocol::answer::Success;
+use backuppc_enroll::protocol::hello::{Hello, MAX_HELLO};
+use backuppc_enroll::protocol::request::Request;
+use backuppc_enroll::server::policy::{self, AllowList, Directory, Nss, SystemResolver};
+use backuppc_enroll::server::tokens::TokenStore;
+use backuppc_enroll::ssh::env::SshEnv;
+use backuppc_enroll::store::atomic::{self, Ownership};
+use backuppc_enroll::store::registry::{self, Enrollment, Registry};
 use serde_json::json;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 use std::io::{Read, Write};
@@ -135,7 +135,9 @@ fn directory(cfg: &ServerConfig) -> Result<Box<dyn Directory>, Outcome> {
             let path = cfg.logon_file.as_ref().expect("checked at load");
             Box::new(AllowList(std::fs::read_to_string(path)?))
         }
-        LogonCheck::Ldap => Box::new(backuppc_enroll::ldap::Ldap(cfg.ldap.clone().expect("checked at load"))),
+        LogonCheck::Ldap => {
+            Box::new(backuppc_enroll::server::directory::Ldap(cfg.ldap.clone().expect("checked at load")))
+        }
         LogonCheck::Nss | LogonCheck::Any => Box::new(Nss),
     })
 }
@@ -177,7 +179,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     srv.ensure_parent(&cfg.registry)?;
     let _lock = registry::lock(&cfg.registry)?;
     let mut reg = Registry::load(&cfg.registry)?;
-    let current = backuppc_enroll::hosts::find(&srv.hosts().read()?, &host);
+    let current = backuppc_enroll::backuppc::hosts::find(&srv.hosts().read()?, &host);
     let entry = reg.hosts.get(&host).cloned();
     match entry.as_ref().map(|e| e.state.as_str()) {
         Some("revoked") => {

@@ -2,10 +2,10 @@
 //! who owns BackupPC's files, where per-host keys live, removing a host's
 //! files, the registry and token store, and telling BackupPC to reload.
 
-use backuppc_enroll::atomic::{self, Ownership};
+use backuppc_enroll::backuppc::hosts::HostsFile;
 use backuppc_enroll::config::ServerConfig;
-use backuppc_enroll::hosts::HostsFile;
-use backuppc_enroll::known_hosts;
+use backuppc_enroll::ssh::known_hosts;
+use backuppc_enroll::store::atomic::{self, Ownership};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;

@@ -9,7 +9,7 @@ use backuppc_enroll::log::Audit;
 // As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;
 use backuppc_enroll::rsync::{self, Direction, Parsed, Pin, RealFs, RsyncInvocation, RsyncPolicy, StdinWithDeadline};
-use backuppc_enroll::sshenv::SshEnv;
+use backuppc_enroll::ssh::env::SshEnv;
 use clap::Parser;
 use cli::Cli;
 use serde_json::json;

@@ -237,10 +237,10 @@ Ymd698IDsLQDjxqLpzmYg+9/4d6BlOM0f7+03cdIk24O7GfXfD5pV6WaAqjjs3sDETglPE
         let keys = host_keys(&format!("{ED} a\n{ED} b\n{ED2}\n")).unwrap();
         let text = known_hosts(&site(22), &keys);
         assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 2);
-        assert_eq!(crate::client::pinned_keys(&text, "backup.example.org", 22), vec![ED.to_string(), ED2.into()]);
+        assert_eq!(crate::ssh::client::pinned_keys(&text, "backup.example.org", 22), vec![ED.to_string(), ED2.into()]);
         let text = known_hosts(&site(2222), &keys);
-        assert_eq!(crate::client::pinned_keys(&text, "backup.example.org", 2222).len(), 2);
-        assert!(crate::client::pinned_keys(&text, "backup.example.org", 22).is_empty());
+        assert_eq!(crate::ssh::client::pinned_keys(&text, "backup.example.org", 2222).len(), 2);
+        assert!(crate::ssh::client::pinned_keys(&text, "backup.example.org", 22).is_empty());
     }
 
     #[test]

@@ -314,7 +314,7 @@ impl ServerConfig {
             }
         }
         if let Some(f) = &c.from {
-            crate::answer::check_from(f).map_err(|e| invalid(format!("from: {e}")))?;
+            crate::protocol::answer::check_from(f).map_err(|e| invalid(format!("from: {e}")))?;
         }
         Ok(c)
     }

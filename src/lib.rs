@@ -1,30 +1,30 @@
-//! Shared code of the backuppc-enroll toolkit: the wire protocol between
-//! `enroll` and `forced-command` (request, hello block, answer), the SSH
-//! environment, `authorized_keys` and `known_hosts` lines, BackupPC's files,
-//! atomic writes and locks, configuration, the rsync invocation policy of
-//! `rsyncsend`, and the audit log. The binaries are thin layers over this.
+//! Shared code of the backuppc-enroll toolkit. The binaries are thin layers
+//! over it. Its folders are its domains:
+//!
+//! - `protocol`: the wire protocol between `enroll` and `forced-command`
+//!   (request, hello block, answer);
+//! - `ssh`: the SSH environment, `authorized_keys` and `known_hosts` lines,
+//!   `enroll`'s SSH client;
+//! - `backuppc`: BackupPC's `hosts` file and per-host config;
+//! - `rsync`: the allow-list of rsync invocations `rsyncsend` serves;
+//! - `server`: the server's enrollment policy, directory, tokens;
+//! - `store`: atomic writes, locks, the registry.
+//!
+//! Beside them: configuration (`config`, `paths`), validators for every
+//! name that crosses a trust boundary (`names`), the audit log (`log`) and
+//! the site bundle (`bundle`).
 
-pub mod answer;
-pub mod atomic;
-pub mod authorized_keys;
+pub mod backuppc;
 pub mod bundle;
-pub mod client;
 pub mod config;
-pub mod hello;
-pub mod hosts;
-pub mod known_hosts;
-pub mod ldap;
 pub mod log;
 pub mod names;
-pub mod notify;
 pub mod paths;
-pub mod perhost;
-pub mod policy;
-pub mod registry;
-pub mod request;
+pub mod protocol;
 pub mod rsync;
-pub mod sshenv;
-pub mod tokens;
+pub mod server;
+pub mod ssh;
+pub mod store;
 
 /// Let SIGPIPE end the process, as it does other Unix tools (Rust ignores
 /// it, so printing into a closed pipe fails or panics). For commands run by

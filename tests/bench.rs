@@ -191,7 +191,7 @@ fn bench() {
     let call = |nodelay: bool| {
         let pins = w.etc.join("server_host_keys");
         let user = w.server.name.clone();
-        let c = backuppc_enroll::client::Call {
+        let c = backuppc_enroll::ssh::client::Call {
             server: "127.0.0.1",
             port: w.sshd.port,
             user: &user,
@@ -216,8 +216,8 @@ fn bench() {
 #[test]
 #[ignore = "benchmark: run bench/run.sh"]
 fn burst() {
-    use backuppc_enroll::answer::Answer;
-    use backuppc_enroll::client::Call;
+    use backuppc_enroll::protocol::answer::Answer;
+    use backuppc_enroll::ssh::client::Call;
     use std::net::IpAddr;
     let n: usize = std::env::var("BENCH_BURST").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let w = World::new(Options {
@@ -290,10 +290,12 @@ fn burst() {
     }
     // Afterwards: exactly n intact entries everywhere.
     let hosts = fs::read_to_string(w.conf_dir.join("hosts")).unwrap();
-    let rows =
-        backuppc_enroll::hosts::entries(&hosts).into_iter().filter(|(_, e)| e.host.starts_with("127.0.")).count();
+    let rows = backuppc_enroll::backuppc::hosts::entries(&hosts)
+        .into_iter()
+        .filter(|(_, e)| e.host.starts_with("127.0."))
+        .count();
     let kh = fs::read_to_string(w.server.home.join(".ssh/known_hosts")).unwrap();
-    let reg = backuppc_enroll::registry::Registry::load(&w.registry_dir.join("registry.json")).unwrap();
+    let reg = backuppc_enroll::store::registry::Registry::load(&w.registry_dir.join("registry.json")).unwrap();
     println!(
         "   afterwards: {rows} hosts lines, {} known_hosts lines, {} registry entries",
         kh.lines().count(),

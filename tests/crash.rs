@@ -5,8 +5,8 @@
 
 mod common;
 
-use backuppc_enroll::hosts;
-use backuppc_enroll::registry::Registry;
+use backuppc_enroll::backuppc::hosts;
+use backuppc_enroll::store::registry::Registry;
 use common::forced::ForcedBench;
 use std::fs;
 use std::time::{Duration, Instant};

@@ -5,8 +5,8 @@
 mod common;
 
 use backuppc_enroll::config::LdapConfig;
-use backuppc_enroll::ldap::Ldap;
-use backuppc_enroll::policy::Directory;
+use backuppc_enroll::server::directory::Ldap;
+use backuppc_enroll::server::policy::Directory;
 use common::world::{Options, World};
 use common::*;
 use std::fs;

@@ -2,7 +2,7 @@
 //! enroll's parser of the server's answer: never panics, round-trips, and
 //! an accepted key is one bare key.
 
-use backuppc_enroll::answer::Answer;
+use backuppc_enroll::protocol::answer::Answer;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

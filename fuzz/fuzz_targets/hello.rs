@@ -2,7 +2,7 @@
 //! forced-command's hello-block parser: never panics, round-trips, and
 //! accepted values carry no newline or quote.
 
-use backuppc_enroll::hello::Hello;
+use backuppc_enroll::protocol::hello::Hello;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 #![no_main]
 //! forced-command's request parser: never panics, accepted prints back.
 
-use backuppc_enroll::request::Request;
+use backuppc_enroll::protocol::request::Request;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

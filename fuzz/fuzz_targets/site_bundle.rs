@@ -6,7 +6,7 @@
 //! exactly that server.
 
 use backuppc_enroll::bundle::{self, Site, CLIENT_TOML_TEMPLATE};
-use backuppc_enroll::client::pinned_keys;
+use backuppc_enroll::ssh::client::pinned_keys;
 use backuppc_enroll::names;
 use libfuzzer_sys::fuzz_target;
 

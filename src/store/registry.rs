@@ -2,7 +2,7 @@
 //! atomically under a lock, so it survives crashes and concurrent
 //! enrollments.
 
-use crate::atomic::{self, Lock, Ownership};
+use crate::store::atomic::{self, Lock, Ownership};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;

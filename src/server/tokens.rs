@@ -3,7 +3,7 @@
 //! SHA-256 of each token is stored; a token may be limited in uses, time,
 //! logon and host, and revoked.
 
-use crate::atomic::{self, Ownership};
+use crate::store::atomic::{self, Ownership};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io;

@@ -102,7 +102,9 @@ pub struct SystemResolver;
 
 impl Resolver for SystemResolver {
     fn forward(&self, name: &str) -> Vec<IpAddr> {
-        dns_lookup::lookup_host(name).map(|v| v.into_iter().map(crate::sshenv::canonical).collect()).unwrap_or_default()
+        dns_lookup::lookup_host(name)
+            .map(|v| v.into_iter().map(crate::ssh::env::canonical).collect())
+            .unwrap_or_default()
     }
     fn reverse(&self, ip: IpAddr) -> Option<String> {
         dns_lookup::lookup_addr(&ip).ok()

@@ -44,7 +44,7 @@ impl KeyLine {
             }
         }
         if let Some(f) = &from {
-            crate::answer::check_from(f).map_err(|_| KeyLineError::Unsafe("from pattern", f.clone()))?;
+            crate::protocol::answer::check_from(f).map_err(|_| KeyLineError::Unsafe("from pattern", f.clone()))?;
         }
         Ok(KeyLine { from, rsyncsend: rsyncsend.into(), config: config.into(), key: key.into(), server: server.into() })
     }

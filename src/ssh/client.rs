@@ -4,8 +4,8 @@
 //! no agent, no pty, no forwarding. Sends `OS:logon` and the hello block,
 //! returns the answer and the exit status.
 
-use crate::answer::MAX_ANSWER;
 use crate::names;
+use crate::protocol::answer::MAX_ANSWER;
 use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};

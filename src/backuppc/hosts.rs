@@ -5,7 +5,7 @@
 //! `$ConfDir/LOCK`, through `hosts.new` (re-read and compared), keeping
 //! `hosts.old`, renamed into place with the old owner and mode.
 
-use crate::atomic::{self, Lock, Ownership};
+use crate::store::atomic::{self, Lock, Ownership};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! cannot be asked is an error, never an acceptance.
 
 use crate::config::LdapConfig;
-use crate::policy::Directory;
+use crate::server::policy::Directory;
 use ldap3::{LdapConn, LdapConnSettings, Scope};
 use std::time::Duration;
 

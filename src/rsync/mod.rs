@@ -1,0 +1,524 @@
+//! The rsync invocations `rsyncsend` lets a backup server run, as one
+//! allow-list. `SSH_ORIGINAL_COMMAND` (and, with `-s`, the protected
+//! argument list read from stdin) is parsed into an [`RsyncInvocation`];
+//! the argv that is exec'd is rebuilt from that value, never from the
+//! client's string. Paths are confined to the shares by whole components
+//! after symlinks are resolved.
+//!
+//! Split by concern: `options` (the option table), `command` (parsing the
+//! command line and rebuilding argv), `protected` (the `-s` argument list
+//! read from stdin), `confine` (paths against the shares). The allow-list
+//! does no I/O of its own except through the [`Resolve`] trait and the
+//! reader it is handed; what it decides is a plain value.
+
+use std::path::PathBuf;
+
+mod command;
+mod confine;
+mod options;
+mod protected;
+
+pub use command::{escape_word, is_protocol_tail, parse_command, split_words, MAX_COMMAND};
+pub use confine::{confine, Pin, RealFs, Resolve};
+pub use protected::{read_protected_args, StdinWithDeadline, MAX_PROTECTED_ARGS, MAX_PROTECTED_BYTES};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The server pulls: a backup.
+    Sender,
+    /// The server pushes: a restore.
+    Receiver,
+}
+
+/// What the client's config allows.
+#[derive(Debug, Clone)]
+pub struct RsyncPolicy {
+    /// Canonical share paths.
+    pub shares: Vec<PathBuf>,
+    pub restore: bool,
+    pub delete: bool,
+    /// The one literal rsync path accepted in place of `rsync`.
+    pub rsync_path: String,
+    /// Paths a restore may never write into (nor into a parent of).
+    pub protected: Vec<PathBuf>,
+    /// Allow link-following options (`-L -k -K --copy-links …`).
+    pub follow_links: bool,
+    /// Allow `--iconv=CHARSETS`.
+    pub iconv: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+/// A value from the client, made printable for a message.
+fn short(s: &str) -> String {
+    crate::names::printable(s)
+}
+
+fn refuse<T>(why: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(why.into()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RsyncInvocation {
+    pub direction: Direction,
+    /// Short option letters, without `s` and without the `e` tail.
+    pub short: String,
+    /// The `e<ver>.<caps>` protocol tail, when given.
+    pub caps: Option<String>,
+    /// Long options, each `--name` or `--name=value`, as accepted.
+    pub long: Vec<String>,
+    /// Confined paths, canonical, as rsync will get them.
+    pub paths: Vec<String>,
+}
+
+/// A parsed command line whose options continue on stdin (`-s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeedsProtectedArgs {
+    direction: Direction,
+    short: String,
+    caps: Option<String>,
+    long: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// `true`: a connectivity check.
+    Check,
+    Ready(RsyncInvocation),
+    NeedsProtectedArgs(NeedsProtectedArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    /// A filesystem of symlinks: anything not listed resolves to itself
+    /// if it is under a listed existing root.
+    struct FakeFs {
+        links: HashMap<&'static str, &'static str>,
+        exists: Vec<&'static str>,
+    }
+
+    impl Resolve for FakeFs {
+        fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
+            let s = p.to_string_lossy();
+            for (from, to) in &self.links {
+                if let Some(rest) = s.strip_prefix(from) {
+                    if rest.is_empty() || rest.starts_with('/') {
+                        return self.canonicalize(Path::new(&format!("{to}{rest}")));
+                    }
+                }
+            }
+            if self.exists.iter().any(|e| *e == s) {
+                Ok(p.to_path_buf())
+            } else {
+                Err(io::ErrorKind::NotFound.into())
+            }
+        }
+    }
+
+    fn fs() -> FakeFs {
+        FakeFs {
+            links: HashMap::from([("/home/jd/escape", "/etc/shadow"), ("/home/jd/inner", "/home/jd/docs")]),
+            exists: vec![
+                "/",
+                "/home",
+                "/home/jd",
+                "/home/jd/docs",
+                "/home/a b",
+                "/etc",
+                "/etc/shadow",
+                "/srv",
+                "/var/lib/bk/.ssh",
+                "/var/lib/bk",
+                "/var/lib",
+            ],
+        }
+    }
+
+    fn policy(restore: bool, delete: bool) -> RsyncPolicy {
+        RsyncPolicy {
+            shares: vec!["/home".into(), "/srv".into()],
+            restore,
+            delete,
+            rsync_path: "/usr/bin/rsync".into(),
+            protected: vec!["/var/lib/bk/.ssh".into(), "/home/jd/docs".into()],
+            follow_links: false,
+            iconv: false,
+        }
+    }
+
+    fn parse(cmd: &str, p: &RsyncPolicy) -> Result<Parsed, Refusal> {
+        parse_command(cmd, p, &fs())
+    }
+
+    #[test]
+    fn backuppc_strings_pass() {
+        let p = policy(true, true);
+        for (cmd, dir) in [
+            ("rsync --server --sender -slHogDtprcxe.iLsfxC", Direction::Sender),
+            ("rsync --server --sender -slHogDtprxe.iLsfxC", Direction::Sender),
+            ("rsync --server -slHogDtprRe.iLsfxC", Direction::Receiver),
+            ("/usr/bin/rsync --server --sender -slHogDtprcxe.iLsfxCIvu", Direction::Sender),
+        ] {
+            match parse(cmd, &p).unwrap() {
+                Parsed::NeedsProtectedArgs(n) => assert_eq!(n.direction, dir, "{cmd}"),
+                other => panic!("{cmd}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn protected_args_complete() {
+        let p = policy(false, false);
+        let Parsed::NeedsProtectedArgs(n) = parse("rsync --server --sender -slHogDtprcxe.iLsfxC", &p).unwrap() else {
+            panic!()
+        };
+        let args: Vec<String> = ["rsync", "--numeric-ids", "--log-format=log: %o %i", ".", "/home/a b/"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let inv = n.complete(&args, &p, &fs()).unwrap();
+        assert_eq!(
+            inv.argv("/usr/bin/sudo", "/usr/bin/rsync"),
+            [
+                "/usr/bin/sudo",
+                "-n",
+                "--",
+                "/usr/bin/rsync",
+                "--server",
+                "--sender",
+                "-lHogDtprcxe.iLsfxC",
+                "--numeric-ids",
+                "--log-format=log: %o %i",
+                "--",
+                ".",
+                "/home/a b/"
+            ]
+        );
+    }
+
+    #[test]
+    fn plain_command_line() {
+        let p = policy(false, false);
+        let Parsed::Ready(inv) =
+            parse("rsync --server --sender -lHogDtprxe.iLsfxCIvu --numeric-ids . /home/a\\ b /home/jd/inner", &p)
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(inv.paths, ["/home/a b", "/home/jd/docs"], "escape removed, symlink resolved");
+        assert_eq!(parse("true", &p).unwrap(), Parsed::Check);
+    }
+
+    #[test]
+    fn refusals() {
+        let no = policy(false, false);
+        let yes = policy(true, true);
+        let rows: &[(&str, &RsyncPolicy, &str)] = &[
+            ("", &no, "empty"),
+            ("sh -c id", &no, "not rsync"),
+            ("rsync --sender --server -l . /home", &no, "--sender before --server"),
+            ("rsync --server -l . /home", &no, "receiver without restore"),
+            ("rsync --server --sender -le./bin/sh . /home", &no, "-e tail with a path"),
+            ("rsync --server --sender -le sh . /home", &no, "-e with a command"),
+            ("rsync --server --sender --rsh=sh . /home", &no, "--rsh"),
+            ("rsync --server --sender --daemon --config=/tmp/x . /home", &no, "daemon"),
+            ("rsync --server --sender --log-file=/etc/x . /home", &no, "log file"),
+            ("rsync --server --sender -L . /home", &no, "copy links"),
+            ("rsync --server --sender --copy-links . /home", &no, "copy links long"),
+            ("rsync --server --sender --debug=ALL . /home", &no, "debug"),
+            ("rsync --server --sender --iconv=utf8 . /home", &no, "iconv"),
+            ("rsync --server --sender --remove-source-files . /home", &no, "remove source"),
+            ("rsync --server --sender --copy-devices . /home", &no, "copy devices"),
+            ("rsync --server --sender --no-such-option . /home", &no, "unknown long option"),
+            ("rsync --server --sender -Z . /home", &no, "unknown short option"),
+            ("rsync --server --sender -l . /etc", &no, "outside shares"),
+            ("rsync --server --sender -l . /", &no, "root"),
+            ("rsync --server --sender -l . /home/../etc", &no, "dot-dot"),
+            ("rsync --server --sender -l . /home/jd/escape", &no, "symlink out"),
+            ("rsync --server --sender -l . /homeother", &no, "prefix but not a component"),
+            ("rsync --server --sender -l . home", &no, "relative"),
+            ("rsync --server --sender -l .", &no, "no path"),
+            ("rsync --server --sender -l /home", &no, "no dot"),
+            ("rsync --server --sender -l . /home;id", &no, "semicolon"),
+            ("rsync --server --sender -l . /home$(id)", &no, "command substitution"),
+            ("rsync --server --sender -l . /home`id`", &no, "backticks"),
+            ("rsync --server --sender -l . '/home'", &no, "quotes"),
+            ("rsync --server --sender -l . /home\n", &no, "newline"),
+            ("rsync --server --sender -l . /home|id", &no, "pipe"),
+            ("rsync --server --sender -l . /home>x", &no, "redirection"),
+            ("rsync --server --sender -l . /home/*", &no, "unescaped glob"),
+            ("rsync --server --sender -l -- -- . /home", &no, "-- twice"),
+            ("rsync --server --sender -- -l . /home", &no, "-- followed by options"),
+            ("rsync --server --sender --sender -l . /home", &no, "--sender twice"),
+            ("rsync --server --sender -l -s . /home", &no, "-s not first"),
+            ("rsync --server --sender -sl . /home", &no, "-s with paths on the line"),
+            ("rsync --server --sender -sl --numeric-ids", &no, "-s with long options on the line"),
+            ("rsync --server --sender --delete . /home", &no, "delete without delete = true"),
+            ("rsync --server --sender --inplace . /home", &yes, "receiver-only option on sender"),
+            ("rsync --server -l . /home /srv", &yes, "two restore targets"),
+            ("rsync --server -l . /var/lib/bk/.ssh", &yes, "restore into .ssh"),
+            ("rsync --server -l . /home/jd", &yes, "restore above a protected path"),
+            ("rsync --server -l --partial-dir=/etc . /home", &yes, "absolute partial dir"),
+            ("rsync --server --sender --files-from=/etc/shadow . /home", &no, "files-from a file"),
+            ("rsync --server --sender --timeout=abc . /home", &no, "non-numeric number"),
+            ("rsync --server --sender -l . /home\\", &no, "trailing backslash"),
+            ("/bin/rsync --server --sender -l . /home", &no, "other rsync path"),
+        ];
+        for (cmd, p, why) in rows {
+            let got = parse(cmd, p);
+            assert!(got.is_err(), "{why}: {cmd:?} was accepted: {got:?}");
+        }
+        assert!(
+            parse(&format!("rsync --server --sender -l . /home/{}", "a".repeat(MAX_COMMAND)), &no).is_err(),
+            "over-long"
+        );
+    }
+
+    #[test]
+    fn links_and_iconv_only_when_configured() {
+        let off = policy(false, false);
+        let mut on = off.clone();
+        on.follow_links = true;
+        on.iconv = true;
+        for cmd in [
+            "rsync --server --sender -lL . /home",
+            "rsync --server --sender --copy-links . /home",
+            "rsync --server --sender --iconv=utf8,latin1 . /home",
+        ] {
+            assert!(parse(cmd, &off).is_err(), "off: {cmd}");
+            assert!(matches!(parse(cmd, &on), Ok(Parsed::Ready(_))), "on: {cmd}");
+        }
+        assert!(parse("rsync --server --sender --iconv=a;b . /home", &on).is_err(), "iconv charset is a word");
+        assert!(parse("rsync --server --sender --iconv . /home", &on).is_err(), "iconv needs a value");
+        assert!(parse("rsync --server --sender --copy-links=x . /home", &on).is_err(), "no value");
+    }
+
+    #[test]
+    fn protected_args_refusals() {
+        let p = policy(false, false);
+        let Parsed::NeedsProtectedArgs(n) = parse("rsync --server --sender -slre.iLsfxC", &p).unwrap() else {
+            panic!()
+        };
+        let rows: &[(&[&str], &str)] = &[
+            (&["sh", ".", "/home"], "first element not rsync"),
+            (&["rsync", "--rsh=sh", ".", "/home"], "rsh in protected args"),
+            (&["rsync", "-e", "sh", ".", "/home"], "-e in protected args"),
+            (&["rsync", "."], "no path"),
+            (&["rsync", "/home"], "no dot"),
+            (&["rsync", ".", "/etc/shadow"], "outside shares"),
+            (&["rsync", "--server", ".", "/home"], "--server again"),
+            (&["rsync", "-s", ".", "/home"], "-s again"),
+            (&["rsync", "--log-format=a\nb", ".", "/home"], "control character"),
+        ];
+        for (args, why) in rows {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            assert!(n.clone().complete(&args, &p, &fs()).is_err(), "{why}");
+        }
+    }
+
+    #[test]
+    fn reads_protected_args_without_overreading() {
+        let mut data: &[u8] = b"rsync\0--numeric-ids\0.\0/home/a b\0\0PROTOCOL";
+        let args = read_protected_args(&mut data, Instant::now() + Duration::from_secs(5)).unwrap();
+        assert_eq!(args, ["rsync", "--numeric-ids", ".", "/home/a b"]);
+        assert_eq!(data, b"PROTOCOL", "protocol bytes left unread");
+        let mut short: &[u8] = b"rsync\0.";
+        assert!(read_protected_args(&mut short, Instant::now() + Duration::from_secs(5)).is_err(), "EOF inside");
+        let big = vec![b'a'; MAX_PROTECTED_BYTES + 1];
+        assert!(read_protected_args(&mut big.as_slice(), Instant::now() + Duration::from_secs(5)).is_err(), "too big");
+        let many = "a\0".repeat(MAX_PROTECTED_ARGS + 2);
+        assert!(
+            read_protected_args(&mut many.as_bytes(), Instant::now() + Duration::from_secs(5)).is_err(),
+            "too many"
+        );
+    }
+
+    #[test]
+    fn pin_plans() {
+        let inv = |p: &str| RsyncInvocation {
+            direction: Direction::Sender,
+            short: "l".into(),
+            caps: None,
+            long: vec![],
+            paths: vec![p.into()],
+        };
+        let rows: &[(&str, &str, &str, &str)] = &[
+            ("/home/jd/", "/home/jd", "./", "contents of a folder: pin it"),
+            ("/home/jd", "/home", "jd", "a folder by name: pin its parent"),
+            ("/home/jd/./docs/a b", "/home/jd", "./docs/a b", "rsync's /./ marker"),
+            ("/home/./jd/", "/home", "./jd/", "marker with trailing slash"),
+            ("/home", "/", "home", "a share by name"),
+            ("/", "/", "./", "root"),
+        ];
+        for (path, dir, arg, why) in rows {
+            let pin = inv(path).pin().unwrap();
+            assert_eq!((pin.dir.to_str().unwrap(), pin.arg.as_str()), (*dir, *arg), "{why}");
+        }
+        let mut two = inv("/home/a");
+        two.paths.push("/home/b".into());
+        assert_eq!(two.pin(), None, "several paths stay absolute");
+    }
+
+    #[test]
+    fn protocol_tail() {
+        for (t, ok) in [
+            ("e.iLsfxC", true),
+            ("e31.2iLsfxCIvu", true),
+            ("e.", true),
+            ("e", false),
+            ("e.i-", false),
+            ("esh", false),
+            ("e.1a2", false),
+        ] {
+            assert_eq!(is_protocol_tail(t), ok, "{t}");
+        }
+    }
+}
+
+/// A filesystem table shared by the property tests here and the fuzz
+/// targets (cargo-fuzz builds with `--cfg fuzzing`): everything under
+/// /home exists and resolves to itself, except /home/link, a symlink that
+/// leads to /etc.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fixture {
+    use super::{Resolve, RsyncPolicy};
+    use std::io;
+    use std::path::{Path, PathBuf};
+
+    pub struct Table;
+
+    impl Resolve for Table {
+        fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
+            let s = p.to_string_lossy();
+            if let Some(rest) = s.strip_prefix("/home/link") {
+                return Ok(PathBuf::from(format!("/etc{rest}")));
+            }
+            if s == "/" || s == "/home" || s.starts_with("/home/") || s == "/etc" || s.starts_with("/etc/") {
+                Ok(p.to_path_buf())
+            } else {
+                Err(io::ErrorKind::NotFound.into())
+            }
+        }
+    }
+
+    /// The share /home, restores allowed, the backup user's .ssh protected.
+    pub fn policy(delete: bool) -> RsyncPolicy {
+        RsyncPolicy {
+            shares: vec!["/home".into()],
+            restore: true,
+            delete,
+            rsync_path: "/usr/bin/rsync".into(),
+            protected: vec!["/home/bk/.ssh".into()],
+            follow_links: false,
+            iconv: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::fixture::Table;
+
+    fn policy() -> RsyncPolicy {
+        super::fixture::policy(false)
+    }
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("rsync".to_string()),
+            Just("--server".to_string()),
+            Just("--sender".to_string()),
+            Just("-slHogDtprcxe.iLsfxC".to_string()),
+            Just("-lHogDtprxe.iLsfxC".to_string()),
+            Just("-e".to_string()),
+            Just("sh".to_string()),
+            Just("-L".to_string()),
+            Just("--delete".to_string()),
+            Just("--numeric-ids".to_string()),
+            Just("--log-format=%i".to_string()),
+            Just("--timeout=72000".to_string()),
+            Just("--rsh=sh".to_string()),
+            Just("--".to_string()),
+            Just(".".to_string()),
+            Just("/home".to_string()),
+            Just("/home/jd/".to_string()),
+            Just("/home/./jd".to_string()),
+            Just("/home/link/x".to_string()),
+            Just("/etc".to_string()),
+            Just("/home/../etc".to_string()),
+            Just("/home/a\\ b".to_string()),
+            Just(";".to_string()),
+            Just("$(id)".to_string()),
+            "[ -~]{0,12}",
+        ]
+    }
+
+    fn command() -> impl Strategy<Value = String> {
+        prop::collection::vec(word(), 0..10).prop_map(|w| w.join(" "))
+    }
+
+    #[test]
+    fn round_trip_examples() {
+        for cmd in [
+            "rsync --server --sender -lHogDtprxe.iLsfxC --numeric-ids . /home/a\\ b",
+            "rsync --server --sender --timeout=72000 -- . /home/./jd/",
+            "rsync --server -lHogDtprRe.iLsfxC --log-format=%i . /home/jd",
+        ] {
+            let Ok(Parsed::Ready(inv)) = parse_command(cmd, &policy(), &Table) else { panic!("{cmd}") };
+            let line = inv.to_command_line();
+            assert_eq!(parse_command(&line, &policy(), &Table), Ok(Parsed::Ready(inv)), "{line}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn never_panics_on_any_text(cmd in any::<String>()) {
+            let _ = parse_command(&cmd, &policy(), &Table);
+        }
+
+        #[test]
+        fn accepted_commands_stay_inside_and_round_trip(tail in command(), sender in any::<bool>()) {
+            let head = if sender { "rsync --server --sender" } else { "rsync --server" };
+            let cmd = format!("{head} {tail}");
+            if let Ok(Parsed::Ready(inv)) = parse_command(&cmd, &policy(), &Table) {
+                for p in &inv.paths {
+                    prop_assert!(Path::new(p.split("/./").next().unwrap()).starts_with("/home"), "{p} escaped the share");
+                    prop_assert!(!p.contains("/../"));
+                }
+                let again = parse_command(&inv.to_command_line(), &policy(), &Table);
+                prop_assert_eq!(again, Ok(Parsed::Ready(inv.clone())), "rebuilt {:?}", inv.to_command_line());
+            }
+        }
+
+        #[test]
+        fn protected_args_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut input = bytes.as_slice();
+            if let Ok(args) = read_protected_args(&mut input, std::time::Instant::now() + Duration::from_secs(5)) {
+                let Ok(Parsed::NeedsProtectedArgs(n)) = parse_command("rsync --server --sender -slre.iLsfxC", &policy(), &Table) else {
+                    unreachable!()
+                };
+                if let Ok(inv) = n.complete(&args, &policy(), &Table) {
+                    for p in &inv.paths {
+                        prop_assert!(Path::new(p.split("/./").next().unwrap()).starts_with("/home"));
+                    }
+                }
+            }
+        }
+    }
+}
