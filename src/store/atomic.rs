@@ -30,20 +30,93 @@ impl Ownership {
 /// Replace `path` with `contents` atomically, with the given ownership.
 /// Ownership is only changed when the process may (root); otherwise the
 /// file keeps the writer's ids, which is what a non-root writer can do.
+///
+/// The temporary file is `.NAME.XXXXXX.tmp`, held under an `flock` while it
+/// is written. A writer killed half-way leaves its temporary file behind,
+/// unlocked: the next writer of the same file removes it (see
+/// [`remove_stale_temps`]), as BackupPC's own writer cleans up after itself.
 pub fn write(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
     let dir = parent(path)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", file_name(path)))
-        .suffix(".tmp")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(&dir)?;
-    tmp.write_all(contents)?;
-    let f = tmp.as_file();
+    let name = file_name(path);
+    remove_stale_temps(&dir, &name);
+    let tmp = locked_temp(&dir, &name)?;
+    let mut f = tmp.as_file();
+    f.write_all(contents)?;
     chown_if_needed(f, own)?;
     f.set_permissions(fs::Permissions::from_mode(own.mode))?;
     f.sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(&dir)
+}
+
+/// A new temporary file for `name` in `dir`, locked. Between its creation
+/// and the lock another writer's clean-up may have taken it for a stale
+/// one and removed it: then its name no longer leads to it, and a fresh
+/// one is made.
+fn locked_temp(dir: &Path, name: &str) -> io::Result<tempfile::NamedTempFile> {
+    loop {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .rand_bytes(TEMP_RANDOM)
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)?;
+        tmp.as_file().lock()?;
+        if same_file(tmp.path(), tmp.as_file()) {
+            return Ok(tmp);
+        }
+        // Removed under us: keep the (now unrelated) name untouched.
+        let (_file, path) = tmp.into_parts();
+        let _ = path.keep();
+    }
+}
+
+/// Length of the random part of a temporary file's name.
+const TEMP_RANDOM: usize = 6;
+
+/// Whether `file_name` is one of [`write`]'s temporary files for `name`.
+fn is_temp_of(file_name: &str, name: &str) -> bool {
+    let Some(rest) = file_name.strip_prefix('.').and_then(|r| r.strip_prefix(name)) else {
+        return false;
+    };
+    let Some(random) = rest.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {
+        return false;
+    };
+    random.len() == TEMP_RANDOM && random.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Remove the temporary files of `name` in `dir` that a killed writer left:
+/// those whose lock nobody holds (the kernel drops a dead process's
+/// locks). One a live writer holds is left alone. Only regular files are
+/// considered, opened without following a symlink, and a file is removed
+/// only while its name still leads to the file that was checked. Clean-up
+/// is best effort: a failure here never fails the write.
+pub fn remove_stale_temps(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        if !file_name.to_str().is_some_and(|f| is_temp_of(f, name)) {
+            continue;
+        }
+        let p = entry.path();
+        let Ok(file) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&p) else {
+            continue;
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) || file.try_lock().is_err() {
+            continue;
+        }
+        if same_file(&p, &file) {
+            let _ = fs::remove_file(&p);
+        }
+    }
+}
+
+/// Whether `path` (not followed if a symlink) is the file `file` has open.
+fn same_file(path: &Path, file: &File) -> bool {
+    match (fs::symlink_metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Write `contents` to a new file `path` that must not exist yet
@@ -151,6 +224,57 @@ mod tests {
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
         let leftovers: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_killed_writers_temporary_file_is_removed_by_the_next_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("hosts");
+        // What a writer killed before its rename leaves: unlocked.
+        let stale = d.path().join(".hosts.Ab3dE9.tmp");
+        fs::write(&stale, b"half").unwrap();
+        // A live writer's file: locked through its own open file.
+        let live = d.path().join(".hosts.LiVe01.tmp");
+        fs::write(&live, b"in progress").unwrap();
+        let held = File::open(&live).unwrap();
+        held.lock().unwrap();
+        // Not ours: other names, other shapes, a symlink.
+        let others =
+            [".hosts.old.tmp", ".hostsx.Ab3dE9.tmp", ".hosts.Ab3dE9.tmp.bak", "hosts.new", ".other.Ab3dE9.tmp"];
+        for o in others {
+            fs::write(d.path().join(o), b"keep").unwrap();
+        }
+        std::os::unix::fs::symlink(d.path().join("hosts.new"), d.path().join(".hosts.SyMl1k.tmp")).unwrap();
+        write(&p, b"new", me(0o644)).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert!(!stale.exists(), "the unlocked leftover is removed");
+        assert_eq!(fs::read(&live).unwrap(), b"in progress", "a live writer's file stays");
+        for o in others {
+            assert_eq!(fs::read(d.path().join(o)).unwrap(), b"keep", "{o} is not a temporary file of hosts");
+        }
+        assert!(
+            d.path().join(".hosts.SyMl1k.tmp").symlink_metadata().is_ok(),
+            "a symlink is never followed nor removed"
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn temporary_names_are_recognised_exactly() {
+        // (file name, name written, is its temporary file)
+        let rows = [
+            (".hosts.Ab3dE9.tmp", "hosts", true),
+            (".HOST.key.new.x1Y2z3.tmp", "HOST.key.new", true),
+            (".HOST.key.new.x1Y2z3.tmp", "HOST", false),
+            (".hosts.Ab3dE.tmp", "hosts", false),
+            (".hosts.Ab3dE9a.tmp", "hosts", false),
+            (".hosts.Ab-dE9.tmp", "hosts", false),
+            ("hosts.Ab3dE9.tmp", "hosts", false),
+            (".hosts.Ab3dE9.tmpx", "hosts", false),
+        ];
+        for (file, name, want) in rows {
+            assert_eq!(is_temp_of(file, name), want, "{file} for {name}");
+        }
     }
 
     #[test]
