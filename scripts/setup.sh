@@ -18,7 +18,7 @@ fi
 # started by its test on loopback, never as a service).
 # man-db, groff-base, zsh, fish: the generated man pages and completions are
 # rendered and parsed by the tests; lintian and dpkg-dev check the packages.
-packages=(openssh-server openssh-client rsync sudo perl libssl-dev pkg-config gcc procps util-linux ca-certificates curl hyperfine
+packages=(openssh-server openssh-client rsync sudo perl libssl-dev pkg-config gcc procps util-linux ca-certificates curl hyperfine strace
     backuppc backuppc-rsync iputils-ping slapd man-db groff-base zsh fish lintian dpkg-dev)
 missing=()
 for p in "${packages[@]}"; do

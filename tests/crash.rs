@@ -69,6 +69,135 @@ fn sigkill_at_any_point_leaves_whole_files() {
     assert_eq!(hosts_text, format!("{}localhost\t0\tcmartin\n", common::world::STOCK_HOSTS));
     assert_eq!(Registry::load(&registry).unwrap().hosts.len(), 1);
     assert_eq!(fs::read_to_string(ssh.join("known_hosts")).unwrap(), format!("localhost {KEY}\n"));
+    // Nothing an interrupted run left behind outlives the re-run.
+    let mut left = Vec::new();
+    for dir in
+        [conf.clone(), conf.join("pc"), ssh.clone(), ssh.join("backuppc-enroll"), registry.parent().unwrap().into()]
+    {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") || name.ends_with(".new") {
+                left.push(dir.join(name));
+            }
+        }
+    }
+    assert!(left.is_empty(), "temporary files left after the re-run: {left:?}");
+}
+
+/// The system calls by which an enrollment changes files.
+const FILE_CHANGING: &[&str] = &[
+    "openat",
+    "write",
+    "fsync",
+    "fchown",
+    "fchmod",
+    "rename",
+    "renameat2",
+    "link",
+    "linkat",
+    "unlink",
+    "unlinkat",
+    "mkdir",
+];
+
+/// An enrollment as sshd runs it, under `strace -f -qq ARGS`.
+fn under_strace(f: &ForcedBench, strace_args: &[&str], hello: &str) -> std::process::Output {
+    let cmd = common::as_sshd_runs(&f.bins.forced_command, &f.config, "linux:cmartin", "127.0.0.1");
+    let mut traced = std::process::Command::new("strace");
+    traced.args(["-f", "-qq"]).args(strace_args).arg(cmd.get_program()).args(cmd.get_args()).env_clear();
+    for (k, v) in cmd.get_envs() {
+        traced.env(k, v.unwrap());
+    }
+    traced.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    common::feed(&mut traced, hello.as_bytes(), None).wait_with_output().unwrap()
+}
+
+/// How many times a whole enrollment from a fresh state makes each of
+/// [`FILE_CHANGING`] (strace's own count).
+fn syscall_counts(f: &ForcedBench, hello: &str) -> Vec<(&'static str, usize)> {
+    let log = f.dir.join("strace.log");
+    let trace = format!("trace={}", FILE_CHANGING.join(","));
+    let out = under_strace(f, &["-o", log.to_str().unwrap(), "-e", &trace], hello);
+    assert!(out.status.success(), "traced enrollment: {}", String::from_utf8_lossy(&out.stdout));
+    let text = fs::read_to_string(&log).unwrap();
+    FILE_CHANGING
+        .iter()
+        .map(|s| {
+            (
+                *s,
+                text.lines()
+                    .filter(|l| l.split_whitespace().nth(1).is_some_and(|c| c.starts_with(&format!("{s}("))))
+                    .count(),
+            )
+        })
+        .collect()
+}
+
+/// Back to the state before any enrollment.
+fn reset(f: &ForcedBench) {
+    for d in ["backuppc", "registry", "ssh"] {
+        let _ = fs::remove_dir_all(f.dir.join(d));
+        f.dir.mkdir(d);
+    }
+    fs::write(f.dir.join("backuppc/hosts"), common::world::STOCK_HOSTS).unwrap();
+}
+
+/// Temporary and staging files under the folders forced-command writes.
+fn leftovers(f: &ForcedBench) -> Vec<std::path::PathBuf> {
+    let mut left = Vec::new();
+    for (path, _, _) in f.files() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") || name.ends_with(".new") {
+            left.push(path);
+        }
+    }
+    left
+}
+
+/// SIGKILL (strace's fault injection) at every file-changing system call
+/// of an enrollment, one at a time: each time, every file is old or new,
+/// and a re-run ends in the same state as an uninterrupted enrollment, with
+/// nothing the killed run staged left behind.
+#[test]
+fn sigkill_at_every_file_changing_call_then_rerun() {
+    let f = ForcedBench::new();
+    let hello = format!("protocol: 2\nhostname: localhost\nhostkey: {KEY}\nuser: bckpciuem\nport: 22\n");
+    let counts = syscall_counts(&f, &hello);
+    let total: usize = counts.iter().map(|(_, n)| n).sum();
+    assert!(total > 10, "an enrollment changes files: {counts:?}");
+    let conf = f.dir.join("backuppc");
+    let mut killed = 0;
+    for (call, n) in counts {
+        for when in 1..=n {
+            reset(&f);
+            let inject = format!("inject={call}:signal=KILL:when={when}");
+            let out = under_strace(&f, &["-o", "/dev/null", "-e", &inject], &hello);
+            if !out.status.success() {
+                killed += 1;
+            }
+            let hosts_text = fs::read_to_string(conf.join("hosts")).unwrap();
+            assert!(hosts_text.starts_with(common::world::STOCK_HOSTS), "{call} #{when}: other lines intact");
+            if let Ok(text) = fs::read_to_string(conf.join("pc/localhost.pl")) {
+                assert!(text.ends_with("'--stats'];\n"), "{call} #{when}: per-host config whole:\n{text}");
+            }
+            let registry = f.dir.join("registry/registry.json");
+            if registry.exists() {
+                Registry::load(&registry).unwrap_or_else(|e| panic!("{call} #{when}: registry whole: {e}"));
+            }
+            let rerun = f.run("linux:cmartin", "127.0.0.1", hello.as_bytes(), None);
+            assert!(rerun.status.success(), "{call} #{when}: re-run: {}", String::from_utf8_lossy(&rerun.stdout));
+            assert_eq!(
+                fs::read_to_string(conf.join("hosts")).unwrap(),
+                format!("{}localhost\t0\tcmartin\n", common::world::STOCK_HOSTS),
+                "{call} #{when}"
+            );
+            assert_eq!(Registry::load(&registry).unwrap().hosts.len(), 1, "{call} #{when}");
+            assert!(f.dir.join("ssh/backuppc-enroll/localhost.key").exists(), "{call} #{when}: key in place");
+            let left = leftovers(&f);
+            assert!(left.is_empty(), "{call} #{when}: left behind after the re-run: {left:?}");
+        }
+    }
+    assert!(killed > 10, "the injected kills did stop enrollments ({killed})");
 }
 
 /// A tmpfs mounted over a folder for the test's duration.

@@ -177,6 +177,10 @@ impl HostsFile {
             let _ = fs::remove_file(&old_tmp);
             fs::hard_link(&path, &old_tmp)?;
             fs::rename(&old_tmp, self.conf_dir.join("hosts.old"))?;
+            // After a writer killed between its two renames, hosts.old and
+            // hosts are one file: rename(2) between two links of one file
+            // does nothing and leaves the temporary link behind.
+            let _ = fs::remove_file(&old_tmp);
         }
         fs::rename(&staged, &path)?;
         atomic::sync_dir(&self.conf_dir)?;
