@@ -3,6 +3,11 @@
 //! trailing comments, so BackupPC's CGI can re-read and rewrite it without
 //! mangling it. Every value is validated before it gets here; Perl quoting
 //! is still applied to each.
+//!
+//! The toolkit owns only the settings that say how the host is reached and
+//! trusted ([`OWNED`]). Re-enrolling a host replaces those in place and
+//! keeps every other byte of the file: what the host's user saved in the
+//! web interface (excludes, schedules, …) survives a re-enrollment.
 
 use std::fmt::Write;
 
@@ -63,26 +68,189 @@ fn perl_list(items: &[String]) -> String {
 impl PerHostConfig {
     /// The `-e` value of `RsyncSshArgs`. BackupPC substitutes `$sshPath`;
     /// rsync splits the rest on spaces, so no part may contain one (the
-    /// key path and names are validated to have none).
+    /// key path and names are validated to have none). `ServerAliveInterval`
+    /// ends a backup of a client that died within minutes instead of
+    /// BackupPC's `ClientTimeout`.
     pub fn ssh_command(&self) -> String {
         format!(
-            "$sshPath -l {} -p {} -i {} -o HostKeyAlias={} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes",
+            "$sshPath -l {} -p {} -i {} -o HostKeyAlias={} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes -o ServerAliveInterval=60",
             self.client_user, self.client_port, self.key_path, self.host, self.known_hosts
         )
     }
 
+    /// The settings the toolkit owns, in the order a new file has them.
+    fn owned(&self) -> Vec<(&'static str, String)> {
+        let restore: Vec<String> = RESTORE_ARGS.iter().map(|s| s.to_string()).collect();
+        vec![
+            ("XferMethod", "'rsync'".into()),
+            ("RsyncClientPath", perl_quote(&self.rsync_client_path)),
+            ("RsyncSshArgs", perl_list(&["-e".into(), self.ssh_command()])),
+            ("RsyncRestoreArgs", perl_list(&restore)),
+        ]
+    }
+
+    /// Settings written when the file has none of their own: the host's
+    /// user may narrow them in the web interface, and rsyncsend confines
+    /// every path to the client's own shares whatever they say.
+    fn defaults(&self) -> Vec<(&'static str, String)> {
+        vec![("RsyncShareName", perl_list(&self.shares))]
+    }
+
+    /// A new per-host config file.
     pub fn render(&self, stamp: &str) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# Written by backuppc-enroll for host {} (logon {}), {stamp}.", self.host, self.logon);
-        let _ = writeln!(out, "# Re-enrolling the host rewrites this file; edit backups in the web interface.");
-        let _ = writeln!(out, "$Conf{{XferMethod}} = 'rsync';");
-        let _ = writeln!(out, "$Conf{{RsyncClientPath}} = {};", perl_quote(&self.rsync_client_path));
-        let _ = writeln!(out, "$Conf{{RsyncSshArgs}} = {};", perl_list(&["-e".into(), self.ssh_command()]));
-        let _ = writeln!(out, "$Conf{{RsyncShareName}} = {};", perl_list(&self.shares));
-        let restore: Vec<String> = RESTORE_ARGS.iter().map(|s| s.to_string()).collect();
-        let _ = writeln!(out, "$Conf{{RsyncRestoreArgs}} = {};", perl_list(&restore));
+        let _ = writeln!(
+            out,
+            "# Re-enrolling the host rewrites only {}; every other setting is kept.",
+            OWNED.iter().map(|n| format!("$Conf{{{n}}}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut settings = self.owned();
+        settings.insert(3, self.defaults().remove(0));
+        for (name, value) in settings {
+            let _ = writeln!(out, "$Conf{{{name}}} = {value};");
+        }
         out
     }
+
+    /// `existing` (the host's current file, as BackupPC's CGI may have
+    /// saved it) with the owned settings replaced in place, any second
+    /// occurrence of one and any [`REMOVED`] setting dropped, missing ones
+    /// appended, and every other byte kept.
+    pub fn update(&self, existing: &str) -> Result<String, PerlError> {
+        let owned = self.owned();
+        let defaults = self.defaults();
+        let pieces = pieces(existing)?;
+        let mut seen: Vec<&str> = Vec::new();
+        let mut out = String::with_capacity(existing.len() + 512);
+        for piece in &pieces {
+            match *piece {
+                Piece::Other(text) => out.push_str(text),
+                Piece::Setting { name, text } => {
+                    if REMOVED.contains(&name) {
+                        continue;
+                    }
+                    if let Some((_, value)) = owned.iter().find(|(n, _)| *n == name) {
+                        if !seen.contains(&name) {
+                            let _ = writeln!(out, "$Conf{{{name}}} = {value};");
+                        }
+                    } else {
+                        out.push_str(text);
+                    }
+                    seen.push(name);
+                }
+            }
+        }
+        for (name, value) in owned.iter().chain(defaults.iter()) {
+            if !seen.contains(name) {
+                if !out.is_empty() && !out.ends_with('\n') {
+                    out.push('\n');
+                }
+                let _ = writeln!(out, "$Conf{{{name}}} = {value};");
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The settings the toolkit owns in a per-host config.
+pub const OWNED: &[&str] = &["XferMethod", "RsyncClientPath", "RsyncSshArgs", "RsyncRestoreArgs"];
+
+/// Settings a re-enrollment removes: each would send the host's backups
+/// somewhere other than the enrolled host (the toolkit never writes them).
+pub const REMOVED: &[&str] = &["ClientNameAlias"];
+
+/// A per-host config the toolkit cannot take apart safely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read the per-host config: {0}; fix it by hand (or remove it to have it written anew)")]
+pub struct PerlError(pub String);
+
+/// A top-level piece of a per-host config: one `$Conf{NAME} = …;`
+/// statement (through the end of its last line), or anything else
+/// (comments, blank lines, other Perl) kept as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece<'a> {
+    Setting { name: &'a str, text: &'a str },
+    Other(&'a str),
+}
+
+/// The name of the setting a line starts, as BackupPC's own
+/// `ConfigFileMerge` recognises it: `^\s*\$Conf\{NAME\}\s*=`.
+fn setting_start(line: &str) -> Option<(&str, usize)> {
+    let trimmed = line.trim_start();
+    let rest = trimmed.strip_prefix("$Conf{")?;
+    let close = rest.find('}')?;
+    let name = &rest[..close];
+    let after = rest[close + 1..].trim_start();
+    let value = after.strip_prefix('=')?;
+    if value.starts_with('=') || value.starts_with('~') {
+        return None; // `==` or `=~` is not an assignment
+    }
+    Some((name, line.len() - value.len()))
+}
+
+/// Split a per-host config into pieces. A statement ends at the first `;`
+/// outside strings, comments and brackets; its piece runs to the end of
+/// that line. Here-documents and unbalanced text are refused rather than
+/// guessed at (BackupPC's CGI writes neither).
+fn pieces(text: &str) -> Result<Vec<Piece<'_>>, PerlError> {
+    let mut out = Vec::new();
+    let mut other_start = 0;
+    let mut pos = 0;
+    while pos < text.len() {
+        let line_end = text[pos..].find('\n').map(|i| pos + i + 1).unwrap_or(text.len());
+        let line = &text[pos..line_end];
+        let Some((name, value_at)) = setting_start(line) else {
+            pos = line_end;
+            continue;
+        };
+        if other_start < pos {
+            out.push(Piece::Other(&text[other_start..pos]));
+        }
+        let end = statement_end(text, pos + value_at)
+            .ok_or_else(|| PerlError(format!("the $Conf{{{name}}} statement does not end")))?;
+        let end = text[end..].find('\n').map(|i| end + i + 1).unwrap_or(text.len());
+        out.push(Piece::Setting { name, text: &text[pos..end] });
+        pos = end;
+        other_start = end;
+    }
+    if other_start < text.len() {
+        out.push(Piece::Other(&text[other_start..]));
+    }
+    Ok(out)
+}
+
+/// The byte offset just past the `;` that ends the Perl expression
+/// starting at `from`, or `None` if it never ends.
+fn statement_end(text: &str, from: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth: usize = 0;
+    let mut i = from;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != q {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if i >= bytes.len() {
+                    return None;
+                }
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'<' if bytes.get(i + 1) == Some(&b'<') => return None,
+            b'[' | b'{' | b'(' => depth += 1,
+            b']' | b'}' | b')' => depth = depth.checked_sub(1)?,
+            b';' if depth == 0 => return Some(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -118,12 +286,138 @@ mod tests {
         assert_eq!(
             c.render("2026-01-01T00:00:00Z"),
             "# Written by backuppc-enroll for host dormeur (logon cmartin), 2026-01-01T00:00:00Z.\n\
-             # Re-enrolling the host rewrites this file; edit backups in the web interface.\n\
+             # Re-enrolling the host rewrites only $Conf{XferMethod}, $Conf{RsyncClientPath}, $Conf{RsyncSshArgs}, $Conf{RsyncRestoreArgs}; every other setting is kept.\n\
              $Conf{XferMethod} = 'rsync';\n\
              $Conf{RsyncClientPath} = '/usr/bin/rsync';\n\
-             $Conf{RsyncSshArgs} = ['-e', '$sshPath -l bckpciuem -p 22 -i /var/lib/backuppc/.ssh/backuppc-enroll/dormeur -o HostKeyAlias=dormeur -o UserKnownHostsFile=/var/lib/backuppc/.ssh/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes'];\n\
+             $Conf{RsyncSshArgs} = ['-e', '$sshPath -l bckpciuem -p 22 -i /var/lib/backuppc/.ssh/backuppc-enroll/dormeur -o HostKeyAlias=dormeur -o UserKnownHostsFile=/var/lib/backuppc/.ssh/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes -o ServerAliveInterval=60'];\n\
              $Conf{RsyncShareName} = ['/home', '/etc'];\n\
              $Conf{RsyncRestoreArgs} = ['--recursive', '--super', '--protect-args', '--numeric-ids', '--perms', '--owner', '--group', '-D', '--times', '--links', '--hard-links', '--partial', '--log-format=log: %o %i %B %8U,%8G %9l %f%L', '--stats'];\n"
         );
+    }
+
+    fn host() -> PerHostConfig {
+        PerHostConfig {
+            host: "dormeur".into(),
+            logon: "cmartin".into(),
+            client_user: "bckpciuem".into(),
+            client_port: 22,
+            key_path: "/k/dormeur.key".into(),
+            known_hosts: "/k/known_hosts".into(),
+            rsync_client_path: "/usr/bin/rsync".into(),
+            shares: vec!["/home".into()],
+        }
+    }
+
+    /// What BackupPC's CGI saves (Data::Dumper, Indent 1, sorted keys)
+    /// after the host's user added excludes and a schedule.
+    const CGI_SAVED: &str =
+        "$Conf{BackupFilesExclude} = {\n  '*' => [\n    '/home/jd/tmp;x',\n    '/home/jd/}{'\n  ]\n};\n\
+$Conf{RsyncClientPath} = '/usr/bin/rsync';\n\
+$Conf{RsyncRestoreArgs} = [\n  '--recursive'\n];\n\
+$Conf{RsyncShareName} = [\n  '/home/jd'\n];\n\
+$Conf{RsyncSshArgs} = [\n  '-e',\n  '$sshPath -l root -i /k/other.key'\n];\n\
+$Conf{FullPeriod} = '6.97'; # weekly\n\
+$Conf{XferMethod} = 'rsync';\n";
+
+    #[test]
+    fn update_replaces_owned_settings_and_keeps_every_other_byte() {
+        let got = host().update(CGI_SAVED).unwrap();
+        let pieces = pieces(&got).unwrap();
+        let text_of = |name: &str| -> Vec<&str> {
+            pieces
+                .iter()
+                .filter_map(|p| match p {
+                    Piece::Setting { name: n, text } if *n == name => Some(*text),
+                    _ => None,
+                })
+                .collect()
+        };
+        // The user's settings, byte for byte.
+        assert_eq!(
+            text_of("BackupFilesExclude"),
+            ["$Conf{BackupFilesExclude} = {\n  '*' => [\n    '/home/jd/tmp;x',\n    '/home/jd/}{'\n  ]\n};\n"]
+        );
+        assert_eq!(text_of("FullPeriod"), ["$Conf{FullPeriod} = '6.97'; # weekly\n"]);
+        assert_eq!(
+            text_of("RsyncShareName"),
+            ["$Conf{RsyncShareName} = [\n  '/home/jd'\n];\n"],
+            "narrowed shares kept"
+        );
+        // The toolkit's, replaced in place, once each.
+        let ssh = text_of("RsyncSshArgs");
+        assert_eq!(ssh.len(), 1);
+        assert!(ssh[0].contains("-i /k/dormeur.key") && !ssh[0].contains("other.key"), "{}", ssh[0]);
+        assert_eq!(text_of("RsyncRestoreArgs").len(), 1);
+        assert!(text_of("RsyncRestoreArgs")[0].contains("'--stats'"));
+        assert_eq!(text_of("XferMethod"), ["$Conf{XferMethod} = 'rsync';\n"]);
+        assert!(got.starts_with("$Conf{BackupFilesExclude}"), "order kept:\n{got}");
+        assert_eq!(host().update(&got).unwrap(), got, "a second re-enrollment changes nothing");
+    }
+
+    #[test]
+    fn update_table() {
+        // (existing file, what must be in the result, what must not, why)
+        let rows: &[(&str, &[&str], &[&str], &str)] = &[
+            (
+                "",
+                &["$Conf{XferMethod} = 'rsync';", "$Conf{RsyncShareName} = ['/home'];"],
+                &[],
+                "empty file: all settings added",
+            ),
+            (
+                "$Conf{XferMethod} = 'tar';\n",
+                &["$Conf{XferMethod} = 'rsync';"],
+                &["'tar'"],
+                "XferMethod is the toolkit's: another method would bypass the pinned key",
+            ),
+            (
+                "$Conf{ClientNameAlias} = ['other.example.org'];\n$Conf{XferMethod} = 'rsync';\n",
+                &["XferMethod"],
+                &["ClientNameAlias", "other.example"],
+                "ClientNameAlias would send the backup elsewhere",
+            ),
+            (
+                "$Conf{RsyncSshArgs} = ['-e', 'a'];\n$Conf{RsyncSshArgs} = ['-e', 'b'];\n",
+                &["dormeur.key"],
+                &["'a'", "'b'"],
+                "a second occurrence would win in Perl: dropped",
+            ),
+            (
+                "# a comment\n\n$Conf{X} = \"a;b\";\n",
+                &["# a comment\n\n$Conf{X} = \"a;b\";\n"],
+                &[],
+                "comments, blanks and ; in strings kept",
+            ),
+            ("$Conf{ Y }= 1;\n", &["$Conf{ Y }= 1;\n"], &[], "spacing BackupPC accepts"),
+            (
+                "$Conf{XferMethod} = 'rsync'; $Conf{Z} = 1;\n",
+                &["XferMethod"],
+                &[],
+                "two statements on one line: the line goes with the first",
+            ),
+        ];
+        for (existing, want, not, why) in rows {
+            let got = host().update(existing).unwrap_or_else(|e| panic!("{why}: {e}"));
+            for w in *want {
+                assert!(got.contains(w), "{why}: {w:?} missing in\n{got}");
+            }
+            for n in *not {
+                assert!(!got.contains(n), "{why}: {n:?} present in\n{got}");
+            }
+        }
+    }
+
+    #[test]
+    fn update_refuses_what_it_cannot_take_apart() {
+        let rows = [
+            ("$Conf{XferMethod} = 'rsync'\n", "no ;"),
+            ("$Conf{A} = ['x';\n", "unbalanced"),
+            ("$Conf{A} = 'x;\n", "unterminated string"),
+            ("$Conf{A} = <<EOT;\nx\nEOT\n", "here-document"),
+            ("$Conf{A} = ]];\n", "closing first"),
+        ];
+        for (existing, why) in rows {
+            assert!(host().update(existing).is_err(), "{why}: {existing:?}");
+        }
     }
 }
