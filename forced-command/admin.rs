@@ -382,7 +382,7 @@ fn check_config(cfg: &ServerConfig, config: &Path, register_key: Option<&Path>) 
     if main.exists() {
         let out = std::process::Command::new("perl")
             .arg("-e")
-            .arg("our %Conf; do $ARGV[0]; print join(' ', grep { ($Conf{CgiUserConfigEdit}{$_} // 0) } qw(RsyncSshArgs RsyncClientPath RsyncArgs RsyncArgsExtra RsyncFullArgsExtra RsyncIncrArgsExtra RsyncRestoreArgs RsyncRestoreArgsExtra ClientNameAlias))")
+            .arg("our %Conf; do $ARGV[0]; print join(' ', grep { ($Conf{CgiUserConfigEdit}{$_} // 0) } qw(RsyncSshArgs RsyncClientPath RsyncArgs RsyncArgsExtra RsyncFullArgsExtra RsyncIncrArgsExtra RsyncRestoreArgs RsyncRestoreArgsExtra ClientNameAlias XferMethod))")
             .arg(&main)
             .output();
         if let Ok(o) = out {

@@ -261,11 +261,14 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
         shares: shares.clone(),
     };
     let pl = srv.per_host_config(&host);
-    atomic::write(
-        &pl,
-        per_host.render(&timestamp()).as_bytes(),
-        Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)),
-    )?;
+    // A re-enrollment keeps what the host's user saved in the web
+    // interface: only the toolkit's own settings are replaced.
+    let per_host_text = match std::fs::read_to_string(&pl) {
+        Ok(existing) => per_host.update(&existing).map_err(|e| anyhow::anyhow!("{}: {e}", pl.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => per_host.render(&timestamp()),
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", pl.display()).into()),
+    };
+    atomic::write(&pl, per_host_text.as_bytes(), Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)))?;
     if !hello.hostkeys.is_empty() {
         srv.pin_host_keys(&host, &hello.hostkeys)?;
     }
