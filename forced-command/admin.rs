@@ -102,6 +102,21 @@ fn run(cmd: Admin, config: &Path) -> Result<()> {
         Admin::InstallRegisterKey { pubkey, authorized_keys } => {
             install_register_key(&cfg, &srv, config, &pubkey, authorized_keys)?
         }
+        Admin::InstallSshdDropin { user, dropin, sshd_config, sshd, remove } => {
+            let user = user.unwrap_or_else(|| cfg.backuppc_user.clone());
+            let d = crate::sshd_dropin::Dropin {
+                user: &user,
+                dropin: &dropin,
+                sshd_config: &sshd_config,
+                sshd: &sshd,
+                config,
+            };
+            if remove {
+                d.remove()?
+            } else {
+                d.install()?
+            }
+        }
         Admin::CheckConfig { .. } => unreachable!("handled above"),
     }
     Ok(())

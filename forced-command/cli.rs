@@ -116,6 +116,29 @@ Exit status:
         #[arg(long, value_name = "FILE")]
         authorized_keys: Option<PathBuf>,
     },
+    /// The ForceCommand deployment: write an sshd_config.d drop-in whose
+    /// `Match User` block makes sshd run forced-command for every key of the
+    /// account (no tty, agent or forwarding, public keys only), checked
+    /// with `sshd -t` before it is moved into place.
+    #[command(after_help = "Examples:
+  forced-command install-sshd-dropin                  # for the BackupPC account
+  forced-command install-sshd-dropin --user bpcenroll # an account of its own
+  forced-command install-sshd-dropin --remove")]
+    InstallSshdDropin {
+        /// The account (default: backuppc_user of server.toml).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, value_name = "FILE", default_value = "/etc/ssh/sshd_config.d/backuppc-enroll.conf")]
+        dropin: PathBuf,
+        /// sshd's main config, which the drop-in is checked with.
+        #[arg(long, value_name = "FILE", default_value = "/etc/ssh/sshd_config")]
+        sshd_config: PathBuf,
+        #[arg(long, value_name = "FILE", default_value = "/usr/sbin/sshd")]
+        sshd: PathBuf,
+        /// Remove the drop-in (only one this command wrote).
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,6 +7,7 @@ mod cli;
 mod notify;
 mod serve;
 mod server;
+mod sshd_dropin;
 
 // As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;
