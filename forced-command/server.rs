@@ -136,13 +136,25 @@ impl<'a> Server<'a> {
 
     /// Tell a running BackupPC to re-read its hosts file (as the BackupPC
     /// user, which BackupPC_serverMesg insists on). When the daemon is not
-    /// running, or the command is missing, the files are right anyway.
+    /// running, or the command is missing, the files are right anyway: the
+    /// daemon reads them when it starts. For the stock BackupPC_serverMesg
+    /// the daemon's socket is probed first, as BackupPC_serverMesg itself
+    /// connects, so a stopped daemon costs no Perl start-up and reads as
+    /// "not running" rather than as a failure.
     pub fn reload_backuppc(&self) -> String {
         let Some((prog, args)) = self.cfg.reload_command.split_first() else {
             return "disabled".into();
         };
         if !Path::new(prog).exists() {
             return "not installed".into();
+        }
+        if Path::new(prog).file_name().is_some_and(|n| n == "BackupPC_serverMesg") {
+            let config_pl = std::fs::read_to_string(self.cfg.backuppc_conf_dir.join("config.pl")).unwrap_or_default();
+            let daemon = DaemonAddress::from_config_pl(&config_pl);
+            let probe = daemon.socket.as_deref().map(probe_socket).unwrap_or(SocketProbe::Unknown);
+            if !must_run_reload(probe, daemon.tcp) {
+                return NOT_RUNNING.into();
+            }
         }
         let mut cmd = Command::new(prog);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
@@ -168,7 +180,180 @@ impl<'a> Server<'a> {
     }
 }
 
+/// The reload result when BackupPC's daemon is not running.
+pub const NOT_RUNNING: &str = "not running, nothing to reload";
+
+/// How BackupPC_serverMesg reaches the daemon, as far as config.pl says
+/// with plain values: the unix socket `$Conf{RunDir}/BackupPC.sock`
+/// (`None` when RunDir is computed, so unknown here), and whether it falls
+/// back to TCP (`$Conf{ServerPort}` above 0, or computed).
+#[derive(Debug, PartialEq, Eq)]
+pub struct DaemonAddress {
+    pub socket: Option<PathBuf>,
+    pub tcp: bool,
+}
+
+/// A `$Conf{NAME}` setting of config.pl, the last one winning as in Perl.
+#[derive(Debug, PartialEq, Eq)]
+enum Setting {
+    Unset,
+    Plain(String),
+    /// Anything but a plain quoted string or number: only Perl knows.
+    Computed,
+}
+
+fn setting(config_pl: &str, name: &str) -> Setting {
+    let keys = [format!("{{{name}}}"), format!("{{'{name}'}}"), format!("{{\"{name}\"}}")];
+    let mut found = Setting::Unset;
+    for line in config_pl.lines().map(str::trim) {
+        if line.starts_with('#') || !keys.iter().any(|k| line.contains(k.as_str())) {
+            continue;
+        }
+        found = keys
+            .iter()
+            .find_map(|k| line.strip_prefix("$Conf")?.trim_start().strip_prefix(k.as_str()))
+            .and_then(|rest| rest.trim_start().strip_prefix('='))
+            .and_then(|rest| {
+                let (value, after) = rest.split_once(';')?;
+                let after = after.trim();
+                (after.is_empty() || after.starts_with('#')).then(|| plain_value(value.trim()))?
+            })
+            .map_or(Setting::Computed, Setting::Plain);
+    }
+    found
+}
+
+/// A Perl value with nothing to compute: `'text'`, `"text"` without
+/// interpolation or escapes, or an integer.
+fn plain_value(v: &str) -> Option<String> {
+    for (quote, special) in [('\'', &['\'', '\\'][..]), ('"', &['"', '\\', '$', '@'][..])] {
+        if let Some(inner) = v.strip_prefix(quote).and_then(|v| v.strip_suffix(quote)) {
+            return (!inner.contains(special)).then(|| inner.to_string());
+        }
+    }
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())).then(|| v.to_string())
+}
+
+impl DaemonAddress {
+    pub fn from_config_pl(config_pl: &str) -> DaemonAddress {
+        // BackupPC's default when config.pl leaves RunDir empty or unset.
+        let socket = match setting(config_pl, "RunDir") {
+            Setting::Plain(d) if !d.is_empty() => Some(Path::new(&d).join("BackupPC.sock")),
+            Setting::Plain(_) | Setting::Unset => Some(PathBuf::from("/run/backuppc/BackupPC.sock")),
+            Setting::Computed => None,
+        };
+        let tcp = match setting(config_pl, "ServerPort") {
+            Setting::Plain(p) => p.parse::<i64>().map_or(true, |p| p > 0),
+            Setting::Unset => false,
+            Setting::Computed => true,
+        };
+        DaemonAddress { socket, tcp }
+    }
+}
+
+/// What connecting to the daemon's unix socket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketProbe {
+    /// The daemon accepted: it runs.
+    Accepted,
+    /// No socket file: the daemon never started, or removed it on exit.
+    Missing,
+    /// A socket file nobody listens on: the daemon died.
+    Refused,
+    /// Anything else (permissions, an unknown RunDir): not ours to judge.
+    Unknown,
+}
+
+pub fn probe_socket(path: &Path) -> SocketProbe {
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => SocketProbe::Accepted,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => SocketProbe::Missing,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => SocketProbe::Refused,
+        Err(_) => SocketProbe::Unknown,
+    }
+}
+
+/// Whether to run the reload command: not when the unix socket shows the
+/// daemon is down and BackupPC_serverMesg has no TCP port to try next;
+/// in every doubt, yes (the command then says what it found).
+pub fn must_run_reload(probe: SocketProbe, tcp: bool) -> bool {
+    match probe {
+        SocketProbe::Missing | SocketProbe::Refused => tcp,
+        SocketProbe::Accepted | SocketProbe::Unknown => true,
+    }
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_address_from_config_pl() {
+        let sock = |d: &str| Some(PathBuf::from(d).join("BackupPC.sock"));
+        let stock = "$Conf{ServerPort} = -1;\n$Conf{RunDir}     = '/run/backuppc';\n$Conf{SCGIServerPort} = 10268;\n";
+        let cases: &[(&str, &str, Option<PathBuf>, bool)] = &[
+            ("Debian's stock lines (SCGIServerPort is another setting)", stock, sock("/run/backuppc"), false),
+            ("nothing set: BackupPC's default", "", sock("/run/backuppc"), false),
+            ("empty RunDir: the default", "$Conf{RunDir} = '';", sock("/run/backuppc"), false),
+            (
+                "the last assignment wins",
+                "$Conf{RunDir} = '/a';\n$Conf{RunDir} = \"/b\"; # test box",
+                sock("/b"),
+                false,
+            ),
+            ("commented out", "$Conf{RunDir} = '/a';\n# $Conf{RunDir} = '/b';", sock("/a"), false),
+            ("quoted key", "$Conf{'RunDir'} = '/q';", sock("/q"), false),
+            ("interpolated: only Perl knows", "$Conf{RunDir} = \"$ENV{HOME}/run\";", None, false),
+            ("computed", "$Conf{RunDir} = $Conf{TopDir} . '/run';", None, false),
+            ("more code after it", "$Conf{RunDir} = '/a'; $Conf{RunDir} .= '/b';", None, false),
+            ("appended to", "$Conf{RunDir} = '/a';\n$Conf{RunDir} .= '/b';", None, false),
+            ("escaped quote", "$Conf{RunDir} = '/a\\'b';", None, false),
+            ("TCP port on", "$Conf{ServerPort} = 2359;", sock("/run/backuppc"), true),
+            ("TCP port off", "$Conf{ServerPort} = 0;", sock("/run/backuppc"), false),
+            ("TCP port computed", "$Conf{ServerPort} = 2000 + 359;", sock("/run/backuppc"), true),
+            ("TCP port quoted", "$Conf{ServerPort} = '2359';", sock("/run/backuppc"), true),
+        ];
+        for (what, text, socket, tcp) in cases {
+            assert_eq!(
+                DaemonAddress::from_config_pl(text),
+                DaemonAddress { socket: socket.clone(), tcp: *tcp },
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn reload_runs_unless_the_daemon_is_surely_down() {
+        use SocketProbe::*;
+        let cases = [
+            (Accepted, false, true),
+            (Accepted, true, true),
+            (Missing, false, false),
+            (Refused, false, false),
+            (Missing, true, true),
+            (Refused, true, true),
+            (Unknown, false, true),
+            (Unknown, true, true),
+        ];
+        for (probe, tcp, run) in cases {
+            assert_eq!(must_run_reload(probe, tcp), run, "{probe:?}, tcp {tcp}");
+        }
+    }
+
+    #[test]
+    fn probe_tells_missing_refused_and_listening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("BackupPC.sock");
+        assert_eq!(probe_socket(&path), SocketProbe::Missing);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert_eq!(probe_socket(&path), SocketProbe::Accepted);
+        drop(listener);
+        assert_eq!(probe_socket(&path), SocketProbe::Refused, "a socket file left by a dead daemon");
+    }
 }
