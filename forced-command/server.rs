@@ -138,9 +138,9 @@ impl<'a> Server<'a> {
     /// user, which BackupPC_serverMesg insists on). When the daemon is not
     /// running, or the command is missing, the files are right anyway: the
     /// daemon reads them when it starts. For the stock BackupPC_serverMesg
-    /// the daemon's socket is probed first, as BackupPC_serverMesg itself
-    /// connects, so a stopped daemon costs no Perl start-up and reads as
-    /// "not running" rather than as a failure.
+    /// BackupPC's run folder (its socket, its pid file) is looked at first,
+    /// so a stopped daemon costs no Perl start-up and reads as "not
+    /// running" rather than as a failure.
     pub fn reload_backuppc(&self) -> String {
         let Some((prog, args)) = self.cfg.reload_command.split_first() else {
             return "disabled".into();
@@ -151,8 +151,8 @@ impl<'a> Server<'a> {
         if Path::new(prog).file_name().is_some_and(|n| n == "BackupPC_serverMesg") {
             let config_pl = std::fs::read_to_string(self.cfg.backuppc_conf_dir.join("config.pl")).unwrap_or_default();
             let daemon = DaemonAddress::from_config_pl(&config_pl);
-            let probe = daemon.socket.as_deref().map(probe_socket).unwrap_or(SocketProbe::Unknown);
-            if !must_run_reload(probe, daemon.tcp) {
+            let seen = daemon.socket.as_deref().map(RunDirState::read);
+            if !must_run_reload(seen, daemon.tcp) {
                 return NOT_RUNNING.into();
             }
         }
@@ -252,35 +252,60 @@ impl DaemonAddress {
     }
 }
 
-/// What connecting to the daemon's unix socket found.
+/// What BackupPC's run folder shows of its daemon, read without touching
+/// the daemon. (Connecting to its socket only to close again is no probe:
+/// the daemon writes a greeting, gets SIGPIPE and exits.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketProbe {
-    /// The daemon accepted: it runs.
-    Accepted,
-    /// No socket file: the daemon never started, or removed it on exit.
-    Missing,
-    /// A socket file nobody listens on: the daemon died.
-    Refused,
-    /// Anything else (permissions, an unknown RunDir): not ours to judge.
-    Unknown,
+pub struct RunDirState {
+    /// `BackupPC.sock` exists: BackupPC_serverMesg connects to it.
+    pub socket: bool,
+    pub pid: PidFile,
 }
 
-pub fn probe_socket(path: &Path) -> SocketProbe {
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => SocketProbe::Accepted,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => SocketProbe::Missing,
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => SocketProbe::Refused,
-        Err(_) => SocketProbe::Unknown,
+/// `BackupPC.pid`, written by the daemon when it starts and removed when
+/// it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidFile {
+    Missing,
+    /// Unreadable, or not a process id.
+    Unknown,
+    /// Names a running process.
+    Alive,
+    /// Names no process: the daemon died without cleaning up.
+    Gone,
+}
+
+impl RunDirState {
+    /// `socket` is `RunDir/BackupPC.sock`; the pid file sits beside it.
+    pub fn read(socket: &Path) -> RunDirState {
+        let pid = match std::fs::read_to_string(socket.with_file_name("BackupPC.pid")) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => PidFile::Missing,
+            Err(_) => PidFile::Unknown,
+            Ok(text) => match text.trim().parse::<i32>() {
+                Ok(pid) if pid > 0 => {
+                    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+                        Err(nix::errno::Errno::ESRCH) => PidFile::Gone,
+                        // Running (EPERM: running as another user).
+                        _ => PidFile::Alive,
+                    }
+                }
+                _ => PidFile::Unknown,
+            },
+        };
+        RunDirState { socket: socket.symlink_metadata().is_ok(), pid }
     }
 }
 
-/// Whether to run the reload command: not when the unix socket shows the
-/// daemon is down and BackupPC_serverMesg has no TCP port to try next;
-/// in every doubt, yes (the command then says what it found).
-pub fn must_run_reload(probe: SocketProbe, tcp: bool) -> bool {
-    match probe {
-        SocketProbe::Missing | SocketProbe::Refused => tcp,
-        SocketProbe::Accepted | SocketProbe::Unknown => true,
+/// Whether to run the reload command. Not when BackupPC_serverMesg surely
+/// finds no daemon: no socket to connect to, or a socket left by a daemon
+/// whose pid file names no process, and no TCP port to try next. In every
+/// doubt (RunDir unknown, no readable pid file beside a socket), yes: the
+/// command then says what it found.
+pub fn must_run_reload(seen: Option<RunDirState>, tcp: bool) -> bool {
+    match seen {
+        None => true,
+        Some(RunDirState { socket: false, .. }) | Some(RunDirState { socket: true, pid: PidFile::Gone }) => tcp,
+        Some(RunDirState { socket: true, pid: PidFile::Alive | PidFile::Missing | PidFile::Unknown }) => true,
     }
 }
 
@@ -330,30 +355,44 @@ mod tests {
 
     #[test]
     fn reload_runs_unless_the_daemon_is_surely_down() {
-        use SocketProbe::*;
+        use PidFile::*;
+        let seen = |socket, pid| Some(RunDirState { socket, pid });
         let cases = [
-            (Accepted, false, true),
-            (Accepted, true, true),
-            (Missing, false, false),
-            (Refused, false, false),
-            (Missing, true, true),
-            (Refused, true, true),
-            (Unknown, false, true),
-            (Unknown, true, true),
+            ("RunDir unknown", None, false, true),
+            ("daemon running", seen(true, Alive), false, true),
+            ("never started: nothing in RunDir", seen(false, Missing), false, false),
+            ("stopped: pid file and socket removed", seen(false, Missing), false, false),
+            ("no socket, whatever the pid file says", seen(false, Alive), false, false),
+            ("died: stale socket and pid file", seen(true, Gone), false, false),
+            ("socket without a pid file: unsure", seen(true, Missing), false, true),
+            ("socket, unreadable pid file: unsure", seen(true, Unknown), false, true),
+            ("no socket but a TCP port to try", seen(false, Missing), true, true),
+            ("stale socket but a TCP port to try", seen(true, Gone), true, true),
         ];
-        for (probe, tcp, run) in cases {
-            assert_eq!(must_run_reload(probe, tcp), run, "{probe:?}, tcp {tcp}");
+        for (what, state, tcp, run) in cases {
+            assert_eq!(must_run_reload(state, tcp), run, "{what}");
         }
     }
 
     #[test]
-    fn probe_tells_missing_refused_and_listening() {
+    fn run_folder_read_without_connecting() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("BackupPC.sock");
-        assert_eq!(probe_socket(&path), SocketProbe::Missing);
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        assert_eq!(probe_socket(&path), SocketProbe::Accepted);
-        drop(listener);
-        assert_eq!(probe_socket(&path), SocketProbe::Refused, "a socket file left by a dead daemon");
+        let sock = dir.path().join("BackupPC.sock");
+        let pid_file = dir.path().join("BackupPC.pid");
+        let read = || RunDirState::read(&sock);
+        assert_eq!(read(), RunDirState { socket: false, pid: PidFile::Missing });
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::fs::write(&pid_file, format!("{}", std::process::id())).unwrap();
+        assert_eq!(read(), RunDirState { socket: true, pid: PidFile::Alive });
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "reading the run folder never connects to the daemon");
+        // A process that has exited: its pid names nothing.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        std::fs::write(&pid_file, format!("{gone}\n")).unwrap();
+        assert_eq!(read().pid, PidFile::Gone);
+        std::fs::write(&pid_file, "not a pid").unwrap();
+        assert_eq!(read().pid, PidFile::Unknown);
     }
 }

@@ -125,7 +125,7 @@ if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; f
 grep '^setup: ' "$log" || echo "all installed already"
 echo "$(cargo --version), BackupPC $(dpkg-query -W -f='${Version}' backuppc)"
 
-step "2/9 Build enroll, forced-command and rsyncsend" "about 2-3 minutes the first time, seconds after"
+step "2/9 Build enroll, forced-command and rsyncsend" "about 2-4 minutes the first time, seconds after"
 logged cargo build --locked --bins
 install -d -m 755 "$demo" "$demo/bin" "$demo/etc" "$demo/state" "$demo/sshd"
 install -m 755 target/debug/enroll target/debug/forced-command target/debug/rsyncsend "$demo/bin/"
@@ -219,7 +219,9 @@ AllowTcpForwarding no
 X11Forwarding no
 CONF
 mkdir -p /run/sshd
-in_ns /usr/sbin/sshd -D -e -f "$demo/sshd/sshd_config" 2> "$demo/sshd/log" &
+# Started as simple commands (not through in_ns, a function, which "&"
+# would run in a subshell): $! is then the daemon itself, stopped by pid.
+nsenter --target="$ns_pid" --mount -- /usr/sbin/sshd -D -e -f "$demo/sshd/sshd_config" 2> "$demo/sshd/log" &
 sshd_pid=$!
 echo "$sshd_pid" >> "$demo/pids"
 # Ready when sshd says so (a connect could reach something else).
@@ -227,7 +229,8 @@ for _ in $(seq 100); do grep -q "Server listening on 127.0.0.1 port $port" "$dem
 grep -q "Server listening on 127.0.0.1 port $port" "$demo/sshd/log" || fail "sshd did not start: $(cat "$demo/sshd/log")"
 echo "sshd (pid $sshd_pid) on 127.0.0.1:$port"
 
-as_backuppc "$bin/BackupPC" > "$demo/daemon.log" 2>&1 &
+nsenter --target="$ns_pid" --mount -- setpriv --reuid=backuppc --regid=backuppc --init-groups --reset-env -- \
+    "$bin/BackupPC" > "$demo/daemon.log" 2>&1 &
 daemon_pid=$!
 echo "$daemon_pid" >> "$demo/pids"
 for _ in $(seq 150); do
@@ -236,7 +239,8 @@ for _ in $(seq 150); do
     sleep 0.2
 done
 as_backuppc "$bin/BackupPC_serverMesg" status info > /dev/null 2>&1 || fail "BackupPC does not answer: $(cat "$demo/daemon.log")"
-echo "BackupPC daemon (pid $daemon_pid) running; it knows no host yet: $(as_backuppc "$bin/BackupPC_serverMesg" status hosts | grep -c '"localhost"' || true) localhost"
+! as_backuppc "$bin/BackupPC_serverMesg" status hosts | grep -q '"localhost"' || fail "BackupPC already lists localhost"
+echo "BackupPC daemon (pid $daemon_pid) running, with no host yet"
 
 step "5/9 The workstation enrolls itself: enroll --logon $logon --yes" "a second or two"
 echo "[127.0.0.1]:$port $(cat "$demo/sshd/host_key.pub")" > "$demo/etc/server_host_keys"
@@ -274,7 +278,7 @@ cat "$demo/$backup_user/.ssh/authorized_keys"
 echo "--- its sudoers drop-in:"
 cat "/etc/sudoers.d/backuppc-enroll-$backup_user"
 
-step "7/9 BackupPC runs a full backup of localhost through rsyncsend (BackupPC_dump -f)" "about 10 seconds"
+step "7/9 BackupPC_dump -f: BackupPC runs a full backup of localhost through rsyncsend, then lists it" "about 10 seconds"
 logged as_backuppc "$bin/BackupPC_dump" -f -v localhost
 # The backups file: num, type, start, end, nFiles, size, …, xferErrs (11th).
 IFS=$'\t' read -r num kind _ _ nfiles size _ _ _ _ xfer_errs _ < <(tail -n 1 "$top/pc/localhost/backups")
@@ -285,7 +289,7 @@ as_backuppc "$bin/BackupPC_ls" -R -h localhost -n "$num" -s "$share" / | sed '/^
 echo "--- root-only.txt, read back from BackupPC's pool (BackupPC_tarCreate | tar -xO):"
 as_backuppc "$bin/BackupPC_tarCreate" -h localhost -n "$num" -s "$share" /root-only.txt | tar -xOf -
 
-step "8/9 The user deletes a file; BackupPC restores it through rsyncsend (BackupPC_restore)" "a few seconds"
+step "8/9 The user deletes a file; BackupPC_restore puts it back through rsyncsend" "a few seconds"
 rm "$share/Documents/report 2026.txt"
 echo "deleted: $share/Documents/report 2026.txt"
 req=$top/pc/localhost/restoreReq.demo
@@ -328,9 +332,14 @@ if ssh -i "$demo/etc/register-key" -p "$port" -o IdentitiesOnly=yes -o BatchMode
 fi
 sed 's/^/  /' "$demo/refused.out"
 
+# Stopped, and nothing is left in the private namespace.
+ns_id=$(readlink "/proc/$ns_pid/ns/mnt")
 stop_pid "$daemon_pid"
 stop_pid "$sshd_pid"
 stop_pid "$ns_pid"
+sleep 0.5
+left=$(for p in /proc/[0-9]*; do [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns_id" ] && echo "${p#/proc/}"; done || true)
+[ -z "$left" ] || fail "processes still run in the demo's namespace: $(ps -o pid,args -p "$(echo $left | tr ' ' ,)")"
 snapshot > "$demo/machine-backuppc.after"
 if ! cmp -s "$demo/machine-backuppc.before" "$demo/machine-backuppc.after"; then
     diff "$demo/machine-backuppc.before" "$demo/machine-backuppc.after" >&2 || true
