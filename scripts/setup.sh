@@ -2,13 +2,13 @@
 # Installs what backuppc-enroll needs on Debian 12, as root, for one
 # purpose (sourced by the scripts that need it, or run on its own):
 #
-#   setup.sh --demo   what scripts/demo.sh uses: OpenSSH, rsync, sudo, Perl,
+#   setup.sh --demo   what scripts/demo.sh uses: OpenSSH, rsync, sudo, ping, Perl,
 #                     BackupPC 4 (with the web server and mail agent it
 #                     depends on), and the C tools and libraries the build
 #                     needs
 #   setup.sh          (or --test) all of that, plus what the test suite and
 #                     the package checks use: OpenLDAP's slapd, man-db,
-#                     zsh, fish, lintian, dpkg-dev, hyperfine, ping
+#                     zsh, fish, lintian, dpkg-dev, hyperfine
 #
 # and a Rust toolchain new enough for Cargo.toml's rust-version (rustup's,
 # in ~/.cargo, when no recent enough cargo is found).
@@ -37,15 +37,16 @@ esac
 
 # The build: the C libraries and tools the ssh2 crate builds against, and
 # curl for rustup. The demo: OpenSSH (client and server), rsync, sudo,
-# Perl, BackupPC 4 and its rsync (backuppc-rsync), nsenter (util-linux).
+# Perl, BackupPC 4 and its rsync (backuppc-rsync), ping (BackupPC pings a
+# host before backing it up), nsenter (util-linux).
 setup_packages=(openssh-server openssh-client rsync sudo perl libssl-dev pkg-config gcc procps util-linux
-    ca-certificates curl backuppc backuppc-rsync)
+    ca-certificates curl backuppc backuppc-rsync iputils-ping)
 if [ "$setup_purpose" = test ]; then
     # slapd: the OpenLDAP directory of the LDAP tests (each test starts
     # its own on loopback). man-db, groff-base, zsh, fish: the generated
     # man pages and completions are rendered and parsed by the tests;
     # lintian and dpkg-dev check the packages; hyperfine runs the benches.
-    setup_packages+=(hyperfine iputils-ping slapd man-db groff-base zsh fish lintian dpkg-dev)
+    setup_packages+=(hyperfine slapd man-db groff-base zsh fish lintian dpkg-dev)
 fi
 
 # Services (systemd units, or init scripts without systemd) of the
