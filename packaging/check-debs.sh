@@ -9,8 +9,9 @@
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 # A check never dies without saying what failed: any command that stops
-# the script (set -e) is named, with its line and exit status.
-trap 'status=$?; echo "check-debs: FAILED: line $LINENO: $BASH_COMMAND (exit status $status)" >&2' ERR
+# the script (set -e) is named, with its line and exit status, once, by
+# the main shell (a failure inside a $(…) fails the command around it).
+trap 'status=$?; [ "$BASH_SUBSHELL" -gt 0 ] || echo "check-debs: FAILED: line $LINENO: $BASH_COMMAND (exit status $status)" >&2' ERR
 
 client=backuppc-enroll-client
 server=backuppc-enroll-server

@@ -69,7 +69,9 @@ logged() {
         exit 1
     fi
 }
-trap 'status=$?; echo "demo: FAILED at line $LINENO (step: $step_name): $BASH_COMMAND (exit status $status)" >&2' ERR
+# Named once, by the main shell (a failure in a $(…) that matters fails
+# the command around it there too).
+trap 'status=$?; [ "$BASH_SUBSHELL" -gt 0 ] || echo "demo: FAILED at line $LINENO (step: $step_name): $BASH_COMMAND (exit status $status)" >&2' ERR
 
 # Inside the private mount namespace (where the copies are mounted), and as
 # the backuppc account there, as BackupPC's tools insist.
