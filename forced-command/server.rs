@@ -136,13 +136,25 @@ impl<'a> Server<'a> {
 
     /// Tell a running BackupPC to re-read its hosts file (as the BackupPC
     /// user, which BackupPC_serverMesg insists on). When the daemon is not
-    /// running, or the command is missing, the files are right anyway.
+    /// running, or the command is missing, the files are right anyway: the
+    /// daemon reads them when it starts. For the stock BackupPC_serverMesg
+    /// BackupPC's run folder (its socket, its pid file) is looked at first,
+    /// so a stopped daemon costs no Perl start-up and reads as "not
+    /// running" rather than as a failure.
     pub fn reload_backuppc(&self) -> String {
         let Some((prog, args)) = self.cfg.reload_command.split_first() else {
             return "disabled".into();
         };
         if !Path::new(prog).exists() {
             return "not installed".into();
+        }
+        if Path::new(prog).file_name().is_some_and(|n| n == "BackupPC_serverMesg") {
+            let config_pl = std::fs::read_to_string(self.cfg.backuppc_conf_dir.join("config.pl")).unwrap_or_default();
+            let daemon = DaemonAddress::from_config_pl(&config_pl);
+            let seen = daemon.socket.as_deref().map(RunDirState::read);
+            if !must_run_reload(seen, daemon.tcp) {
+                return NOT_RUNNING.into();
+            }
         }
         let mut cmd = Command::new(prog);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
@@ -168,7 +180,219 @@ impl<'a> Server<'a> {
     }
 }
 
+/// The reload result when BackupPC's daemon is not running.
+pub const NOT_RUNNING: &str = "not running, nothing to reload";
+
+/// How BackupPC_serverMesg reaches the daemon, as far as config.pl says
+/// with plain values: the unix socket `$Conf{RunDir}/BackupPC.sock`
+/// (`None` when RunDir is computed, so unknown here), and whether it falls
+/// back to TCP (`$Conf{ServerPort}` above 0, or computed).
+#[derive(Debug, PartialEq, Eq)]
+pub struct DaemonAddress {
+    pub socket: Option<PathBuf>,
+    pub tcp: bool,
+}
+
+/// A `$Conf{NAME}` setting of config.pl, the last one winning as in Perl.
+#[derive(Debug, PartialEq, Eq)]
+enum Setting {
+    Unset,
+    Plain(String),
+    /// Anything but a plain quoted string or number: only Perl knows.
+    Computed,
+}
+
+fn setting(config_pl: &str, name: &str) -> Setting {
+    let keys = [format!("{{{name}}}"), format!("{{'{name}'}}"), format!("{{\"{name}\"}}")];
+    let mut found = Setting::Unset;
+    for line in config_pl.lines().map(str::trim) {
+        if line.starts_with('#') || !keys.iter().any(|k| line.contains(k.as_str())) {
+            continue;
+        }
+        found = keys
+            .iter()
+            .find_map(|k| line.strip_prefix("$Conf")?.trim_start().strip_prefix(k.as_str()))
+            .and_then(|rest| rest.trim_start().strip_prefix('='))
+            .and_then(|rest| {
+                let (value, after) = rest.split_once(';')?;
+                let after = after.trim();
+                (after.is_empty() || after.starts_with('#')).then(|| plain_value(value.trim()))?
+            })
+            .map_or(Setting::Computed, Setting::Plain);
+    }
+    found
+}
+
+/// A Perl value with nothing to compute: `'text'`, `"text"` without
+/// interpolation or escapes, or an integer.
+fn plain_value(v: &str) -> Option<String> {
+    for (quote, special) in [('\'', &['\'', '\\'][..]), ('"', &['"', '\\', '$', '@'][..])] {
+        if let Some(inner) = v.strip_prefix(quote).and_then(|v| v.strip_suffix(quote)) {
+            return (!inner.contains(special)).then(|| inner.to_string());
+        }
+    }
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())).then(|| v.to_string())
+}
+
+impl DaemonAddress {
+    pub fn from_config_pl(config_pl: &str) -> DaemonAddress {
+        // BackupPC's default when config.pl leaves RunDir empty or unset.
+        let socket = match setting(config_pl, "RunDir") {
+            Setting::Plain(d) if !d.is_empty() => Some(Path::new(&d).join("BackupPC.sock")),
+            Setting::Plain(_) | Setting::Unset => Some(PathBuf::from("/run/backuppc/BackupPC.sock")),
+            Setting::Computed => None,
+        };
+        let tcp = match setting(config_pl, "ServerPort") {
+            Setting::Plain(p) => p.parse::<i64>().map_or(true, |p| p > 0),
+            Setting::Unset => false,
+            Setting::Computed => true,
+        };
+        DaemonAddress { socket, tcp }
+    }
+}
+
+/// What BackupPC's run folder shows of its daemon, read without touching
+/// the daemon. (Connecting to its socket only to close again is no probe:
+/// the daemon writes a greeting, gets SIGPIPE and exits.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunDirState {
+    /// `BackupPC.sock` exists: BackupPC_serverMesg connects to it.
+    pub socket: bool,
+    pub pid: PidFile,
+}
+
+/// `BackupPC.pid`, written by the daemon when it starts and removed when
+/// it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidFile {
+    Missing,
+    /// Unreadable, or not a process id.
+    Unknown,
+    /// Names a running process.
+    Alive,
+    /// Names no process: the daemon died without cleaning up.
+    Gone,
+}
+
+impl RunDirState {
+    /// `socket` is `RunDir/BackupPC.sock`; the pid file sits beside it.
+    pub fn read(socket: &Path) -> RunDirState {
+        let pid = match std::fs::read_to_string(socket.with_file_name("BackupPC.pid")) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => PidFile::Missing,
+            Err(_) => PidFile::Unknown,
+            Ok(text) => match text.trim().parse::<i32>() {
+                Ok(pid) if pid > 0 => {
+                    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+                        Err(nix::errno::Errno::ESRCH) => PidFile::Gone,
+                        // Running (EPERM: running as another user).
+                        _ => PidFile::Alive,
+                    }
+                }
+                _ => PidFile::Unknown,
+            },
+        };
+        RunDirState { socket: socket.symlink_metadata().is_ok(), pid }
+    }
+}
+
+/// Whether to run the reload command. Not when BackupPC_serverMesg surely
+/// finds no daemon: no socket to connect to, or a socket left by a daemon
+/// whose pid file names no process, and no TCP port to try next. In every
+/// doubt (RunDir unknown, no readable pid file beside a socket), yes: the
+/// command then says what it found.
+pub fn must_run_reload(seen: Option<RunDirState>, tcp: bool) -> bool {
+    match seen {
+        None => true,
+        Some(RunDirState { socket: false, .. }) | Some(RunDirState { socket: true, pid: PidFile::Gone }) => tcp,
+        Some(RunDirState { socket: true, pid: PidFile::Alive | PidFile::Missing | PidFile::Unknown }) => true,
+    }
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_address_from_config_pl() {
+        let sock = |d: &str| Some(PathBuf::from(d).join("BackupPC.sock"));
+        let stock = "$Conf{ServerPort} = -1;\n$Conf{RunDir}     = '/run/backuppc';\n$Conf{SCGIServerPort} = 10268;\n";
+        let cases: &[(&str, &str, Option<PathBuf>, bool)] = &[
+            ("Debian's stock lines (SCGIServerPort is another setting)", stock, sock("/run/backuppc"), false),
+            ("nothing set: BackupPC's default", "", sock("/run/backuppc"), false),
+            ("empty RunDir: the default", "$Conf{RunDir} = '';", sock("/run/backuppc"), false),
+            (
+                "the last assignment wins",
+                "$Conf{RunDir} = '/a';\n$Conf{RunDir} = \"/b\"; # test box",
+                sock("/b"),
+                false,
+            ),
+            ("commented out", "$Conf{RunDir} = '/a';\n# $Conf{RunDir} = '/b';", sock("/a"), false),
+            ("quoted key", "$Conf{'RunDir'} = '/q';", sock("/q"), false),
+            ("interpolated: only Perl knows", "$Conf{RunDir} = \"$ENV{HOME}/run\";", None, false),
+            ("computed", "$Conf{RunDir} = $Conf{TopDir} . '/run';", None, false),
+            ("more code after it", "$Conf{RunDir} = '/a'; $Conf{RunDir} .= '/b';", None, false),
+            ("appended to", "$Conf{RunDir} = '/a';\n$Conf{RunDir} .= '/b';", None, false),
+            ("escaped quote", "$Conf{RunDir} = '/a\\'b';", None, false),
+            ("TCP port on", "$Conf{ServerPort} = 2359;", sock("/run/backuppc"), true),
+            ("TCP port off", "$Conf{ServerPort} = 0;", sock("/run/backuppc"), false),
+            ("TCP port computed", "$Conf{ServerPort} = 2000 + 359;", sock("/run/backuppc"), true),
+            ("TCP port quoted", "$Conf{ServerPort} = '2359';", sock("/run/backuppc"), true),
+        ];
+        for (what, text, socket, tcp) in cases {
+            assert_eq!(
+                DaemonAddress::from_config_pl(text),
+                DaemonAddress { socket: socket.clone(), tcp: *tcp },
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn reload_runs_unless_the_daemon_is_surely_down() {
+        use PidFile::*;
+        let seen = |socket, pid| Some(RunDirState { socket, pid });
+        let cases = [
+            ("RunDir unknown", None, false, true),
+            ("daemon running", seen(true, Alive), false, true),
+            ("never started: nothing in RunDir", seen(false, Missing), false, false),
+            ("stopped: pid file and socket removed", seen(false, Missing), false, false),
+            ("no socket, whatever the pid file says", seen(false, Alive), false, false),
+            ("died: stale socket and pid file", seen(true, Gone), false, false),
+            ("socket without a pid file: unsure", seen(true, Missing), false, true),
+            ("socket, unreadable pid file: unsure", seen(true, Unknown), false, true),
+            ("no socket but a TCP port to try", seen(false, Missing), true, true),
+            ("stale socket but a TCP port to try", seen(true, Gone), true, true),
+        ];
+        for (what, state, tcp, run) in cases {
+            assert_eq!(must_run_reload(state, tcp), run, "{what}");
+        }
+    }
+
+    #[test]
+    fn run_folder_read_without_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("BackupPC.sock");
+        let pid_file = dir.path().join("BackupPC.pid");
+        let read = || RunDirState::read(&sock);
+        assert_eq!(read(), RunDirState { socket: false, pid: PidFile::Missing });
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::fs::write(&pid_file, format!("{}", std::process::id())).unwrap();
+        assert_eq!(read(), RunDirState { socket: true, pid: PidFile::Alive });
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "reading the run folder never connects to the daemon");
+        // A process that has exited: its pid names nothing.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        std::fs::write(&pid_file, format!("{gone}\n")).unwrap();
+        assert_eq!(read().pid, PidFile::Gone);
+        std::fs::write(&pid_file, "not a pid").unwrap();
+        assert_eq!(read().pid, PidFile::Unknown);
+    }
 }

@@ -6,8 +6,12 @@
 #
 # It refuses to run where either package is already installed: it would
 # purge the administrator's own installation.
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+# A check never dies without saying what failed: any command that stops
+# the script (set -e) is named, with its line and exit status, once, by
+# the main shell (a failure inside a $(…) fails the command around it).
+trap 'status=$?; [ "$BASH_SUBSHELL" -gt 0 ] || echo "check-debs: FAILED: line $LINENO: $BASH_COMMAND (exit status $status)" >&2' ERR
 
 client=backuppc-enroll-client
 server=backuppc-enroll-server
@@ -32,28 +36,23 @@ done
 backup_user=bpedeb
 ! id "$backup_user" >/dev/null 2>&1 || fail "user $backup_user exists (a previous run?): userdel -r $backup_user"
 
-echo "== build"
-bash packaging/build-debs.sh
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-arch=$(dpkg --print-architecture)
-client_deb=target/debian/${client}_${version}-1_${arch}.deb
-server_deb=target/debian/${server}_${version}-1_${arch}.deb
-[ -f "$client_deb" ] && [ -f "$server_deb" ] || fail "packages not built"
-
-echo "== lintian"
-lintian --fail-on error --suppress-tags initial-upload-closes-no-bugs "$client_deb" "$server_deb" 2>&1 \
-    | grep -v '^running with root privileges' || true
-lintian --fail-on error "$client_deb" "$server_deb" >/dev/null 2>&1 || fail "lintian reports errors"
-
-workdir=$(mktemp -d)
 # The BackupPC account's ssh folder: the README's steps add the register
 # key there, the purge must take it out again, byte for byte.
-bpc_ssh="$(getent passwd backuppc | cut -d: -f6)/.ssh"
+bpc_home=$(getent passwd backuppc | cut -d: -f6) || fail "no backuppc account: install backuppc first (scripts/setup.sh does)"
+bpc_ssh="$bpc_home/.ssh"
+workdir=$(mktemp -d)
+# A real BackupPC server's folder holds its own key and known_hosts and
+# often no authorized_keys yet: every file may be absent.
 snapshot() {
-    if [ -e "$bpc_ssh" ]; then (cd "$bpc_ssh" && find . -printf '%p %U:%G %m\n' | sort && cat authorized_keys 2>/dev/null); else echo absent; fi
+    if [ ! -e "$bpc_ssh" ]; then
+        echo absent
+        return
+    fi
+    (cd "$bpc_ssh" && find . -printf '%p %U:%G %m\n' | sort)
+    if [ -f "$bpc_ssh/authorized_keys" ]; then cat "$bpc_ssh/authorized_keys"; fi
 }
 snapshot > "$workdir/ssh.before"
-[ -e "$bpc_ssh" ] && cp -a "$bpc_ssh" "$workdir/ssh.saved"
+if [ -e "$bpc_ssh" ]; then cp -a "$bpc_ssh" "$workdir/ssh.saved"; fi
 cleanup() {
     # Whatever happened, leave the machine as it was.
     for p in $client $server; do
@@ -69,7 +68,21 @@ cleanup() {
     rm -f "/etc/sudoers.d/backuppc-enroll-$backup_user"
     rm -rf "$workdir"
 }
+# Set before the first step that can fail, so no run leaves its folder.
 trap cleanup EXIT
+
+echo "== build"
+bash packaging/build-debs.sh
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+arch=$(dpkg --print-architecture)
+client_deb=target/debian/${client}_${version}-1_${arch}.deb
+server_deb=target/debian/${server}_${version}-1_${arch}.deb
+[ -f "$client_deb" ] && [ -f "$server_deb" ] || fail "packages not built"
+
+echo "== lintian"
+lintian --fail-on error --suppress-tags initial-upload-closes-no-bugs "$client_deb" "$server_deb" 2>&1 \
+    | grep -v '^running with root privileges' || true
+lintian --fail-on error "$client_deb" "$server_deb" >/dev/null 2>&1 || fail "lintian reports errors"
 
 echo "== dpkg -i: the client first, then the server, where enroll has already made /var/lib/backuppc-enroll as root"
 dpkg -i "$client_deb"

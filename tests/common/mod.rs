@@ -56,11 +56,19 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new(name: &str) -> TestDir {
-        fs::create_dir_all(BASE).unwrap();
-        chmod(Path::new(BASE), 0o755);
         let path = Path::new(BASE).join(unique(name));
         let _ = fs::remove_dir_all(&path);
-        fs::create_dir(&path).unwrap();
+        // Another test's drop may remove the empty base folder between
+        // the two calls: then make it again.
+        loop {
+            fs::create_dir_all(BASE).unwrap();
+            match fs::create_dir(&path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("cannot create {}: {e}", path.display()),
+            }
+        }
+        chmod(Path::new(BASE), 0o755);
         chmod(&path, 0o755);
         TestDir { path }
     }
@@ -81,6 +89,9 @@ impl TestDir {
 impl Drop for TestDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
+        // The last test out removes the base folder too; while another
+        // test's folder is in it, rmdir fails, harmlessly.
+        let _ = fs::remove_dir(BASE);
     }
 }
 
@@ -120,10 +131,14 @@ pub fn install_bins(dir: &TestDir) -> Bins {
     }
 }
 
-/// Serialises useradd/userdel between tests (they lock /etc/passwd).
+/// Serialises useradd/userdel between tests (they lock /etc/passwd). The
+/// lock file lives in /run (root-only, emptied at boot), not in [`BASE`],
+/// which the last test removes: a lock file removed while held would let
+/// the next test lock a new one.
+pub const USERS_LOCK: &str = "/run/backuppc-enroll-tests.users.lock";
+
 fn user_db_lock() -> File {
-    fs::create_dir_all(BASE).unwrap();
-    let f = File::create(Path::new(BASE).join(".users.lock")).unwrap();
+    let f = File::create(USERS_LOCK).unwrap();
     f.lock().unwrap();
     f
 }
