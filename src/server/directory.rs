@@ -6,9 +6,36 @@
 use crate::config::LdapConfig;
 use crate::server::policy::Directory;
 use ldap3::{LdapConn, LdapConnSettings, Scope};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Ldap(pub LdapConfig);
+
+/// A TLS client config that trusts the certificates of `ca_file` and
+/// nothing else, as OpenLDAP's `TLS_CACERT` does: a certificate from any
+/// other authority, publicly trusted or not, is refused.
+pub fn trusted_only(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|it| it.collect())
+        .map_err(|e| format!("cannot read the LDAP CA file {}: {e}", ca_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| format!("LDAP CA file {}: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("the LDAP CA file {} holds no certificate", ca_file.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("LDAP TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
 
 /// The search filter for `logon`: the template with `{logon}` replaced by
 /// the logon escaped, so `*`, `(`, `)`, `\` and NUL match literally.
@@ -22,13 +49,7 @@ impl Directory for Ldap {
         let timeout = Duration::from_secs(c.timeout.max(1));
         let mut settings = LdapConnSettings::new().set_conn_timeout(timeout).set_starttls(c.starttls);
         if let Some(ca) = &c.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("cannot read the LDAP CA file {}: {e}", ca.display()))?;
-            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| format!("LDAP CA file: {e}"))?;
-            let connector = native_tls::TlsConnector::builder()
-                .add_root_certificate(cert)
-                .build()
-                .map_err(|e| format!("LDAP TLS setup: {e}"))?;
-            settings = settings.set_connector(connector);
+            settings = settings.set_config(trusted_only(ca)?);
         }
         let mut ldap = LdapConn::with_settings(settings, &c.url).map_err(|e| format!("LDAP {}: {e}", c.url))?;
         if let (Some(dn), Some(file)) = (&c.bind_dn, &c.bind_password_file) {
