@@ -65,6 +65,9 @@ fn backups_with_the_options_rsync_sends() {
         &["--no-devices"],
         &["--no-D"],
         &["--partial-dir=.rsync-partial", "--delay-updates"],
+        &["-zz"],
+        &["--compress-choice=zlib"],
+        &["--max-alloc=2G"],
     ];
     for (i, set) in sets.iter().enumerate() {
         for protect in PROTECT {
@@ -131,6 +134,7 @@ fn restores_with_the_options_rsync_sends() {
         &["--append-verify"],
         &["-B", "1024"],
         &["--no-specials"],
+        &["--fsync"],
     ];
     for (i, set) in sets.iter().enumerate() {
         for protect in PROTECT {

@@ -310,6 +310,9 @@ mod tests {
             ("rsync --server --sender --specials=x . /home", &no, "specials takes no value"),
             ("rsync --server --sender --max-delete=-1 . /home", &no, "max-delete without delete = true"),
             ("rsync --server --max-delete=--1 . /srv", &yes, "max-delete double minus"),
+            ("rsync --server --sender --fsync . /home", &yes, "fsync on a backup"),
+            ("rsync --server --sender --max-alloc=2G;id . /home", &no, "max-alloc not a word"),
+            ("rsync --server --sender --no-r=1 . /home", &no, "no-r takes no value"),
         ];
         for (cmd, p, why) in rows {
             let got = parse(cmd, p);
@@ -357,6 +360,13 @@ mod tests {
             ),
             ("rsync --server -l --max-delete=-1 . /srv", &["--max-delete=-1"], "--max-delete=0 as the client sends it"),
             ("rsync --server --sender --timeout 600 . /srv", &["--timeout=600"], "number in two words"),
+            ("rsync --server --sender -l --new-compress . /srv", &["--new-compress"], "-zz"),
+            ("rsync --server --sender -lz --old-compress . /srv", &["--old-compress"], "--compress-choice=zlib"),
+            ("rsync --server --sender --msgs2stderr . /srv", &["--msgs2stderr"], "--msgs2stderr"),
+            ("rsync --server --sender --no-msgs2stderr . /srv", &["--no-msgs2stderr"], "--no-msgs2stderr"),
+            ("rsync --server --sender --max-alloc=2G . /srv", &["--max-alloc=2G"], "--max-alloc"),
+            ("rsync --server -ld --no-r --delete . /srv", &["--no-r", "--delete"], "-d --delete"),
+            ("rsync --server -l --fsync . /srv", &["--fsync"], "--fsync on a restore"),
             ("rsync --server --sender --log-format %i . /srv", &["--log-format=%i"], "text in two words"),
             ("rsync --server --sender --log-format /etc . /srv", &["--log-format=/etc"], "a value, not a path"),
         ];
@@ -409,6 +419,11 @@ mod tests {
         }
         assert!(parse("rsync --server --sender --iconv=a;b . /home", &on).is_err(), "iconv charset is a word");
         assert!(parse("rsync --server --sender --iconv . /home", &on).is_err(), "iconv needs a value");
+        let Ok(Parsed::Ready(inv)) = parse("rsync --server --sender --iconv utf8 . /home", &on) else {
+            panic!("iconv value in the next word")
+        };
+        assert_eq!(inv.long, ["--iconv=utf8"]);
+        assert!(parse("rsync --server --sender --iconv a/b . /home", &on).is_err(), "iconv word checked");
         assert!(parse("rsync --server --sender --copy-links=x . /home", &on).is_err(), "no value");
     }
 

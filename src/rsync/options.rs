@@ -75,6 +75,15 @@ pub(super) const LONG: &[(&str, Arg, Needs)] = &[
     ("specials", Arg::None, Needs::Nothing),
     ("no-specials", Arg::None, Needs::Nothing),
     ("no-D", Arg::None, Needs::Nothing),
+    // How the client sends -zz and --compress-choice=zlib.
+    ("new-compress", Arg::None, Needs::Nothing),
+    ("old-compress", Arg::None, Needs::Nothing),
+    ("msgs2stderr", Arg::None, Needs::Nothing),
+    ("no-msgs2stderr", Arg::None, Needs::Nothing),
+    ("max-alloc", Arg::Word, Needs::Nothing),
+    // Sent with -d --delete without -r.
+    ("no-r", Arg::None, Needs::Nothing),
+    ("fsync", Arg::None, Needs::Receiver),
     ("delay-updates", Arg::None, Needs::Receiver),
     ("existing", Arg::None, Needs::Nothing),
     ("ignore-existing", Arg::None, Needs::Nothing),
