@@ -96,6 +96,17 @@ pub fn public_key(raw: &str) -> Result<PublicKey, String> {
     if key.algorithm().as_str() != algorithm {
         return Err("public key algorithm name does not match its data".into());
     }
+    if let Some(ec) = key.key_data().ecdsa() {
+        use ssh_key::public::EcdsaPublicKey as Ec;
+        let on_curve = match ec {
+            Ec::NistP256(_) => p256::ecdsa::VerifyingKey::try_from(ec).is_ok(),
+            Ec::NistP384(_) => p384::ecdsa::VerifyingKey::try_from(ec).is_ok(),
+            Ec::NistP521(_) => p521::ecdsa::VerifyingKey::try_from(ec).is_ok(),
+        };
+        if !on_curve {
+            return Err(format!("public key {algorithm} is not a point on its curve"));
+        }
+    }
     Ok(key)
 }
 
@@ -130,7 +141,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -229,6 +240,41 @@ mod tests {
         ];
         for (input, why) in bad {
             assert!(public_key(input).is_err(), "{why}");
+        }
+    }
+
+    /// Host keys made by `ssh-keygen -t ecdsa -b 256|384|521`.
+    pub(crate) const ECDSA_KEYS: [&str; 3] = [
+        "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBDJ+zlBkwS9jloU2X7xOXHNG7q4XFu+kuPg4wOH/cUyIzKsH7dnt613EQ0f0M1VWqNWpCMu2sIXKwvz0Vv2EjhI=",
+        "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBOLlsyKCbMkmRBU8WEfUtzD2omj49Pm0t5INBrWkVWhoSUibe8hnEcgxTrsJGscjkWSuOKSWA7wT4SXRLBTbsjcNonTPbo04RrIKDiMD3BGXER4mzoxNYbI0WS+rJRLFdA==",
+        "ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBAAYmOo0VFYUY0PL/18sb5s5LFsGCuJ65NuWAJuuFYsiyclJA/rspIR+UBRKKImygYLlVsNHBMLwOSqgDJoDhnPZygBA3HzFn6BQ6GyM2Acjpc9Rnaq0j+/ew8/jO16MPgPr89dbxUFA4g5WGtJgj2Uo9h8s4cc2GG+5AS4CF9SxYKMuqA==",
+    ];
+
+    #[test]
+    fn ecdsa_public_keys() {
+        for bare in ECDSA_KEYS {
+            let key = public_key(&format!("{bare} root@host")).unwrap_or_else(|e| panic!("{bare}: {e}"));
+            assert_eq!(key_without_comment(&key), bare, "re-serialised from the parsed key");
+            assert!(fingerprint(&key).starts_with("SHA256:"));
+        }
+        // A well-formed encoding of a point that is not on P-256: (1, 1).
+        let mut sec1 = vec![4u8];
+        sec1.extend([0u8; 31]);
+        sec1.push(1);
+        sec1.extend([0u8; 31]);
+        sec1.push(1);
+        let off_curve = ssh_key::public::EcdsaPublicKey::from_sec1_bytes(&sec1).unwrap();
+        let off_curve = PublicKey::new(ssh_key::public::KeyData::Ecdsa(off_curve), "").to_openssh().unwrap();
+        let swapped = ECDSA_KEYS[0].replacen("nistp256", "nistp384", 1);
+        let rows: &[(&str, &str)] = &[
+            (&off_curve, "point not on the curve"),
+            (&swapped, "algorithm name of another curve"),
+            (&ECDSA_KEYS[1][..60], "truncated"),
+            ("ecdsa-sha2-nistp192 AAAAE2VjZHNhLXNoYTItbmlzdHAxOTI=", "unsupported curve"),
+            ("sk-ecdsa-sha2-nistp256@openssh.com AAAA", "security-key variant"),
+        ];
+        for (input, why) in rows {
+            assert!(public_key(input).is_err(), "{why}: {input}");
         }
     }
 }

@@ -180,6 +180,10 @@ mod tests {
             assert_eq!(Hello::parse(input.as_bytes()).is_ok(), ok, "{why}: {input:?}");
         }
         assert_eq!(Hello::parse(&vec![b'a'; MAX_HELLO + 1]), Err(HelloError::TooLarge));
+        // A workstation whose sshd has only ECDSA host keys.
+        let ecdsa: String = names::tests::ECDSA_KEYS.iter().map(|k| format!("hostkey: {k} root@ws\n")).collect();
+        let h = Hello::parse(ecdsa.as_bytes()).expect("ECDSA host keys accepted");
+        assert_eq!(h.hostkeys, names::tests::ECDSA_KEYS, "kept bare, in order");
         let many = key_line.clone() + &(0..MAX_HOST_KEYS).map(|_| key_line.clone()).collect::<String>();
         assert!(Hello::parse(many.as_bytes()).is_ok(), "duplicates collapse, not counted twice");
     }

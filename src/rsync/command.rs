@@ -93,10 +93,7 @@ pub fn parse_command(cmd: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Resul
     }
     let mut st = State { direction, short: String::new(), caps: None, long: Vec::new(), protect: false };
     let rest: Vec<&str> = it.collect();
-    let (opts, paths) = split_at_dot(&rest);
-    for (i, w) in opts.iter().enumerate() {
-        st.option(w, i == 0, paths.is_some() && i + 1 == opts.len(), policy)?;
-    }
+    let paths = st.options(&rest, true, policy)?;
     if st.protect {
         if paths.is_some() {
             return refuse("with -s, paths must come on stdin");
@@ -128,26 +125,13 @@ impl NeedsProtectedArgs {
             return refuse("protected arguments must start with 'rsync'");
         }
         let rest: Vec<&str> = it.collect();
-        let (opts, paths) = split_at_dot(&rest);
         let mut st =
             State { direction: self.direction, short: self.short, caps: self.caps, long: self.long, protect: true };
-        for (i, w) in opts.iter().enumerate() {
-            if w.chars().any(|c| c.is_control()) {
-                return refuse("protected argument has control characters");
-            }
-            st.option(w, false, paths.is_some() && i + 1 == opts.len(), policy)?;
-        }
+        let paths = st.options(&rest, false, policy)?;
         let Some(paths) = paths else {
             return refuse("no '.' in the protected arguments");
         };
         st.finish(paths, policy, fs)
-    }
-}
-
-fn split_at_dot<'a>(words: &'a [&'a str]) -> (&'a [&'a str], Option<&'a [&'a str]>) {
-    match words.iter().position(|w| *w == ".") {
-        Some(i) => (&words[..i], Some(&words[i + 1..])),
-        None => (words, None),
     }
 }
 
@@ -160,7 +144,36 @@ struct State {
 }
 
 impl State {
-    fn option(&mut self, w: &str, first: bool, last: bool, policy: &RsyncPolicy) -> Result<(), Refusal> {
+    /// Walk the option words in order up to the standalone `.` and return
+    /// the words after it (`None` when there is no `.`). An option that
+    /// takes a value and has no `=` takes the next word, the way rsync's
+    /// client sends `--partial-dir DIR` and popt reads it; that word is
+    /// never the `.` that ends the options.
+    fn options<'w>(
+        &mut self,
+        words: &'w [&'w str],
+        first_is_cluster: bool,
+        policy: &RsyncPolicy,
+    ) -> Result<Option<&'w [&'w str]>, Refusal> {
+        let mut i = 0;
+        while i < words.len() {
+            let w = words[i];
+            if w == "." {
+                return Ok(Some(&words[i + 1..]));
+            }
+            let next = words.get(i + 1).copied();
+            if next.is_some_and(|n| n.chars().any(|c| c.is_control())) || w.chars().any(|c| c.is_control()) {
+                return refuse("an option has control characters");
+            }
+            let took_next = self.option(w, next, first_is_cluster && i == 0, policy)?;
+            i += if took_next { 2 } else { 1 };
+        }
+        Ok(None)
+    }
+
+    /// One option word; `next` is the word after it. Returns whether
+    /// `next` was taken as this option's value.
+    fn option(&mut self, w: &str, next: Option<&str>, first: bool, policy: &RsyncPolicy) -> Result<bool, Refusal> {
         if w == "--sender" {
             return refuse("--sender is only allowed right after --server");
         }
@@ -170,19 +183,33 @@ impl State {
         if w == "--" {
             // Only as the very last word before '.', where the rebuilt
             // argv puts it; rsync's own client never sends it.
-            if !last {
+            if next != Some(".") {
                 return refuse("'--' is only allowed right before '.'");
             }
-            return Ok(());
+            return Ok(false);
         }
         if let Some(body) = w.strip_prefix("--") {
-            return self.long_option(body, policy);
+            return match body.split_once('=') {
+                Some((name, value)) => self.long_option(name, Some(value), policy).map(|()| false),
+                None if takes_value(body, policy) => {
+                    self.long_option(body, Some(separate_value(body, next)?), policy).map(|()| true)
+                }
+                None => self.long_option(body, None, policy).map(|()| false),
+            };
         }
         let Some(cluster) = w.strip_prefix('-') else {
             return refuse(format!("unexpected argument {:?} before '.'", short(w)));
         };
         if cluster.is_empty() {
             return refuse("empty option '-'");
+        }
+        if let Some(size) = cluster.strip_prefix('B') {
+            // rsync's client sends --block-size as its own word `-B<size>`.
+            return if size.is_empty() {
+                self.long_option("block-size", Some(separate_value("block-size", next)?), policy).map(|()| true)
+            } else {
+                self.long_option("block-size", Some(size), policy).map(|()| false)
+            };
         }
         let (letters, tail) = match cluster.find('e') {
             Some(i) => (&cluster[..i], Some(&cluster[i..])),
@@ -213,14 +240,11 @@ impl State {
                 self.short.push(c);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
-    fn long_option(&mut self, body: &str, policy: &RsyncPolicy) -> Result<(), Refusal> {
-        let (name, value) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (body, None),
-        };
+    /// A long option `name` with its value (from `=` or the next word).
+    fn long_option(&mut self, name: &str, value: Option<&str>, policy: &RsyncPolicy) -> Result<(), Refusal> {
         let configured = match name {
             "copy-links" | "copy-dirlinks" | "keep-dirlinks" | "copy-unsafe-links" => policy.follow_links,
             "iconv" => policy.iconv,
@@ -239,7 +263,10 @@ impl State {
             if !ok {
                 return refuse(format!("--{name}: argument is missing or not allowed"));
             }
-            self.long.push(body.to_string());
+            self.long.push(match value {
+                Some(v) => format!("--{name}={v}"),
+                None => format!("--{name}"),
+            });
             return Ok(());
         }
         if let Some((_, why)) = DENIED.iter().find(|(n, _)| *n == name) {
@@ -257,10 +284,12 @@ impl State {
             }
             _ => {}
         }
+        let number = |v: &str| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
         let ok = match (arg, value) {
             (Arg::None, None) => true,
             (Arg::None, Some(_)) | (_, None) => false,
-            (Arg::Number, Some(v)) => !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()),
+            (Arg::Number, Some(v)) => number(v),
+            (Arg::Signed, Some(v)) => number(v.strip_prefix('-').unwrap_or(v)),
             (Arg::Word, Some(v)) => {
                 !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,+".contains(&b))
             }
@@ -312,6 +341,27 @@ impl State {
             long: self.long,
             paths: out,
         })
+    }
+}
+
+/// Whether `--name` without `=` takes the next word as its value.
+fn takes_value(name: &str, policy: &RsyncPolicy) -> bool {
+    if name == "iconv" {
+        return policy.iconv;
+    }
+    LONG.iter().any(|(n, arg, _)| *n == name && !matches!(arg, Arg::None))
+}
+
+/// The word after an option that takes a value: there must be one, and it
+/// may be neither the `.` that ends the options nor another option.
+fn separate_value<'a>(name: &str, next: Option<&'a str>) -> Result<&'a str, Refusal> {
+    match next {
+        None => refuse(format!("--{name} needs a value and is the last word")),
+        Some(".") => refuse(format!("--{name} is followed by '.': give its value as --{name}=VALUE")),
+        Some(v) if v.starts_with('-') => {
+            refuse(format!("--{name} is followed by the option {:?}: give its value as --{name}=VALUE", short(v)))
+        }
+        Some(v) => Ok(v),
     }
 }
 

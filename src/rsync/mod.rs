@@ -262,15 +262,57 @@ mod tests {
             ("rsync --server --sender -sl . /home", &no, "-s with paths on the line"),
             ("rsync --server --sender -sl --numeric-ids", &no, "-s with long options on the line"),
             ("rsync --server --sender --delete . /home", &no, "delete without delete = true"),
-            ("rsync --server --sender --inplace . /home", &yes, "receiver-only option on sender"),
+            ("rsync --server --sender --delay-updates . /home", &yes, "receiver-only option on sender"),
             ("rsync --server -l . /home /srv", &yes, "two restore targets"),
             ("rsync --server -l . /var/lib/bk/.ssh", &yes, "restore into .ssh"),
             ("rsync --server -l . /home/jd", &yes, "restore above a protected path"),
-            ("rsync --server -l --partial-dir=/etc . /home", &yes, "absolute partial dir"),
+            ("rsync --server -l --partial-dir=/etc . /srv", &yes, "absolute partial dir"),
             ("rsync --server --sender --files-from=/etc/shadow . /home", &no, "files-from a file"),
             ("rsync --server --sender --timeout=abc . /home", &no, "non-numeric number"),
             ("rsync --server --sender -l . /home\\", &no, "trailing backslash"),
             ("/bin/rsync --server --sender -l . /home", &no, "other rsync path"),
+            // Options whose value is the next word.
+            ("rsync --server -l --partial-dir /etc . /srv", &yes, "separate value: absolute partial dir"),
+            ("rsync --server -l --partial-dir . /srv", &yes, "separate value is the '.' marker"),
+            ("rsync --server -l --partial-dir . . /srv", &yes, "'.' as value, then the marker"),
+            ("rsync --server -l . /home --partial-dir", &yes, "option after the marker is a path"),
+            ("rsync --server -l --partial-dir", &yes, "--partial-dir is the last word"),
+            ("rsync --server -l --partial-dir=.. . /srv", &yes, "partial dir .."),
+            ("rsync --server -l --partial-dir .. . /srv", &yes, "separate partial dir .."),
+            ("rsync --server -l --partial-dir a/b . /srv", &yes, "partial dir with a slash"),
+            ("rsync --server -l --partial-dir ../../etc . /srv", &yes, "partial dir climbing out"),
+            ("rsync --server -l --partial-dir --delete . /srv", &yes, "value word is an option"),
+            ("rsync --server -l --partial-dir -- . /srv", &yes, "value word is --"),
+            ("rsync --server -l --partial-dir=/abs . /srv", &yes, "partial dir absolute with ="),
+            ("rsync --server -l --partial-dir= . /srv", &yes, "partial dir empty"),
+            ("rsync --server --sender -l --partial-dir pd . /srv", &yes, "partial dir on a backup"),
+            ("rsync --server --sender -l --timeout /etc/shadow . /home", &no, "value word is a path, not a number"),
+            ("rsync --server --sender -l --log-format /etc . /etc", &no, "path as value, path outside the shares"),
+            ("rsync --server --sender -l --numeric-ids /etc . /home", &no, "option without value takes no word"),
+            ("rsync --server --sender -l --backup-dir /tmp . /home", &no, "denied option in two words"),
+            ("rsync --server --sender -l --temp-dir /tmp . /home", &no, "temp dir in two words"),
+            ("rsync --server --sender -l --files-from /etc/shadow . /home", &no, "files-from in two words"),
+            ("rsync --server --sender -l --compare-dest /etc . /home", &no, "reference folder in two words"),
+            ("rsync --server --sender -l --rsh sh . /home", &no, "rsh in two words"),
+            ("rsync --server --sender -l --iconv utf8 . /home", &no, "iconv in two words, not configured"),
+            // -B / --block-size.
+            ("rsync --server --sender -l -Bx . /home", &no, "block size not a number"),
+            ("rsync --server --sender -l -B-1 . /home", &no, "negative block size"),
+            ("rsync --server --sender -l -B . /home", &no, "-B followed by the marker"),
+            ("rsync --server --sender -l -B", &no, "-B last word"),
+            ("rsync --server --sender -lB2048 . /home", &no, "-B inside a cluster"),
+            ("rsync --server --sender -B2048e.iLsfxC . /home", &no, "-B glued to the protocol tail"),
+            ("rsync --server --sender --block-size=1k . /home", &no, "block size with a suffix"),
+            ("rsync --server --sender -sB2048", &no, "-B with -s on the line"),
+            // Devices.
+            ("rsync --server --sender --copy-devices . /home", &no, "copy devices"),
+            ("rsync --server --write-devices . /srv", &yes, "write devices"),
+            ("rsync --server --sender --specials=x . /home", &no, "specials takes no value"),
+            ("rsync --server --sender --max-delete=-1 . /home", &no, "max-delete without delete = true"),
+            ("rsync --server --max-delete=--1 . /srv", &yes, "max-delete double minus"),
+            ("rsync --server --sender --fsync . /home", &yes, "fsync on a backup"),
+            ("rsync --server --sender --max-alloc=2G;id . /home", &no, "max-alloc not a word"),
+            ("rsync --server --sender --no-r=1 . /home", &no, "no-r takes no value"),
         ];
         for (cmd, p, why) in rows {
             let got = parse(cmd, p);
@@ -280,6 +322,85 @@ mod tests {
             parse(&format!("rsync --server --sender -l . /home/{}", "a".repeat(MAX_COMMAND)), &no).is_err(),
             "over-long"
         );
+    }
+
+    /// What rsync 3.x's client sends to the server for options that take a
+    /// value or that a backup may use, as seen on its remote-shell argv.
+    #[test]
+    fn rsync_client_option_forms_pass() {
+        let yes = policy(true, true);
+        let rows: &[(&str, &[&str], &str)] = &[
+            ("rsync --server -logDtpre.iLsfxCIvu --partial-dir pd . /srv", &["--partial-dir=pd"], "partial dir"),
+            (
+                "rsync --server -logDtpre.iLsfxCIvu --partial-dir pd --delay-updates . /srv",
+                &["--partial-dir=pd", "--delay-updates"],
+                "partial dir and delay updates",
+            ),
+            ("rsync --server -l --partial-dir=.rsync-partial . /srv", &["--partial-dir=.rsync-partial"], "with ="),
+            ("rsync --server -l --partial-dir a\\ b . /srv", &["--partial-dir=a b"], "escaped space"),
+            ("rsync --server --sender -logDtpre.iLsfxCIvu --inplace . /srv", &["--inplace"], "inplace backup"),
+            ("rsync --server --sender -logDtpre.iLsfxCIvu --append . /srv", &["--append"], "append backup"),
+            (
+                "rsync --server --sender -logDtpre.iLsfxCIvu --append --append . /srv",
+                &["--append", "--append"],
+                "append-verify backup",
+            ),
+            ("rsync --server --sender --append-verify . /srv", &["--append-verify"], "append-verify spelled out"),
+            ("rsync --server -logDtprSe.iLsfxCIvu --inplace --no-W . /srv", &["--inplace", "--no-W"], "restore"),
+            ("rsync --server --sender -logDtpre.iLsfxCIvu -B2048 . /srv", &["--block-size=2048"], "-B<size>"),
+            ("rsync --server --sender -l -B 4096 . /srv", &["--block-size=4096"], "-B <size>"),
+            ("rsync --server --sender --block-size=512 . /srv", &["--block-size=512"], "--block-size="),
+            ("rsync --server --sender --block-size 512 . /srv", &["--block-size=512"], "--block-size <size>"),
+            ("rsync --server --sender -logDtpre.iLsfxCIvu --no-specials . /srv", &["--no-specials"], "devices only"),
+            ("rsync --server --sender -logtpre.iLsfxCIvu --specials . /srv", &["--specials"], "specials only"),
+            (
+                "rsync --server --sender --devices --no-devices --no-D . /srv",
+                &["--devices", "--no-devices", "--no-D"],
+                "D",
+            ),
+            ("rsync --server -l --max-delete=-1 . /srv", &["--max-delete=-1"], "--max-delete=0 as the client sends it"),
+            ("rsync --server --sender --timeout 600 . /srv", &["--timeout=600"], "number in two words"),
+            ("rsync --server --sender -l --new-compress . /srv", &["--new-compress"], "-zz"),
+            ("rsync --server --sender -lz --old-compress . /srv", &["--old-compress"], "--compress-choice=zlib"),
+            ("rsync --server --sender --msgs2stderr . /srv", &["--msgs2stderr"], "--msgs2stderr"),
+            ("rsync --server --sender --no-msgs2stderr . /srv", &["--no-msgs2stderr"], "--no-msgs2stderr"),
+            ("rsync --server --sender --max-alloc=2G . /srv", &["--max-alloc=2G"], "--max-alloc"),
+            ("rsync --server -ld --no-r --delete . /srv", &["--no-r", "--delete"], "-d --delete"),
+            ("rsync --server -l --fsync . /srv", &["--fsync"], "--fsync on a restore"),
+            ("rsync --server --sender --log-format %i . /srv", &["--log-format=%i"], "text in two words"),
+            ("rsync --server --sender --log-format /etc . /srv", &["--log-format=/etc"], "a value, not a path"),
+        ];
+        for (cmd, want, why) in rows {
+            match parse(cmd, &yes) {
+                Ok(Parsed::Ready(inv)) => {
+                    assert_eq!(inv.long, *want, "{why}: {cmd}");
+                    assert_eq!(inv.paths, ["/srv"], "{why}: {cmd}");
+                    let line = inv.to_command_line();
+                    assert_eq!(parse(&line, &yes), Ok(Parsed::Ready(inv)), "{why}: rebuilt {line}");
+                }
+                other => panic!("{why}: {cmd}: {other:?}"),
+            }
+        }
+        let Parsed::NeedsProtectedArgs(n) = parse("rsync --server -slogDtpre.iLsfxCIvu", &yes).unwrap() else {
+            panic!()
+        };
+        let prows: &[(&[&str], &[&str], &str)] = &[
+            (
+                &["rsync", "--partial-dir", "pd", "--delay-updates", ".", "/srv"],
+                &["--partial-dir=pd", "--delay-updates"],
+                "partial dir on stdin",
+            ),
+            (&["rsync", "--partial-dir", "a b", ".", "/srv"], &["--partial-dir=a b"], "space, unescaped on stdin"),
+            (&["rsync", "--append", "--append", ".", "/srv"], &["--append", "--append"], "append-verify"),
+            (&["rsync", "-B2048", ".", "/srv"], &["--block-size=2048"], "block size"),
+            (&["rsync", "--specials", ".", "/srv"], &["--specials"], "specials"),
+        ];
+        for (args, want, why) in prows {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            let inv = n.clone().complete(&args, &yes, &fs()).unwrap_or_else(|e| panic!("{why}: {e}"));
+            assert_eq!(inv.long, *want, "{why}");
+            assert_eq!(inv.paths, ["/srv"], "{why}");
+        }
     }
 
     #[test]
@@ -298,6 +419,11 @@ mod tests {
         }
         assert!(parse("rsync --server --sender --iconv=a;b . /home", &on).is_err(), "iconv charset is a word");
         assert!(parse("rsync --server --sender --iconv . /home", &on).is_err(), "iconv needs a value");
+        let Ok(Parsed::Ready(inv)) = parse("rsync --server --sender --iconv utf8 . /home", &on) else {
+            panic!("iconv value in the next word")
+        };
+        assert_eq!(inv.long, ["--iconv=utf8"]);
+        assert!(parse("rsync --server --sender --iconv a/b . /home", &on).is_err(), "iconv word checked");
         assert!(parse("rsync --server --sender --copy-links=x . /home", &on).is_err(), "no value");
     }
 
@@ -317,6 +443,17 @@ mod tests {
             (&["rsync", "--server", ".", "/home"], "--server again"),
             (&["rsync", "-s", ".", "/home"], "-s again"),
             (&["rsync", "--log-format=a\nb", ".", "/home"], "control character"),
+            (&["rsync", "--log-format", "a\nb", ".", "/home"], "control character in a value word"),
+            (&["rsync", "--log-format", "\u{1b}[2J", ".", "/home"], "escape sequence in a value word"),
+            (&["rsync", "--timeout", ".", "/home"], "value word is the marker"),
+            (&["rsync", "--partial-dir", ".", ".", "/home"], "'.' as value then the marker"),
+            (&["rsync", "--partial-dir"], "value missing at the end"),
+            (&["rsync", "--partial-dir", "/etc", ".", "/home"], "absolute partial dir"),
+            (&["rsync", "--partial-dir", "..", ".", "/home"], "partial dir .."),
+            (&["rsync", "--partial-dir", "pd\n", ".", "/home"], "partial dir with a newline"),
+            (&["rsync", "--timeout", "/etc/shadow", ".", "/home"], "path as a number"),
+            (&["rsync", "--backup-dir", "/tmp", ".", "/home"], "backup dir"),
+            (&["rsync", "-B", ".", "/home"], "-B then the marker"),
         ];
         for (args, why) in rows {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -452,6 +589,13 @@ mod properties {
             Just("--log-format=%i".to_string()),
             Just("--timeout=72000".to_string()),
             Just("--rsh=sh".to_string()),
+            Just("--partial-dir".to_string()),
+            Just("pd".to_string()),
+            Just("--timeout".to_string()),
+            Just("-B".to_string()),
+            Just("-B2048".to_string()),
+            Just("--append".to_string()),
+            Just("--no-specials".to_string()),
             Just("--".to_string()),
             Just(".".to_string()),
             Just("/home".to_string()),
@@ -477,6 +621,8 @@ mod properties {
             "rsync --server --sender -lHogDtprxe.iLsfxC --numeric-ids . /home/a\\ b",
             "rsync --server --sender --timeout=72000 -- . /home/./jd/",
             "rsync --server -lHogDtprRe.iLsfxC --log-format=%i . /home/jd",
+            "rsync --server -lHogDtprRe.iLsfxC --partial-dir pd --delay-updates . /home/jd",
+            "rsync --server --sender -lHogDtprxe.iLsfxC -B2048 --append --append . /home/jd",
         ] {
             let Ok(Parsed::Ready(inv)) = parse_command(cmd, &policy(), &Table) else { panic!("{cmd}") };
             let line = inv.to_command_line();

@@ -11,6 +11,7 @@ pub(super) fn short_rule(c: char) -> Result<(), &'static str> {
         'L' | 'k' | 'K' => Err("link-following options are not enabled on this client (follow_links = false)"),
         'e' => Err("-e is only allowed as the protocol tail e<ver>.<caps>"),
         'b' => Err("--backup is not allowed"),
+        'B' => Err("-B is only allowed as its own word -B<size>"),
         _ => Err("option is not on the allow-list"),
     }
 }
@@ -19,6 +20,9 @@ pub(super) fn short_rule(c: char) -> Result<(), &'static str> {
 pub(super) enum Arg {
     None,
     Number,
+    /// A number that may be negative (`--max-delete=-1` is how the client
+    /// says `--max-delete=0`).
+    Signed,
     /// Printable text without control characters.
     Text,
     /// A name like `xxh128,md5`.
@@ -54,9 +58,32 @@ pub(super) const LONG: &[(&str, Arg, Needs)] = &[
     ("checksum-choice", Arg::Word, Needs::Nothing),
     ("compress-choice", Arg::Word, Needs::Nothing),
     ("protocol", Arg::Number, Needs::Nothing),
-    ("inplace", Arg::None, Needs::Receiver),
-    ("append", Arg::None, Needs::Receiver),
-    ("append-verify", Arg::None, Needs::Receiver),
+    // On a backup these only change how the sender computes the delta
+    // (it writes nothing); the client sends --append-verify as
+    // `--append --append`, so the repeat is kept.
+    ("inplace", Arg::None, Needs::Nothing),
+    ("append", Arg::None, Needs::Nothing),
+    ("append-verify", Arg::None, Needs::Nothing),
+    // The client sends --block-size as `-B<size>`; kept as this name.
+    ("block-size", Arg::Number, Needs::Nothing),
+    ("no-W", Arg::None, Needs::Nothing),
+    ("no-whole-file", Arg::None, Needs::Nothing),
+    // Parts of -D (already allowed); the client sends --specials or
+    // --no-specials when only one half is wanted.
+    ("devices", Arg::None, Needs::Nothing),
+    ("no-devices", Arg::None, Needs::Nothing),
+    ("specials", Arg::None, Needs::Nothing),
+    ("no-specials", Arg::None, Needs::Nothing),
+    ("no-D", Arg::None, Needs::Nothing),
+    // How the client sends -zz and --compress-choice=zlib.
+    ("new-compress", Arg::None, Needs::Nothing),
+    ("old-compress", Arg::None, Needs::Nothing),
+    ("msgs2stderr", Arg::None, Needs::Nothing),
+    ("no-msgs2stderr", Arg::None, Needs::Nothing),
+    ("max-alloc", Arg::Word, Needs::Nothing),
+    // Sent with -d --delete without -r.
+    ("no-r", Arg::None, Needs::Nothing),
+    ("fsync", Arg::None, Needs::Receiver),
     ("delay-updates", Arg::None, Needs::Receiver),
     ("existing", Arg::None, Needs::Nothing),
     ("ignore-existing", Arg::None, Needs::Nothing),
@@ -82,7 +109,7 @@ pub(super) const LONG: &[(&str, Arg, Needs)] = &[
     ("delete-after", Arg::None, Needs::Delete),
     ("delete-excluded", Arg::None, Needs::Delete),
     ("delete-missing-args", Arg::None, Needs::Delete),
-    ("max-delete", Arg::Number, Needs::Delete),
+    ("max-delete", Arg::Signed, Needs::Delete),
 ];
 
 /// Options refused with a specific reason (the rest of the unknown ones

@@ -246,7 +246,12 @@ pub fn feed(cmd: &mut Command, stdin: &[u8], stall: Option<Duration>) -> Child {
 
 /// `ssh-keygen -t ed25519` into `path` (and `path.pub`); returns the public line.
 pub fn keygen(path: &Path, comment: &str) -> String {
-    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(path));
+    keygen_type(path, "ed25519", comment)
+}
+
+/// `ssh-keygen -t KIND` (`ed25519`, `ecdsa`, `rsa`…) into `path`.
+pub fn keygen_type(path: &Path, kind: &str, comment: &str) -> String {
+    run_ok(Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-C", comment, "-f"]).arg(path));
     fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_string()
 }
 

@@ -24,6 +24,8 @@ pub struct Options {
     /// Bind mounts (from, to) that only the sshd, and so the programs it
     /// runs, see.
     pub sshd_mounts: Vec<(PathBuf, PathBuf)>,
+    /// The sshd's one host key (a fresh ed25519 key if unset).
+    pub sshd_host_key: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             mode: "open",
             server_extra: String::new(),
             sshd_mounts: Vec::new(),
+            sshd_host_key: None,
         }
     }
 }
@@ -126,7 +129,7 @@ impl World {
         let sshd = Sshd::start_with(
             &dir.join("sshd"),
             &[&server.name, &backup_user],
-            SshdOptions { mounts: opts.sshd_mounts, ..SshdOptions::default() },
+            SshdOptions { mounts: opts.sshd_mounts, host_key: opts.sshd_host_key, ..SshdOptions::default() },
         );
         fs::write(etc.join("server_host_keys"), sshd.known_hosts_line()).unwrap();
         let state_dir = dir.mkdir("state");
