@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             // escaped.
             let message = backuppc_enroll::names::display_text(&format!("{e:#}"));
             eprintln!("enroll: error: {message}");
-            if cli.json {
+            if cli.json && e.downcast_ref::<run::ReportedAsJson>().is_none() {
                 println!("{}", serde_json::json!({ "error": message, "exit_code": code }));
             }
             ExitCode::from(code)

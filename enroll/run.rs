@@ -30,6 +30,12 @@ pub struct Pending(String);
 #[error("the backup server refused the enrollment:\n{0}")]
 pub struct Refused(String);
 
+/// An error already given on stdout as JSON (by `--check --json`): `main`
+/// does not print a second object.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReportedAsJson(String);
+
 /// The server's answer is well formed but cannot be installed here (a
 /// share that is the whole disk, a key already used for something else);
 /// exit status 2, like an answer that does not parse.
@@ -413,14 +419,27 @@ fn check(cli: &Cli, cfg: &ClientConfig, server: &str, state: Option<&ClientState
     )];
     rows.extend(local::check(cfg, state, &line)?);
     let problems: Vec<&String> = rows.iter().filter(|(ok, _)| !ok).map(|(_, l)| l).collect();
+    let failed = (!problems.is_empty()).then(|| {
+        format!(
+            "the local enrollment is incomplete ({} problem(s) above): run enroll as root to repair it",
+            problems.len()
+        )
+    });
     if cli.json {
-        let v = json!({
+        let mut v = json!({
             "server": server, "host": state.host, "logon": state.logon, "url": state.url,
             "checked": rows.iter().map(|(ok, what)| json!({ "ok": ok, "what": what })).collect::<Vec<_>>(),
             "not_checked": NOT_CHECKED,
             "ok": problems.is_empty(),
         });
+        if let Some(f) = &failed {
+            v["error"] = json!(f);
+            v["exit_code"] = json!(1);
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
+        if let Some(f) = failed {
+            return Err(ReportedAsJson(f).into());
+        }
     } else {
         println!("Checked on this machine:");
         for (ok, what) in &rows {
@@ -428,13 +447,10 @@ fn check(cli: &Cli, cfg: &ClientConfig, server: &str, state: Option<&ClientState
         }
         println!("Not checked: {NOT_CHECKED}.");
     }
-    if !problems.is_empty() {
-        bail!(
-            "the local enrollment is incomplete ({} problem(s) above): run enroll as root to repair it",
-            problems.len()
-        );
+    match failed {
+        Some(f) => Err(anyhow::anyhow!(f)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn os() -> &'static str {
