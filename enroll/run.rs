@@ -186,12 +186,19 @@ pub fn main(cli: &Cli) -> Result<()> {
             (success, timestamp())
         }
     };
-    let registered = format!(
-        "{server} has registered this machine as host {}: ask its administrator to fix this, then run enroll --rekey \
-         (or have them remove the host with `forced-command revoke {}`). Nothing was changed on this machine",
-        success.host.as_deref().unwrap_or("?"),
-        success.host.as_deref().unwrap_or("HOST")
-    );
+    let registered = if reused {
+        format!(
+            "The recorded enrollment in {} has it: run enroll --rekey to ask {server} again",
+            cfg.state_file.display()
+        )
+    } else {
+        format!(
+            "{server} has registered this machine as host {}: ask its administrator to fix this, then run enroll \
+             --rekey (or have them remove the host with `forced-command revoke {}`). Nothing was changed on this machine",
+            success.host.as_deref().unwrap_or("?"),
+            success.host.as_deref().unwrap_or("HOST")
+        )
+    };
     if let Err(why) = shares::check(&success.shares) {
         return Err(Unusable(format!(
             "the server's answer has a share this machine will not back up: {why}.\n{registered}"

@@ -420,3 +420,21 @@ fn missing_client_config_is_one_message_with_the_fix() {
     assert!(err.contains("--config"), "{err}");
     assert_eq!(err.matches("No such file").count(), 0, "{err}");
 }
+
+#[test]
+fn server_that_takes_the_request_and_never_finishes() {
+    let w = World::new(Options::default());
+    let script = w.dir.join("bin/stuck-server");
+    write_script(&script, "#!/bin/sh\ncat >/dev/null\nexec sleep 60\n");
+    let ak = w.server.home.join(".ssh/authorized_keys");
+    let register_pub = fs::read_to_string(w.register_key.with_extension("pub")).unwrap();
+    fs::write(&ak, format!("restrict,command=\"{}\" {register_pub}", script.display())).unwrap();
+    set(&w, "timeout = 20", "timeout = 2");
+    let start = Instant::now();
+    let out = w.enroll(&["--logon", "cmartin", "--yes"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("took the request but did not finish the enrollment within 2 s"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
+    assert_nothing_installed(&w);
+}
