@@ -27,15 +27,26 @@ use std::path::PathBuf;
   enroll --logon jdupont --yes    # unattended
   enroll --token 7f3k...          # a server that enrolls with tokens
   enroll --dry-run                # show the plan, change nothing
+  enroll --check                  # is the local enrollment intact?
+  enroll --logon cmartin --yes --reassign   # the machine changes hands
   enroll --uninstall --remove-user
+
+On an enrolled machine the question proposes the logon it is enrolled
+for. Enrolling it for another logon asks for confirmation; with --yes
+it is refused unless --reassign is given (the server may still refuse:
+it re-assigns a host only where its administrator allows it).
 
 Exit status:
   0  enrolled, or nothing to do
-  1  local error: not root, a missing program, a bad config
+  1  local error: not root, a missing program, a bad config, a bad
+     logon, a re-assignment not confirmed; with --check: the local
+     enrollment is incomplete (run enroll to repair it)
   2  the server could not be reached, failed or answered badly
   3  the server refused the enrollment
   4  the enrollment waits for the administrator's approval
      (run enroll again once approved)
+  With --json, stdout is always one JSON object, an error too:
+  {\"error\": \"...\", \"exit_code\": N}
 
 Files:
   /etc/backuppc-enroll/client.toml        the server and the backup policy
@@ -50,12 +61,22 @@ pub struct Cli {
     /// Logon of the workstation's main user (skips the question).
     #[arg(long)]
     pub logon: Option<String>,
-    /// Do not ask: accept the proposed logon.
+    /// Do not ask: accept the proposed logon (on an enrolled machine, the
+    /// logon it is enrolled for).
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Print the result as JSON on stdout (progress goes to stderr).
+    /// Enroll a machine already enrolled for another logon for the one
+    /// given with --logon (needed with --yes; without it enroll asks).
+    #[arg(long)]
+    pub reassign: bool,
+    /// Print the result as JSON on stdout, errors included (progress goes
+    /// to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Check the local enrollment (backup user, sudoers drop-in, key line,
+    /// rsyncsend) and say what cannot be checked from here; change nothing.
+    #[arg(long, conflicts_with_all = ["uninstall", "rekey", "dry_run", "token", "reassign"])]
+    pub check: bool,
     /// Show what would be done, change nothing, contact no server.
     #[arg(long)]
     pub dry_run: bool,

@@ -23,6 +23,40 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Beside the state file: which backup user `enroll` created, written the
+/// moment it is created and kept until `--uninstall --remove-user` deletes
+/// the user (the state file itself is written only at the end of a run,
+/// and goes with a plain `--uninstall`).
+pub fn created_user_record(cfg: &ClientConfig) -> PathBuf {
+    cfg.state_file.with_extension("created-user.json")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CreatedUser {
+    user: String,
+    created_at: String,
+}
+
+fn record_created_user(cfg: &ClientConfig) -> Result<()> {
+    let path = created_user_record(cfg);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let record = CreatedUser { user: cfg.backup_user.clone(), created_at: backuppc_enroll::log::timestamp() };
+    let text = serde_json::to_string_pretty(&record)? + "\n";
+    atomic::write(&path, text.as_bytes(), ROOT_FILE).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Whether `enroll` created the backup user, by its record or (from
+/// versions before the record) the state file's flag.
+pub fn enroll_created_user(cfg: &ClientConfig) -> bool {
+    let recorded = fs::read(created_user_record(cfg))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CreatedUser>(&b).ok())
+        .is_some_and(|r| r.user == cfg.backup_user);
+    recorded || ClientState::load(&cfg.state_file).is_some_and(|s| s.created_user)
+}
+
 pub fn lookup_user(name: &str) -> Result<Option<User>> {
     User::from_name(name).with_context(|| format!("cannot look up user {name}"))
 }
@@ -44,6 +78,9 @@ pub fn ensure_backup_user(cfg: &ClientConfig) -> Result<Vec<String>> {
                 .arg(&home)
                 .arg(name))
             .with_context(|| format!("cannot create the backup user {name}"))?;
+            // At once, before anything else can fail or be interrupted: a
+            // later --uninstall --remove-user must know the user is ours.
+            record_created_user(cfg)?;
             done.push(format!("created system user {name} (home {})", home.display()));
         }
         Some(u) => {
@@ -99,6 +136,57 @@ pub fn install_key_line(cfg: &ClientConfig, line: &KeyLine) -> Result<Vec<String
         done.push(format!("installed the server's key in {}", path.display()));
     }
     Ok(done)
+}
+
+/// The key blobs (base64) on this backup user's `authorized_keys` lines
+/// other than `server`'s own: keys already given to someone else.
+pub fn other_keys(cfg: &ClientConfig, server: &str) -> Result<Vec<String>> {
+    let path = authorized_keys_path(cfg)?;
+    let existing = String::from_utf8_lossy(&atomic::read_or_empty(&path)?).into_owned();
+    let ours = authorized_keys::tagged_lines(&existing, server);
+    Ok(existing
+        .lines()
+        .filter(|l| !ours.contains(l) && !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split_whitespace().filter(|w| w.starts_with("AAAA")).map(str::to_string))
+        .collect())
+}
+
+/// What `--check` finds on this machine: one line per thing checked, and
+/// whether it is as the enrollment left it.
+pub fn check(cfg: &ClientConfig, state: &ClientState, line: &KeyLine) -> Result<Vec<(bool, String)>> {
+    let mut out = Vec::new();
+    let name = &cfg.backup_user;
+    match lookup_user(name)? {
+        None => out.push((false, format!("the backup user {name} does not exist"))),
+        Some(u) => {
+            let shell = u.shell.to_string_lossy().into_owned();
+            let ok = !(shell.ends_with("nologin") || shell.ends_with("false"));
+            out.push((ok, format!("the backup user {name} exists (shell {shell})")));
+        }
+    }
+    let sudoers = cfg.sudoers_file();
+    let content = sudoers_content(cfg)?;
+    let ok = fs::read(&sudoers).ok().as_deref() == Some(content.as_bytes())
+        && fs::metadata(&sudoers).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o777 == 0o440);
+    out.push((ok, format!("{} allows only the rsync server (root-owned, 0440)", sudoers.display())));
+    let path = authorized_keys_path(cfg)?;
+    let existing = fs::read_to_string(&path).unwrap_or_default();
+    let lines = authorized_keys::tagged_lines(&existing, &state.server);
+    let owner_ok = fs::metadata(&path).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0);
+    let want = line.to_string();
+    out.push((
+        lines == [want.as_str()] && owner_ok,
+        format!(
+            "{} has the key of {} ({}) bound to {}, and only root can change it",
+            path.display(),
+            state.server,
+            state.key_fingerprint,
+            line.rsyncsend
+        ),
+    ));
+    let rsyncsend = Path::new(&line.rsyncsend);
+    out.push((rsyncsend.is_file(), format!("{} is installed", rsyncsend.display())));
+    Ok(out)
 }
 
 pub fn sudoers_content(cfg: &ClientConfig) -> Result<String> {
@@ -159,7 +247,7 @@ pub fn uninstall(cfg: &ClientConfig, server: &str, remove_user: bool) -> Result<
     let mut done = Vec::new();
     // Read before the state file goes: only a user enroll created is ours
     // to delete.
-    let created_user = ClientState::load(&cfg.state_file).is_some_and(|s| s.created_user);
+    let created_user = enroll_created_user(cfg);
     let path = authorized_keys_path(cfg)?;
     if let Ok(existing) = fs::read_to_string(&path) {
         let updated = authorized_keys::replace(&existing, server, None);
@@ -186,10 +274,15 @@ pub fn uninstall(cfg: &ClientConfig, server: &str, remove_user: bool) -> Result<
             done.push(format!("deleted user {} and its home", cfg.backup_user));
         } else {
             done.push(format!(
-                "kept user {}: it existed before enroll (delete it with userdel if you wish)",
-                cfg.backup_user
+                "kept user {}: enroll did not create it (it has no record of doing so in {}); delete it with userdel if you wish",
+                cfg.backup_user,
+                created_user_record(cfg).display()
             ));
         }
+    }
+    // The record goes with the user, and only then.
+    if lookup_user(&cfg.backup_user)?.is_none() && remove_if_exists(&created_user_record(cfg))? {
+        done.push(format!("removed {}", created_user_record(cfg).display()));
     }
     Ok(done)
 }

@@ -1,6 +1,44 @@
-//! Finding the logon of the workstation's main user, to propose it.
+//! Finding the logon of the workstation's main user, to propose it, and
+//! checking a logon before the server is asked about it.
 
+use backuppc_enroll::names;
 use std::process::Command;
+
+/// Longest logon the protocol carries.
+pub const MAX_LOGON: usize = 32;
+
+/// The protocol's rules for a logon (1 to 32 characters of `[a-z0-9_.-]`,
+/// starting with a letter or `_`), checked here so that a person reads
+/// what is wrong with what they typed, not how the request is framed.
+pub fn check_logon(logon: &str) -> Result<(), String> {
+    let shown = names::quoted(logon);
+    let length = logon.chars().count();
+    if length == 0 {
+        return Err("the logon is empty: type the main user's logon, for example jdupont".into());
+    }
+    if length > MAX_LOGON {
+        return Err(format!("logon {shown} is {length} characters long; a logon has at most {MAX_LOGON}"));
+    }
+    let mut bad: Vec<char> = logon.chars().filter(|c| !matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '-')).collect();
+    bad.dedup();
+    if !bad.is_empty() {
+        let list: Vec<String> = bad.iter().map(|c| names::quoted(&c.to_string())).collect();
+        let hint = if bad.iter().all(|c| c.is_ascii_uppercase()) {
+            "logons are lower-case".to_string()
+        } else {
+            "a logon has only lower-case letters a-z without accents, digits, '_', '.' and '-'".to_string()
+        };
+        return Err(format!(
+            "logon {shown} has {} {}: {hint}",
+            if bad.len() == 1 { "the character" } else { "the characters" },
+            list.join(", ")
+        ));
+    }
+    if !logon.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
+        return Err(format!("logon {shown} must start with a letter or '_'"));
+    }
+    Ok(())
+}
 
 /// The person most likely to own this machine: whoever ran sudo, else the
 /// user on the console or a graphical seat, else the only human account.
@@ -56,6 +94,37 @@ pub fn pick_human(passwd: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logons_checked_before_the_server_is_asked() {
+        let rows: &[(&str, Option<&str>, &str)] = &[
+            ("jdupont", None, "plain"),
+            ("j.dupont-2_", None, "all punctuation"),
+            ("_svc", None, "leading underscore"),
+            (&"a".repeat(32), None, "32 characters"),
+            ("", Some("the logon is empty"), "empty"),
+            (&"a".repeat(200), Some("is 200 characters long; a logon has at most 32"), "over-long"),
+            (
+                "j\u{e9}r\u{f4}me",
+                Some("logon \"j\u{e9}r\u{f4}me\" has the characters \"\u{e9}\", \"\u{f4}\""),
+                "accents shown readably",
+            ),
+            ("JDupont", Some("logons are lower-case"), "upper case"),
+            ("jd upont", Some("the character \" \""), "space"),
+            ("jd;id", Some("the character \";\""), "semicolon"),
+            ("jd\u{202e}x", Some("\"\\u{202e}\""), "bidi override escaped"),
+            ("1abc", Some("must start with a letter or '_'"), "leading digit"),
+            ("-x", Some("must start with a letter or '_'"), "leading hyphen"),
+            ("linux:x", Some("the character \":\""), "a colon cannot smuggle a field"),
+        ];
+        for (logon, want, why) in rows {
+            match (check_logon(logon), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) => assert!(e.contains(w), "{why}: {e:?} should contain {w:?}"),
+                (got, _) => panic!("{why}: {logon:?} gave {got:?}"),
+            }
+        }
+    }
 
     #[test]
     fn proposals() {

@@ -7,6 +7,7 @@ mod cli;
 mod local;
 mod logon;
 mod run;
+mod shares;
 
 // As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;
@@ -15,7 +16,20 @@ pub use cli::Cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --json promises JSON on stdout, a mistyped command line too.
+            let help = matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion);
+            if !help && std::env::args().any(|a| a == "--json") {
+                let message = e.render().to_string();
+                eprint!("{message}");
+                println!("{}", serde_json::json!({ "error": message.trim(), "exit_code": e.exit_code() }));
+                return ExitCode::from(e.exit_code() as u8);
+            }
+            e.exit()
+        }
+    };
     let result = match &cli.command {
         Some(cli::Command::Bundle(args)) => bundle::run(args),
         None => run::main(&cli),
@@ -23,8 +37,16 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("enroll: error: {e:#}");
-            ExitCode::from(run::exit_code(&e))
+            let code = run::exit_code(&e);
+            // Whatever the error carries (a server's words among them)
+            // reaches the terminal with its control and format characters
+            // escaped.
+            let message = backuppc_enroll::names::display_text(&format!("{e:#}"));
+            eprintln!("enroll: error: {message}");
+            if cli.json && e.downcast_ref::<run::ReportedAsJson>().is_none() {
+                println!("{}", serde_json::json!({ "error": message, "exit_code": code }));
+            }
+            ExitCode::from(code)
         }
     }
 }

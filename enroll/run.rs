@@ -1,11 +1,11 @@
 //! The enrollment, step by step, with a progress line for each.
 
-use crate::{local, logon, Cli};
+use crate::{local, logon, shares, Cli};
 use anyhow::{bail, Context, Result};
-use backuppc_enroll::config::{ClientConfig, ClientState};
+use backuppc_enroll::config::{ClientConfig, ClientState, ConfigError};
 use backuppc_enroll::log::timestamp;
 use backuppc_enroll::names;
-use backuppc_enroll::protocol::answer::{Answer, AnswerError, Success};
+use backuppc_enroll::protocol::answer::{matches_everything, Answer, AnswerError, Success};
 use backuppc_enroll::protocol::hello::Hello;
 use backuppc_enroll::protocol::request::Request;
 use backuppc_enroll::ssh::authorized_keys::{self, KeyLine};
@@ -30,6 +30,19 @@ pub struct Pending(String);
 #[error("the backup server refused the enrollment:\n{0}")]
 pub struct Refused(String);
 
+/// An error already given on stdout as JSON (by `--check --json`): `main`
+/// does not print a second object.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReportedAsJson(String);
+
+/// The server's answer is well formed but cannot be installed here (a
+/// share that is the whole disk, a key already used for something else);
+/// exit status 2, like an answer that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(String);
+
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<Pending>().is_some() {
         4
@@ -38,6 +51,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     } else if e.downcast_ref::<CallError>().is_some()
         || e.downcast_ref::<AnswerError>().is_some()
         || e.downcast_ref::<ServerFailed>().is_some()
+        || e.downcast_ref::<Unusable>().is_some()
     {
         2
     } else {
@@ -45,17 +59,15 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-struct Progress {
-    json: bool,
-}
+struct Progress;
 
 impl Progress {
     fn step(&self, what: &str) {
-        eprintln!("==> {what}");
+        eprintln!("==> {}", names::display_text(what));
     }
     fn done(&self, lines: &[String]) {
         for l in lines {
-            eprintln!("    {l}");
+            eprintln!("    {}", names::display_text(l));
         }
         if lines.is_empty() {
             eprintln!("    already in place");
@@ -63,58 +75,94 @@ impl Progress {
     }
 }
 
+/// While the server is being waited for: on a terminal, a line that counts
+/// the seconds; elsewhere nothing (the line before it said what is awaited).
+struct Waiting {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Waiting {
+    fn start(timeout: u64) -> Waiting {
+        if !std::io::stderr().is_terminal() {
+            return Waiting { stop: None, thread: None };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let frames = ['|', '/', '-', '\\'];
+            for i in 0.. {
+                eprint!(
+                    "\r    {} waiting for the server: {} s of {timeout} s",
+                    frames[i % 4],
+                    started.elapsed().as_secs()
+                );
+                if rx.recv_timeout(Duration::from_millis(200)).is_ok()
+                    || matches!(rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Disconnected))
+                {
+                    break;
+                }
+            }
+            eprint!("\r\x1b[K");
+        });
+        Waiting { stop: Some(tx), thread: Some(thread) }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The client config, or one message naming the file and the fix.
+fn load_config(path: &Path) -> Result<ClientConfig> {
+    ClientConfig::load(path).map_err(|e| match e {
+        ConfigError::Read { path, source } if source.kind() == std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "the client config {} does not exist: unpack the site bundle from your backup administrator first \
+             (as root: tar -xpzf site.tar.gz -C /), or name another file with --config FILE",
+            path.display()
+        ),
+        // Its text already carries the cause: not once more as a source.
+        other => anyhow::anyhow!("{other}"),
+    })
+}
+
+/// What was checked on this machine by a re-run, and what cannot be.
+const NOT_CHECKED: &str = "whether the server still lists this host: the enrollment protocol cannot ask that \
+     without enrolling anew, so a host the administrator revoked looks the same from here (enroll --rekey \
+     enrolls again; the administrator sees the host with `forced-command show HOST`)";
+
 pub fn main(cli: &Cli) -> Result<()> {
-    let cfg = ClientConfig::load(&cli.config)?;
+    let cfg = load_config(&cli.config)?;
     let server = cfg.server.clone().with_context(|| format!("`server` is not set in {}", cli.config.display()))?;
     names::server_address(&server).map_err(|e| anyhow::anyhow!("`server` in {}: {e}", cli.config.display()))?;
     if !cli.dry_run && !nix::unistd::geteuid().is_root() {
         bail!("enroll must run as root (it creates a user and a sudoers drop-in): try sudo enroll");
     }
-    let p = Progress { json: cli.json };
+    let p = Progress;
     if cli.uninstall {
         return uninstall(cli, &cfg, &server, &p);
     }
-    preflight(&cfg)?;
-    let logon = choose_logon(cli)?;
     let state = ClientState::load(&cfg.state_file).filter(|s| s.server == server);
+    if cli.check {
+        return check(cli, &cfg, &server, state.as_ref());
+    }
+    preflight(&cfg)?;
+    let logon = choose_logon(cli, state.as_ref())?;
     let reuse = state.as_ref().filter(|s| s.logon == logon && !cli.rekey).cloned();
 
     if cli.dry_run {
-        println!("enroll would, on this machine:");
-        println!(
-            "  - make sure user {} exists (system user, home {}, shell /bin/sh)",
-            cfg.backup_user,
-            cfg.backup_home().display()
-        );
-        println!("  - install {} allowing only `{} --server …` without a tty", cfg.sudoers_file().display(), cfg.rsync);
-        match &reuse {
-            Some(s) => println!(
-                "  - keep the enrollment of {} as host {} (use --rekey to enroll again)",
-                s.logon,
-                s.host.as_deref().unwrap_or("?")
-            ),
-            None => println!(
-                "  - ask {}@{} port {} to enroll {}:{} (host key pinned in {})",
-                cfg.server_user,
-                server,
-                cfg.port,
-                os(),
-                logon,
-                cfg.server_host_keys.display()
-            ),
-        }
-        println!(
-            "  - install the server's key in {} bound to {}",
-            local::authorized_keys_path(&cfg)?.display(),
-            cfg.rsyncsend.display()
-        );
-        println!("  - record the enrollment in {}", cfg.state_file.display());
-        return Ok(());
+        return dry_run(cli, &cfg, &server, &logon, reuse.as_ref(), state.as_ref());
     }
 
     // The server is asked first: when it cannot be reached or refuses,
     // nothing has been changed on this machine.
-    let (success, enrolled_at, created_user) = match reuse {
+    let reused = reuse.is_some();
+    let (success, enrolled_at) = match reuse {
         Some(s) => {
             p.step(&format!("Enrollment with {server}"));
             p.done(&[format!(
@@ -129,16 +177,45 @@ pub fn main(cli: &Cli) -> Result<()> {
                 from: s.from.clone(),
                 shares: s.shares.clone(),
             };
-            (success, s.enrolled_at.clone(), s.created_user)
+            (success, s.enrolled_at.clone())
         }
         None => {
             p.step(&format!("Asking {server} to enroll {}:{logon}", os()));
             let success = call_server(&cfg, &server, &logon, cli.token.as_deref())?;
             p.done(&[format!("registered as host {}", success.host.as_deref().unwrap_or("?"))]);
-            let created = local::lookup_user(&cfg.backup_user)?.is_none();
-            let created_user = created || state.as_ref().is_some_and(|s| s.created_user);
-            (success, timestamp(), created_user)
+            (success, timestamp())
         }
+    };
+    let registered = if reused {
+        format!(
+            "The recorded enrollment in {} has it: run enroll --rekey to ask {server} again",
+            cfg.state_file.display()
+        )
+    } else {
+        format!(
+            "{server} has registered this machine as host {}: ask its administrator to fix this, then run enroll \
+             --rekey (or have them remove the host with `forced-command revoke {}`). Nothing was changed on this machine",
+            success.host.as_deref().unwrap_or("?"),
+            success.host.as_deref().unwrap_or("HOST")
+        )
+    };
+    if let Err(why) = shares::check(&success.shares) {
+        return Err(Unusable(format!(
+            "the server's answer has a share this machine will not back up: {why}.\n{registered}"
+        ))
+        .into());
+    }
+    refuse_known_key(&cfg, &server, &success.key).map_err(|why| Unusable(format!("{why}.\n{registered}")))?;
+    let mut notes = Vec::new();
+    let from = match &success.from {
+        Some(f) if matches_everything(f) => {
+            notes.push(format!(
+                "the server's `from: {f}` lets every address in, so it is no restriction: the key line has no from= \
+                 (the server's `from` setting should name where backups come from)"
+            ));
+            None
+        }
+        other => other.clone(),
     };
 
     p.step(&format!("Backup user {}", cfg.backup_user));
@@ -146,51 +223,241 @@ pub fn main(cli: &Cli) -> Result<()> {
     p.step("Sudoers drop-in");
     p.done(&local::ensure_sudoers(&cfg)?);
     p.step("Server key for backups");
-    let line = KeyLine::new(
-        success.from.clone(),
-        &cfg.rsyncsend.to_string_lossy(),
-        &std::path::absolute(&cli.config)?.to_string_lossy(),
-        &success.key,
-        &server,
-    )?;
+    let line = key_line(cli, &server, &cfg, from.clone(), &success.key)?;
     p.done(&local::install_key_line(&cfg, &line)?);
+    for n in &notes {
+        eprintln!("    note: {n}");
+    }
     let key = names::public_key(&success.key).map_err(anyhow::Error::msg)?;
     let new_state = ClientState {
         server: server.clone(),
         host: success.host.clone(),
         logon: logon.clone(),
         url: success.url.clone(),
-        from: success.from.clone(),
+        from: from.clone(),
         shares: success.shares.clone(),
         key: success.key.clone(),
         key_fingerprint: names::fingerprint(&key),
         enrolled_at,
-        created_user,
+        created_user: local::enroll_created_user(&cfg),
     };
     p.step("Enrollment record");
     let saved = local::save_state(&cfg, &new_state)?;
     p.done(&if saved { vec![format!("wrote {}", cfg.state_file.display())] } else { vec![] });
 
-    if p.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "server": server, "host": success.host, "logon": logon, "url": success.url,
-                "from": success.from, "shares": success.shares, "key_fingerprint": new_state.key_fingerprint,
-                "backup_user": cfg.backup_user, "restore": cfg.restore,
-            }))?
-        );
+    let checked =
+        "the backup user, the sudoers drop-in and the key line on this machine (repaired where they differed)";
+    if cli.json {
+        let mut v = json!({
+            "server": server, "host": success.host, "logon": logon, "url": success.url,
+            "from": from, "shares": success.shares, "key_fingerprint": new_state.key_fingerprint,
+            "backup_user": cfg.backup_user, "restore": cfg.restore, "notes": notes,
+            "asked_server": !reused,
+        });
+        if reused {
+            v["checked"] = json!(checked);
+            v["not_checked"] = json!(NOT_CHECKED);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
-            "This machine is enrolled for backups on {server} as {}.",
-            success.host.as_deref().unwrap_or("(unnamed host)")
-        );
+        let host = success.host.as_deref().unwrap_or("(unnamed host)");
+        if reused {
+            println!("This machine was already enrolled for backups on {server} as {host}.");
+            println!("Checked: {checked}.");
+            println!("Not checked: {NOT_CHECKED}.");
+        } else {
+            println!("This machine is enrolled for backups on {server} as {host}.");
+        }
+        for n in &notes {
+            println!("Note: {n}.");
+        }
         if !success.shares.is_empty() {
             println!("Backed up: {}", success.shares.join(", "));
         }
         println!("Choose what is backed up and when at: {}", success.url);
     }
     Ok(())
+}
+
+fn key_line(cli: &Cli, server: &str, cfg: &ClientConfig, from: Option<String>, key: &str) -> Result<KeyLine> {
+    Ok(KeyLine::new(
+        from,
+        &cfg.rsyncsend.to_string_lossy(),
+        &std::path::absolute(&cli.config)?.to_string_lossy(),
+        key,
+        server,
+    )?)
+}
+
+/// The per-host key must be a key for backups only: never the register key
+/// (every holder of the site bundle has its private half), one of this
+/// machine's own host keys, or a key the backup user already has for
+/// something else.
+fn refuse_known_key(cfg: &ClientConfig, server: &str, key: &str) -> std::result::Result<(), String> {
+    let offered = names::public_key(key)?;
+    let register = register_public_key(&cfg.register_key)?;
+    if register.key_data() == offered.key_data() {
+        return Err(format!(
+            "the server answered the register key itself ({}) as this host's backup key: installing it would let \
+             everyone who has the site bundle log in as {}",
+            names::fingerprint(&offered),
+            cfg.backup_user
+        ));
+    }
+    for p in &cfg.host_keys {
+        let own = std::fs::read_to_string(p).ok().and_then(|t| names::public_key(t.trim()).ok());
+        if own.is_some_and(|k| k.key_data() == offered.key_data()) {
+            return Err(format!(
+                "the server answered this machine's own host key {} ({}) as its backup key",
+                p.display(),
+                names::fingerprint(&offered)
+            ));
+        }
+    }
+    let blob = key.split(' ').nth(1).unwrap_or_default();
+    if local::other_keys(cfg, server).map_err(|e| format!("{e:#}"))?.iter().any(|k| k == blob) {
+        return Err(format!(
+            "the server answered a key ({}) that {} already has in {} for something else: one key, one use",
+            names::fingerprint(&offered),
+            cfg.backup_user,
+            local::authorized_keys_path(cfg).map(|p| p.display().to_string()).unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The public half of the private register key, from the key file itself
+/// (its `.pub` beside it only when the private file is in a format this
+/// toolkit does not read, such as PEM).
+fn register_public_key(path: &Path) -> std::result::Result<ssh_key::PublicKey, String> {
+    let private =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the register key {}: {e}", path.display()));
+    if let Ok(k) = private
+        .as_deref()
+        .map_err(Clone::clone)
+        .and_then(|t| ssh_key::PrivateKey::from_openssh(t).map_err(|e| e.to_string()))
+    {
+        return Ok(k.public_key().clone());
+    }
+    let public = path.with_extension("pub");
+    std::fs::read_to_string(&public).ok().and_then(|t| names::public_key(t.trim()).ok()).ok_or_else(|| {
+        format!(
+            "cannot tell the register key's public key from {} (not an OpenSSH private key) nor from {}: \
+             needed to check that the server's key is not the register key; regenerate the bundle with an \
+             OpenSSH-format register key",
+            path.display(),
+            public.display()
+        )
+    })
+}
+
+fn dry_run(
+    cli: &Cli,
+    cfg: &ClientConfig,
+    server: &str,
+    logon: &str,
+    reuse: Option<&ClientState>,
+    state: Option<&ClientState>,
+) -> Result<()> {
+    let mut plan = vec![
+        format!(
+            "make sure user {} exists (system user, home {}, shell /bin/sh)",
+            cfg.backup_user,
+            cfg.backup_home().display()
+        ),
+        format!("install {} allowing only `{} --server …` without a tty", cfg.sudoers_file().display(), cfg.rsync),
+    ];
+    match reuse {
+        Some(s) => plan.push(format!(
+            "keep the enrollment of {} as host {} (use --rekey to enroll again)",
+            s.logon,
+            s.host.as_deref().unwrap_or("?")
+        )),
+        None => {
+            if let Some(s) = state.filter(|s| s.logon != logon) {
+                plan.push(format!("re-enroll this machine, enrolled for {}, for {logon}", s.logon));
+            }
+            plan.push(format!(
+                "ask {}@{} port {} to enroll {}:{} (host key pinned in {})",
+                cfg.server_user,
+                server,
+                cfg.port,
+                os(),
+                logon,
+                cfg.server_host_keys.display()
+            ))
+        }
+    }
+    plan.push(format!(
+        "install the server's key in {} bound to {}",
+        local::authorized_keys_path(cfg)?.display(),
+        cfg.rsyncsend.display()
+    ));
+    plan.push(format!("record the enrollment in {}", cfg.state_file.display()));
+    if cli.json {
+        let v = json!({ "dry_run": true, "server": server, "logon": logon, "plan": plan });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("enroll would, on this machine:");
+        for step in &plan {
+            println!("  - {step}");
+        }
+    }
+    Ok(())
+}
+
+/// `--check`: the local enrollment as it is, and what cannot be seen from here.
+fn check(cli: &Cli, cfg: &ClientConfig, server: &str, state: Option<&ClientState>) -> Result<()> {
+    let Some(state) = state else {
+        bail!(
+            "this machine is not enrolled with {server}: {} has no enrollment with it; run enroll to enroll it",
+            cfg.state_file.display()
+        );
+    };
+    let line = key_line(cli, server, cfg, state.from.clone(), &state.key)?;
+    let mut rows = vec![(
+        true,
+        format!(
+            "{} records host {} for {}",
+            cfg.state_file.display(),
+            state.host.as_deref().unwrap_or("?"),
+            state.logon
+        ),
+    )];
+    rows.extend(local::check(cfg, state, &line)?);
+    let problems: Vec<&String> = rows.iter().filter(|(ok, _)| !ok).map(|(_, l)| l).collect();
+    let failed = (!problems.is_empty()).then(|| {
+        format!(
+            "the local enrollment is incomplete ({} problem(s) above): run enroll as root to repair it",
+            problems.len()
+        )
+    });
+    if cli.json {
+        let mut v = json!({
+            "server": server, "host": state.host, "logon": state.logon, "url": state.url,
+            "checked": rows.iter().map(|(ok, what)| json!({ "ok": ok, "what": what })).collect::<Vec<_>>(),
+            "not_checked": NOT_CHECKED,
+            "ok": problems.is_empty(),
+        });
+        if let Some(f) = &failed {
+            v["error"] = json!(f);
+            v["exit_code"] = json!(1);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        if let Some(f) = failed {
+            return Err(ReportedAsJson(f).into());
+        }
+    } else {
+        println!("Checked on this machine:");
+        for (ok, what) in &rows {
+            println!("  {} {what}", if *ok { "ok     " } else { "PROBLEM" });
+        }
+        println!("Not checked: {NOT_CHECKED}.");
+    }
+    match failed {
+        Some(f) => Err(anyhow::anyhow!(f)),
+        None => Ok(()),
+    }
 }
 
 fn os() -> &'static str {
@@ -223,24 +490,56 @@ fn preflight(cfg: &ClientConfig) -> Result<()> {
     Ok(())
 }
 
-fn choose_logon(cli: &Cli) -> Result<String> {
-    let proposed = match &cli.logon {
-        Some(l) => Some(l.clone()),
-        None => logon::propose(std::env::var("SUDO_USER").ok()),
-    };
-    let logon = if cli.logon.is_some() || cli.yes || cli.dry_run {
-        proposed.context("could not tell who the main user is: pass --logon LOGON")?
-    } else if std::io::stdin().is_terminal() {
-        let mut input = dialoguer::Input::<String>::new().with_prompt("Logon of this machine's main user");
-        if let Some(p) = proposed {
-            input = input.default(p);
+fn choose_logon(cli: &Cli, state: Option<&ClientState>) -> Result<String> {
+    let enrolled = state.map(|s| s.logon.clone());
+    let tty = std::io::stdin().is_terminal();
+    let logon = match &cli.logon {
+        Some(l) => {
+            logon::check_logon(l).map_err(anyhow::Error::msg)?;
+            l.clone()
         }
-        input.interact_text()?
-    } else {
-        bail!("no terminal to ask who the main user is: pass --logon LOGON --yes");
+        None => {
+            // The enrolled logon first: Enter (or --yes) keeps the machine
+            // with the person it is enrolled for.
+            let proposed = enrolled.clone().or_else(|| logon::propose(std::env::var("SUDO_USER").ok()));
+            if cli.yes || cli.dry_run {
+                let l = proposed.context("could not tell who the main user is: pass --logon LOGON")?;
+                logon::check_logon(&l).map_err(|e| anyhow::anyhow!("the proposed {e}: pass --logon LOGON"))?;
+                l
+            } else if tty {
+                let mut input = dialoguer::Input::<String>::new()
+                    .with_prompt("Logon of this machine's main user")
+                    .validate_with(|l: &String| logon::check_logon(l.trim()));
+                if let Some(p) = proposed.filter(|p| logon::check_logon(p).is_ok()) {
+                    input = input.default(p);
+                }
+                input.interact_text()?.trim().to_string()
+            } else {
+                bail!("no terminal to ask who the main user is: pass --logon LOGON --yes");
+            }
+        }
     };
+    if let (Some(s), Some(e)) = (state, enrolled.as_deref().filter(|e| *e != logon)) {
+        let host = s.host.as_deref().unwrap_or("?");
+        if cli.reassign {
+            eprintln!("==> Re-enrolling host {host}, enrolled for {e}, for {logon} (--reassign)");
+        } else if cli.yes || cli.dry_run || !tty {
+            bail!(
+                "this machine is enrolled as host {host} for {e}; enrolling it for {logon} would hand its backups \
+                 to another person: add --reassign if that is meant, or leave out --logon to keep {e}"
+            );
+        } else {
+            let yes = dialoguer::Confirm::new()
+                .with_prompt(format!("This machine is enrolled as host {host} for {e}. Enroll it for {logon} instead?"))
+                .default(false)
+                .interact()?;
+            if !yes {
+                bail!("kept the enrollment of host {host} for {e}: nothing was changed");
+            }
+        }
+    }
     Request::parse(&format!("{}:{logon}", os()))
-        .with_context(|| format!("logon {:?} is not valid", names::printable(&logon)))?;
+        .with_context(|| format!("logon {} is not valid", names::quoted(&logon)))?;
     Ok(logon)
 }
 
@@ -296,7 +595,16 @@ fn call_server(cfg: &ClientConfig, server: &str, logon: &str, token: Option<&str
         source: cfg.source_address,
         nodelay: true,
     };
-    let reply = call.run(&format!("{}:{logon}", os()), hello.render().as_bytes())?;
+    eprintln!(
+        "    connecting to {server} port {} as {} … (timeout {} s)",
+        cfg.port,
+        cfg.server_user,
+        call.timeout.as_secs()
+    );
+    let reply = {
+        let _waiting = Waiting::start(call.timeout.as_secs());
+        call.run(&format!("{}:{logon}", os()), hello.render().as_bytes())?
+    };
     match Answer::parse(&reply.stdout)? {
         Answer::Success(s) if reply.exit_status == 0 => Ok(s),
         Answer::Success(_) => Err(AnswerError::Invalid {
@@ -314,6 +622,10 @@ fn call_server(cfg: &ClientConfig, server: &str, logon: &str, token: Option<&str
 }
 
 fn uninstall(cli: &Cli, cfg: &ClientConfig, server: &str, p: &Progress) -> Result<()> {
+    if cli.dry_run && cli.json {
+        println!("{}", json!({ "dry_run": true, "uninstall": server, "remove_user": cli.remove_user }));
+        return Ok(());
+    }
     if cli.dry_run {
         println!(
             "enroll --uninstall would remove: the key line of {server} in {}, {}, {}{}",
@@ -325,6 +637,7 @@ fn uninstall(cli: &Cli, cfg: &ClientConfig, server: &str, p: &Progress) -> Resul
         return Ok(());
     }
     p.step(&format!("Removing the enrollment with {server}"));
+    let host = ClientState::load(&cfg.state_file).filter(|s| s.server == server).and_then(|s| s.host);
     let done = local::uninstall(cfg, server, cli.remove_user)?;
     if done.is_empty() {
         eprintln!("    nothing to remove: this machine is not enrolled with {server}");
@@ -335,8 +648,18 @@ fn uninstall(cli: &Cli, cfg: &ClientConfig, server: &str, p: &Progress) -> Resul
     if !authorized_keys::tagged_lines(&left, server).is_empty() {
         bail!("a key line of {server} is still present");
     }
-    if p.json {
-        println!("{}", json!({ "uninstalled": server, "changes": done }));
+    let still_listed = format!(
+        "{server} still lists this machine{}: its backup administrator removes it there with `forced-command revoke {}`",
+        host.as_deref().map(|h| format!(" as host {h}")).unwrap_or_default(),
+        host.as_deref().unwrap_or("HOST")
+    );
+    if !done.is_empty() {
+        eprintln!("    note: {still_listed}");
+    }
+    if cli.json {
+        println!("{}", json!({ "uninstalled": server, "changes": done, "server_side": still_listed }));
+    } else if !done.is_empty() {
+        println!("Removed the enrollment with {server} from this machine. Note: {still_listed}.");
     }
     Ok(())
 }

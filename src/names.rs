@@ -122,10 +122,106 @@ pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(ssh_key::HashAlg::Sha256).to_string()
 }
 
-/// Escape a value for display in a one-line message: control characters
-/// and non-ASCII become escapes, so a hostile value cannot forge lines.
+/// Escape a value for display in a one-line message: control and format
+/// characters (newlines, escape sequences, bidi overrides, zero-width
+/// characters) and backslashes become escapes, so a hostile value can
+/// neither forge lines nor reorder or hide text; letters of any script are
+/// kept as they are, so `jérôme` reads as `jérôme`.
 pub fn printable(raw: &str) -> String {
-    truncate(&raw.escape_default().to_string(), 80)
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            push_shown(&mut out, c);
+        }
+    }
+    truncate(&out, 80)
+}
+
+/// A value in double quotes for a one-line message, escaped as
+/// [`printable`] does and with its own quotes escaped: `"j\u{202e}x"`.
+/// Use it instead of `{:?}` on [`printable`], which escapes twice.
+pub fn quoted(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() + 2);
+    for c in raw.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            _ => push_shown(&mut out, c),
+        }
+    }
+    format!("\"{}\"", truncate(&out, 80))
+}
+
+/// A text of several lines for a person's terminal (a server's message, an
+/// error): line breaks kept, tabs as spaces, every other control or format
+/// character escaped as `\u{…}`, so the text cannot move the cursor,
+/// recolour the terminal, reverse its letters or hide some of them.
+pub fn display_text(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            '\n' => out.push('\n'),
+            '\t' => out.push_str("    "),
+            _ => push_shown(&mut out, c),
+        }
+    }
+    out
+}
+
+fn push_shown(out: &mut String, c: char) {
+    if is_hidden(c) {
+        out.push_str(&format!("\\u{{{:x}}}", c as u32));
+    } else {
+        out.push(c);
+    }
+}
+
+/// Characters that do not show as themselves on a terminal: control
+/// characters (Unicode category Cc), format characters (Cf: bidi embeddings,
+/// overrides and isolates, zero-width spaces and joiners, the byte-order
+/// mark, tags, …), line and paragraph separators, and the few letters and
+/// marks that are drawn as nothing (Hangul fillers, the grapheme joiner,
+/// variation selectors).
+pub fn is_hidden(c: char) -> bool {
+    const HIDDEN: &[(u32, u32)] = &[
+        // Cf, as listed by Unicode 15.1's UnicodeData.txt.
+        (0x00ad, 0x00ad),
+        (0x0600, 0x0605),
+        (0x061c, 0x061c),
+        (0x06dd, 0x06dd),
+        (0x070f, 0x070f),
+        (0x0890, 0x0891),
+        (0x08e2, 0x08e2),
+        (0x180e, 0x180e),
+        (0x200b, 0x200f),
+        (0x202a, 0x202e),
+        (0x2060, 0x2064),
+        (0x2066, 0x206f),
+        (0xfeff, 0xfeff),
+        (0xfff9, 0xfffb),
+        (0x110bd, 0x110bd),
+        (0x110cd, 0x110cd),
+        (0x13430, 0x1343f),
+        (0x1bca0, 0x1bca3),
+        (0x1d173, 0x1d17a),
+        (0xe0001, 0xe0001),
+        (0xe0020, 0xe007f),
+        // Zl, Zp: a line break to the terminal's eye.
+        (0x2028, 0x2029),
+        // Drawn as nothing.
+        (0x034f, 0x034f),
+        (0x115f, 0x1160),
+        (0x180b, 0x180d),
+        (0x180f, 0x180f),
+        (0x3164, 0x3164),
+        (0xfe00, 0xfe0f),
+        (0xffa0, 0xffa0),
+        (0xe0100, 0xe01ef),
+    ];
+    let n = c as u32;
+    c.is_control() || HIDDEN.iter().any(|&(lo, hi)| (lo..=hi).contains(&n))
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -216,6 +312,33 @@ pub(crate) mod tests {
         for (input, want, why) in table {
             assert_eq!(absolute_path(input).ok().as_deref(), *want, "{why}: {input:?}");
         }
+    }
+
+    #[test]
+    fn shown_to_a_person() {
+        let table: &[(&str, &str, &str)] = &[
+            ("j\u{e9}r\u{f4}me", "\"j\u{e9}r\u{f4}me\"", "accented letters readable"),
+            ("\u{5d0}\u{5d1}", "\"\u{5d0}\u{5d1}\"", "other scripts readable"),
+            ("a\u{202e}b", "\"a\\u{202e}b\"", "right-to-left override"),
+            ("a\u{200b}b\u{200d}c\u{200f}", "\"a\\u{200b}b\\u{200d}c\\u{200f}\"", "zero-width and marks"),
+            ("\u{2066}x\u{2069}", "\"\\u{2066}x\\u{2069}\"", "isolates"),
+            ("\u{feff}x", "\"\\u{feff}x\"", "byte-order mark"),
+            ("x\u{e0041}", "\"x\\u{e0041}\"", "tag character"),
+            ("a\nb\u{1b}[2J", "\"a\\u{a}b\\u{1b}[2J\"", "newline and escape"),
+            ("a\u{2028}b", "\"a\\u{2028}b\"", "line separator"),
+            ("a\"b\\", "\"a\\\"b\\\\\"", "own quote and backslash"),
+            ("a\u{3164}b", "\"a\\u{3164}b\"", "invisible filler letter"),
+        ];
+        for (raw, want, why) in table {
+            assert_eq!(quoted(raw), *want, "{why}");
+            assert!(!printable(raw).chars().any(is_hidden), "{why}: printable hides nothing");
+        }
+        assert_eq!(printable("a\\u{202e}"), "a\\\\u{202e}", "a literal escape stays distinct from a real one");
+        assert_eq!(
+            display_text("line 1\nline\t2\u{202e}\u{1b}]0;x\u{7}"),
+            "line 1\nline    2\\u{202e}\\u{1b}]0;x\\u{7}"
+        );
+        assert!(quoted(&"\u{e9}".repeat(100)).ends_with("\u{2026}\""), "truncated on a character boundary");
     }
 
     #[test]

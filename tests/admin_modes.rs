@@ -215,7 +215,7 @@ fn webhook_is_told_and_never_blocks() {
     assert!(got.starts_with("POST /hooks/abc"), "{got}");
     let body: serde_json::Value = serde_json::from_str(got.split("\n\n").last().unwrap()).unwrap();
     assert!(body["text"].as_str().unwrap().contains("enrolled localhost for linux:cmartin"), "{body}");
-    let out = w.enroll(&["--logon", "nosuchuser", "--yes"]);
+    let out = w.enroll(&["--logon", "nosuchuser", "--yes", "--reassign"]);
     assert_eq!(out.status.code(), Some(3));
     let got = rx.recv_timeout(Duration::from_secs(10)).expect("refusals are told too");
     assert!(got.contains("refused"), "{got}");

@@ -210,7 +210,11 @@ fn rerun_is_idempotent_repairs_and_uninstall_leaves_no_trace() {
     // host's working key is left as it was.
     let key_file = w.server.home.join(".ssh/backuppc-enroll/localhost.key");
     let key_before = fs::read(&key_file).unwrap();
-    let other = w.enroll(&["--logon", "daemon", "--yes", "--rekey"]);
+    let refused_here = w.enroll(&["--logon", "daemon", "--yes", "--rekey"]);
+    assert_eq!(refused_here.status.code(), Some(1), "another logon with --yes needs --reassign");
+    assert!(text(&refused_here.stderr).contains("add --reassign"), "{}", text(&refused_here.stderr));
+    assert_eq!(fs::read(&key_file).unwrap(), key_before);
+    let other = w.enroll(&["--logon", "daemon", "--yes", "--rekey", "--reassign"]);
     assert_eq!(fs::read(&key_file).unwrap(), key_before, "a refusal keeps the key");
     assert!(!key_file.with_extension("key.new").exists(), "no staged key left behind");
     assert_eq!(other.status.code(), Some(3), "{}", text(&other.stderr));

@@ -178,7 +178,7 @@ fn enrollment_checks_the_directory() {
     // Directory down: the enrollment is refused, quickly and clearly.
     drop(slapd);
     let start = Instant::now();
-    let out = w.enroll(&["--logon", "cmartin", "--yes", "--rekey"]);
+    let out = w.enroll(&["--logon", "cmartin", "--yes", "--rekey", "--reassign"]);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("directory could not be asked"),

@@ -170,15 +170,28 @@ pub fn check_from(value: &str) -> Result<String, AnswerError> {
     }
 }
 
-/// A failure message shown to a person: printable characters only, so a
-/// server cannot drive the terminal.
+/// Whether a `from:` pattern list lets every client in, so that as a
+/// `from=` it restricts nothing: a positive pattern made of wildcards and
+/// separators only with at least one `*` (`*`, `*.*.*.*`, `?*`, `*:*`,
+/// which every IPv4 or IPv6 address matches), or a network of prefix
+/// length 0 (`0.0.0.0/0`, `::/0`). Negated patterns only take away, so a
+/// list with one such pattern is as open as the pattern, near enough.
+pub fn matches_everything(from: &str) -> bool {
+    from.split(',').filter(|p| !p.starts_with('!')).any(|p| {
+        let wildcards_only = p.contains('*') && p.bytes().all(|b| matches!(b, b'*' | b'?' | b'.' | b':'));
+        let whole_internet = p.split_once('/').is_some_and(|(addr, len)| {
+            len.trim_start_matches('0').is_empty() && addr.parse::<std::net::IpAddr>().is_ok()
+        });
+        wildcards_only || whole_internet
+    })
+}
+
+/// A failure message shown to a person: control and format characters
+/// escaped (see [`names::display_text`]), so a server can neither drive
+/// the terminal nor reorder or hide words of its message.
 fn sanitize_message(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .take(4096)
-        .map(|c| if c == '\n' || (!c.is_control() && c != '\u{7f}') { c } else { '?' })
-        .collect();
-    cleaned.trim().to_string()
+    let cut: String = text.chars().take(4096).collect();
+    names::display_text(cut.trim()).trim().to_string()
 }
 
 #[cfg(test)]
@@ -211,7 +224,38 @@ mod tests {
     #[test]
     fn failure_is_a_message() {
         let a = Answer::parse(b"logon \"x\" is unknown\nask the helpdesk\x1b[2J\n").unwrap();
-        assert_eq!(a, Answer::Failure("logon \"x\" is unknown\nask the helpdesk?[2J".into()));
+        assert_eq!(a, Answer::Failure("logon \"x\" is unknown\nask the helpdesk\\u{1b}[2J".into()));
+        let a = Answer::parse("refused: \u{202e}gnp.exe\u{202c} \u{200b}ok\u{feff}".as_bytes()).unwrap();
+        assert_eq!(a, Answer::Failure("refused: \\u{202e}gnp.exe\\u{202c} \\u{200b}ok\\u{feff}".into()));
+        let a = Answer::parse("le logon \"j\u{e9}r\u{f4}me\" est inconnu".as_bytes()).unwrap();
+        assert_eq!(a, Answer::Failure("le logon \"j\u{e9}r\u{f4}me\" est inconnu".into()), "letters kept");
+    }
+
+    #[test]
+    fn patterns_that_let_everyone_in() {
+        let rows: &[(&str, bool, &str)] = &[
+            ("*", true, "star"),
+            ("**", true, "stars"),
+            ("*,*", true, "two stars"),
+            ("*.*.*.*", true, "every IPv4 address"),
+            ("*.*", true, "every dotted name or address"),
+            ("?*", true, "every non-empty name"),
+            ("*:*", true, "every IPv6 address"),
+            ("0.0.0.0/0", true, "whole IPv4 internet"),
+            ("::/0", true, "whole IPv6 internet"),
+            ("10.0.0.1,*", true, "one open pattern is enough"),
+            ("*,!10.0.0.1", true, "negation takes away one address only"),
+            ("10.0.0.1", false, "one address"),
+            ("10.0.0.0/8", false, "a network"),
+            ("10.*", false, "a prefix"),
+            ("*.example.org", false, "a domain"),
+            ("?.?.?.?", false, "one-digit octets only"),
+            ("!*", false, "negated: lets no one in"),
+            ("192.168.1.0/00", true, "prefix length zero however written"),
+        ];
+        for (from, open, why) in rows {
+            assert_eq!(matches_everything(from), *open, "{why}: {from}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use crate::names;
 use crate::protocol::answer::MAX_ANSWER;
-use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
+use ssh2::{CheckResult, ErrorCode, KnownHostFileKind, MethodType, Session};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -28,6 +28,10 @@ pub enum CallError {
     Mismatch { offered: String, pinned: String, file: String },
     #[error("the backup server refused the register key {key} for user {user}: the setup package may be outdated, ask the backup administrator")]
     AuthRefused { key: String, user: String },
+    #[error("the backup server {server} port {port} accepted the connection but did not answer within {secs} s: check that `port` in the client config is the server's SSH port, and that sshd runs there and is not overloaded (`timeout` in the client config waits longer)")]
+    NoGreeting { server: String, port: u16, secs: u64 },
+    #[error("the backup server {server} port {port} took the request but did not finish the enrollment within {secs} s: it may be waiting on its directory or on a lock; try again later, or ask the backup administrator to look at its audit log")]
+    NoAnswer { server: String, port: u16, secs: u64 },
     #[error("the SSH exchange with the backup server failed: {0}")]
     Ssh(String),
     #[error("the backup server's answer is larger than {MAX_ANSWER} bytes")]
@@ -53,6 +57,11 @@ pub struct Call<'a> {
     /// packets otherwise wait on Nagle and delayed ACKs; the benchmark
     /// measures both).
     pub nodelay: bool,
+}
+
+/// libssh2's LIBSSH2_ERROR_TIMEOUT: a blocking call waited `set_timeout`.
+fn timed_out(e: &ssh2::Error) -> bool {
+    e.code() == ErrorCode::Session(-9)
 }
 
 fn connect_from(source: Option<IpAddr>, to: &SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
@@ -96,6 +105,27 @@ fn fingerprints(keys: &[String]) -> String {
 }
 
 impl Call<'_> {
+    fn no_greeting(&self) -> CallError {
+        CallError::NoGreeting { server: self.server.into(), port: self.port, secs: self.timeout.as_secs() }
+    }
+
+    /// A wait past the timeout after the request was sent, or another failure.
+    fn after_request(&self, e: ssh2::Error) -> CallError {
+        if timed_out(&e) {
+            CallError::NoAnswer { server: self.server.into(), port: self.port, secs: self.timeout.as_secs() }
+        } else {
+            e.into()
+        }
+    }
+
+    fn io_after_request(&self, e: std::io::Error) -> CallError {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            CallError::NoAnswer { server: self.server.into(), port: self.port, secs: self.timeout.as_secs() }
+        } else {
+            CallError::Ssh(e.to_string())
+        }
+    }
+
     fn connect_tcp(&self) -> Result<TcpStream, CallError> {
         let unreachable = |why: String| CallError::Unreachable { server: self.server.into(), port: self.port, why };
         let addrs: Vec<SocketAddr> = (self.server, self.port)
@@ -135,6 +165,9 @@ impl Call<'_> {
             }
             match sess.handshake() {
                 Ok(()) => return Ok(sess),
+                // The whole timeout went by without a word: a retry
+                // would only wait as long again.
+                Err(e) if timed_out(&e) => return Err(self.no_greeting()),
                 Err(e) => {
                     let jittered = pause.mul_f64(0.5 + jitter());
                     if Instant::now() + jittered >= deadline {
@@ -191,27 +224,30 @@ impl Call<'_> {
             }
         }
         let auth = sess.userauth_pubkey_file(self.user, None, self.register_key, None);
+        if auth.as_ref().is_err_and(timed_out) {
+            return Err(self.no_greeting());
+        }
         if auth.is_err() || !sess.authenticated() {
             return Err(CallError::AuthRefused {
                 key: self.register_key.display().to_string(),
                 user: self.user.into(),
             });
         }
-        let mut channel = sess.channel_session()?;
-        channel.exec(command)?;
-        channel.write_all(stdin).map_err(|e| CallError::Ssh(e.to_string()))?;
-        channel.send_eof()?;
+        let mut channel = sess.channel_session().map_err(|e| self.after_request(e))?;
+        channel.exec(command).map_err(|e| self.after_request(e))?;
+        channel.write_all(stdin).map_err(|e| self.io_after_request(e))?;
+        channel.send_eof().map_err(|e| self.after_request(e))?;
         let mut stdout = Vec::new();
         Read::by_ref(&mut channel)
             .take(MAX_ANSWER as u64 + 1)
             .read_to_end(&mut stdout)
-            .map_err(|e| CallError::Ssh(e.to_string()))?;
+            .map_err(|e| self.io_after_request(e))?;
         if stdout.len() > MAX_ANSWER {
             return Err(CallError::TooLarge);
         }
         let mut sink = Vec::new();
         let _ = channel.stderr().take(MAX_ANSWER as u64).read_to_end(&mut sink);
-        channel.wait_close()?;
+        channel.wait_close().map_err(|e| self.after_request(e))?;
         let exit_status = channel.exit_status()?;
         let _ = sess.disconnect(None, "enrollment done", None);
         Ok(Reply { stdout, exit_status })
