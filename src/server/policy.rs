@@ -111,6 +111,14 @@ impl Resolver for SystemResolver {
     }
 }
 
+/// A name from the hello block or DNS that may become a BackupPC host:
+/// a DNS name, not an address in any spelling, not one BackupPC keeps.
+fn acceptable(name: &str) -> Result<String, Refusal> {
+    let name = names::client_host_name(name).map_err(Refusal::HostName)?;
+    crate::backuppc::names::check_host(&name).map_err(Refusal::HostName)?;
+    Ok(name)
+}
+
 /// The BackupPC host name for a client.
 pub fn host_name(
     naming: HostNaming,
@@ -125,7 +133,7 @@ pub fn host_name(
                 "address {ip} has no reverse DNS name: ask the network administrator to register this machine"
             ))
         })?;
-        let name = names::host_name(&name).map_err(Refusal::HostName)?;
+        let name = acceptable(&name)?;
         if confirmed(&name) {
             Ok(name)
         } else {
@@ -136,12 +144,17 @@ pub fn host_name(
         HostNaming::Ip => Ok(ip_host_name(ip)),
         HostNaming::ReverseDns => reverse(),
         HostNaming::Confirmed => match hello_name {
-            Some(n) if confirmed(n) => Ok(n.to_string()),
-            Some(n) => reverse().map_err(|_| {
-                Refusal::HostName(format!(
-                    "host name {n} does not resolve to the address {ip} this machine connects from, and {ip} has no confirmed reverse DNS name: register the machine in DNS"
-                ))
-            }),
+            // A name that is not acceptable is refused with its own
+            // reason, unless the address has a good reverse name.
+            Some(n) => match acceptable(n) {
+                Err(why) => reverse().map_err(|_| why),
+                Ok(n) if confirmed(&n) => Ok(n),
+                Ok(n) => reverse().map_err(|_| {
+                    Refusal::HostName(format!(
+                        "host name {n} does not resolve to the address {ip} this machine connects from, and {ip} has no confirmed reverse DNS name: register the machine in DNS"
+                    ))
+                }),
+            },
             None => reverse(),
         },
     }
@@ -186,8 +199,24 @@ mod tests {
                 ("dormeur.example.org", vec![ip("10.0.0.5")]),
                 ("liar.example.org", vec![ip("10.0.0.99")]),
                 ("rev.example.org", vec![ip("10.0.0.7")]),
+                // What getaddrinfo answers for these spellings.
+                ("2130706437", vec![ip("127.0.0.5")]),
+                ("127.5", vec![ip("127.0.0.5")]),
+                ("0x7f000005", vec![ip("127.0.0.5")]),
+                ("0177.0.0.5", vec![ip("127.0.0.5")]),
+                ("127.0.0.5", vec![ip("127.0.0.5")]),
+                ("host.5", vec![ip("127.0.0.5")]),
+                ("config", vec![ip("127.0.0.5"), ip("10.0.0.6")]),
+                ("localconfig", vec![ip("127.0.0.5")]),
+                ("2130706439", vec![ip("10.0.0.7")]),
+                ("10.0.0.4", vec![ip("10.0.0.4")]),
             ]),
-            rev: HashMap::from([(ip("10.0.0.7"), "rev.example.org"), (ip("10.0.0.8"), "unconfirmed.example.org")]),
+            rev: HashMap::from([
+                (ip("10.0.0.7"), "rev.example.org"),
+                (ip("10.0.0.8"), "unconfirmed.example.org"),
+                (ip("10.0.0.6"), "config"),
+                (ip("10.0.0.4"), "10.0.0.4"),
+            ]),
         };
         use HostNaming::*;
         let rows: &[(HostNaming, Option<&str>, &str, Option<&str>, &str)] = &[
@@ -206,6 +235,17 @@ mod tests {
             (ReverseDns, None, "10.0.0.7", Some("rev.example.org"), "reverse confirmed"),
             (Ip, None, "10.0.0.9", Some("10.0.0.9"), "address as name"),
             (Ip, None, "fd00::1", Some("ip6-fd00--1"), "IPv6 address as name"),
+            (Confirmed, Some("2130706437"), "127.0.0.5", None, "the address as one number"),
+            (Confirmed, Some("127.5"), "127.0.0.5", None, "the address in two parts"),
+            (Confirmed, Some("0x7f000005"), "127.0.0.5", None, "the address in hex"),
+            (Confirmed, Some("0177.0.0.5"), "127.0.0.5", None, "the address with an octal part"),
+            (Confirmed, Some("127.0.0.5"), "127.0.0.5", None, "the address itself"),
+            (Confirmed, Some("host.5"), "127.0.0.5", None, "numeric final label"),
+            (Confirmed, Some("config"), "127.0.0.5", None, "BackupPC's main config.pl"),
+            (Confirmed, Some("localconfig"), "127.0.0.5", None, "Debian's site-wide localconfig.pl"),
+            (Confirmed, Some("2130706439"), "10.0.0.7", Some("rev.example.org"), "address spelling, good reverse"),
+            (Confirmed, None, "10.0.0.6", None, "reverse DNS says config"),
+            (Confirmed, None, "10.0.0.4", None, "reverse DNS gives an address"),
         ];
         for (naming, hello, addr, want, why) in rows {
             let got = host_name(*naming, *hello, ip(addr), &dns).ok();
