@@ -26,8 +26,9 @@ use std::path::PathBuf;
   forced-command revoke dormeur.example.org
 
 Exit status:
-  serving an enrollment: 0 enrolled; 1 refused; 2 server-side failure;
-  3 waiting for approval
+  serving an enrollment: 0 enrolled; 1 refused; 2 server-side failure
+  (a file it cannot write, the logon directory not answering: the detail is
+  in the audit log and syslog, not in the answer); 3 waiting for approval
   admin subcommands: 0 done; 1 failed
 
 Files:

@@ -154,7 +154,14 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             json!({ "reason": "logon_check = \"any\": the logon was not checked against any directory", "logon": request.logon }),
         );
     }
-    policy::check_logon(cfg.logon_check, directory(cfg)?.as_ref(), &request.logon).map_err(refused)?;
+    // A directory that cannot be asked is the server's failure, not the
+    // client's: the detail (URL, TLS error) stays in the server's log.
+    policy::check_logon(cfg.logon_check, directory(cfg)?.as_ref(), &request.logon).map_err(|r| match r {
+        policy::Refusal::DirectoryDown(detail) => {
+            Outcome::Failed(format!("the logon directory could not be asked: {detail}"))
+        }
+        other => refused(other),
+    })?;
     let hello = read_hello(Duration::from_secs(cfg.hello_timeout))?;
     let host = policy::host_name(cfg.host_naming, hello.hostname.as_deref(), ip, &SystemResolver).map_err(refused)?;
     let from = match &cfg.from {

@@ -16,19 +16,32 @@ pub fn filter_for(template: &str, logon: &str) -> String {
     template.replace("{logon}", &ldap3::ldap_escape(logon))
 }
 
+/// A TLS connector that trusts the certificates of `ca_file` and nothing
+/// else: as OpenLDAP's `TLS_CACERT`, the file is the whole trusted set,
+/// not an addition to the system's CAs (any of which could otherwise vouch
+/// for a forged directory).
+pub fn connector_trusting_only(ca_file: &std::path::Path) -> Result<native_tls::TlsConnector, String> {
+    let pem = std::fs::read(ca_file).map_err(|e| format!("cannot read the LDAP CA file {}: {e}", ca_file.display()))?;
+    let certs = native_tls::Certificate::stack_from_pem(&pem)
+        .map_err(|e| format!("LDAP CA file {}: {e}", ca_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("LDAP CA file {} holds no PEM certificate", ca_file.display()));
+    }
+    let mut builder = native_tls::TlsConnector::builder();
+    builder.disable_built_in_roots(true);
+    for cert in certs {
+        builder.add_root_certificate(cert);
+    }
+    builder.build().map_err(|e| format!("LDAP TLS setup: {e}"))
+}
+
 impl Directory for Ldap {
     fn exists(&self, logon: &str) -> Result<bool, String> {
         let c = &self.0;
         let timeout = Duration::from_secs(c.timeout.max(1));
         let mut settings = LdapConnSettings::new().set_conn_timeout(timeout).set_starttls(c.starttls);
         if let Some(ca) = &c.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("cannot read the LDAP CA file {}: {e}", ca.display()))?;
-            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| format!("LDAP CA file: {e}"))?;
-            let connector = native_tls::TlsConnector::builder()
-                .add_root_certificate(cert)
-                .build()
-                .map_err(|e| format!("LDAP TLS setup: {e}"))?;
-            settings = settings.set_connector(connector);
+            settings = settings.set_connector(connector_trusting_only(ca)?);
         }
         let mut ldap = LdapConn::with_settings(settings, &c.url).map_err(|e| format!("LDAP {}: {e}", c.url))?;
         if let (Some(dn), Some(file)) = (&c.bind_dn, &c.bind_password_file) {
@@ -53,6 +66,24 @@ impl Directory for Ldap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ca_files_that_trust_nothing_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let rows: &[(&str, Option<&[u8]>, &str)] = &[
+            ("missing.pem", None, "cannot read"),
+            ("empty.pem", Some(b""), "no PEM certificate"),
+            ("text.pem", Some(b"not a certificate\n"), "no PEM certificate"),
+        ];
+        for (name, contents, want) in rows {
+            let p = d.path().join(name);
+            if let Some(c) = contents {
+                std::fs::write(&p, c).unwrap();
+            }
+            let err = connector_trusting_only(&p).err().unwrap_or_default();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+    }
 
     #[test]
     fn filters_escape_the_logon() {
