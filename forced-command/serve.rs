@@ -179,8 +179,6 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             .ok_or_else(|| Outcome::Failed("no server address in SSH_CONNECTION and no `from` in the config".into()))?,
     };
     let shares = cfg.shares.get(&request.os).cloned().unwrap_or_default();
-    let client_user = hello.user.clone().unwrap_or_else(|| cfg.client_user.clone());
-    let client_port = hello.port.unwrap_or(22);
     let srv = Server::open(cfg).map_err(Outcome::Failed)?;
 
     // A bad token is refused before anything is locked or written; the
@@ -262,11 +260,55 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     // Recorded before the first BackupPC file is written, so that after a
     // crash midway the files are known to be the toolkit's and a re-run
     // finishes the job.
-    if !owned || adopted {
+    let recorded = !owned || adopted;
+    if recorded {
         reg.hosts.insert(host.clone(), record(&host, &request, ip, "", &hello, "enrolling"));
         reg.save(&cfg.registry, srv.file(0o640))?;
     }
+    let result = write_host(&srv, &mut reg, &host, &request, ip, &hello, audit, from, shares, adopted);
+    if result.is_err() && recorded {
+        // A failure before any BackupPC file was written leaves no trace
+        // in the registry either; an adopted host stays adopted.
+        let untouched = srv
+            .hosts()
+            .read()
+            .and_then(|h| srv.hand_made(&host, backuppc_enroll::backuppc::hosts::find(&h, &host).is_some()))
+            .is_ok_and(|found| found.is_empty());
+        match entry {
+            Some(previous) if adopted => {
+                reg.hosts.insert(host.clone(), previous);
+                let _ = reg.save(&cfg.registry, srv.file(0o640));
+            }
+            None if untouched => {
+                reg.hosts.remove(&host);
+                let _ = reg.save(&cfg.registry, srv.file(0o640));
+            }
+            _ => {}
+        }
+    }
+    result
+}
 
+/// Write the host's key, BackupPC files and registry entry; under the
+/// registry lock, after every check passed. `adopted`: the admin handed
+/// the host over, so its hosts line is rewritten whatever logon it names.
+#[allow(clippy::too_many_arguments)]
+fn write_host(
+    srv: &Server,
+    reg: &mut Registry,
+    host: &str,
+    request: &Request,
+    ip: std::net::IpAddr,
+    hello: &Hello,
+    audit: &Audit,
+    from: String,
+    shares: Vec<String>,
+    adopted: bool,
+) -> Result<Success, Outcome> {
+    let cfg = srv.cfg;
+    let host = host.to_string();
+    let client_user = hello.user.clone().unwrap_or_else(|| cfg.client_user.clone());
+    let client_port = hello.port.unwrap_or(22);
     srv.ensure_dir(&srv.ssh_dir, srv.file(0o700))?;
     srv.ensure_dir(&srv.key_dir(), srv.file(0o700))?;
     let key_path = srv.key_path(&host);
@@ -309,7 +351,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     }
     let fingerprint = names::fingerprint(key.public_key());
     reg.version = 1;
-    reg.hosts.insert(host.clone(), record(&host, &request, ip, &fingerprint, &hello, "enrolled"));
+    reg.hosts.insert(host.clone(), record(&host, request, ip, &fingerprint, hello, "enrolled"));
     reg.requests.remove(&host);
     reg.save(&cfg.registry, srv.file(0o640))?;
     staged.commit()?;
