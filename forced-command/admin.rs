@@ -76,6 +76,9 @@ fn run(cmd: Admin, config: &Path) -> Result<()> {
         }
         Admin::Revoke { host } => {
             let host = names::host_name(&host).map_err(anyhow::Error::msg)?;
+            // pc/config.pl may be BackupPC's main config: whatever the
+            // registry says, such a name's files are BackupPC's own.
+            backuppc_enroll::backuppc::names::check_host(&host).map_err(anyhow::Error::msg)?;
             let _lock = registry::lock(&cfg.registry)?;
             let mut reg = Registry::load(&cfg.registry)?;
             // Only hosts this toolkit enrolled (or was handed): a hand-made
