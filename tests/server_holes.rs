@@ -304,3 +304,39 @@ fn a_directory_failure_is_the_servers_and_stays_in_its_log() {
     assert!(!text(&out.stdout).contains("ldap"), "{}", text(&out.stdout));
     assert!(out.stderr.is_empty());
 }
+
+#[test]
+fn any_hand_made_file_of_a_host_keeps_the_toolkit_off_it() {
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
+    let hello = format!("protocol: 2\nhostname: localhost\nhostkey: {KEY}\n");
+    // One row per thing an admin may have written for `localhost` by hand.
+    let rows: &[(&str, &str, &str)] = &[
+        ("backuppc/hosts", "localhost 0 cmartin\n", "a hosts line of the same logon"),
+        ("backuppc/pc/localhost.pl", "$Conf{XferMethod} = 'tar';\n", "a per-host config alone"),
+        ("ssh/known_hosts", "localhost ssh-ed25519 AAAAadmin\n", "known_hosts lines alone"),
+    ];
+    for (file, contents, why) in rows {
+        let f = ForcedBench::new();
+        let path = f.dir.join(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut written = if file.ends_with("hosts") { STOCK_HOSTS.to_string() } else { String::new() };
+        written.push_str(contents);
+        fs::write(&path, &written).unwrap();
+        let before = f.files();
+        let out = f.run("linux:cmartin", "127.0.0.1", hello.as_bytes(), None);
+        assert_eq!(out.status.code(), Some(1), "{why}: {}", text(&out.stdout));
+        assert!(text(&out.stdout).contains("set up in BackupPC by hand"), "{why}: {}", text(&out.stdout));
+        assert_eq!(changed(&before, &f.files()), NONE, "{why}: nothing changed");
+        assert_eq!(fs::read_to_string(&path).unwrap(), written, "{why}: byte for byte");
+        // Handed over, the same request enrolls.
+        let admin = std::process::Command::new(&f.bins.forced_command)
+            .arg("--config")
+            .arg(&f.config)
+            .args(["adopt", "localhost"])
+            .output()
+            .unwrap();
+        assert!(admin.status.success(), "{why}: {}", text(&admin.stderr));
+        let out = f.run("linux:cmartin", "127.0.0.1", hello.as_bytes(), None);
+        assert_eq!(out.status.code(), Some(0), "{why}: {}", text(&out.stdout));
+    }
+}
