@@ -1,6 +1,6 @@
 //! The admin subcommands of `forced-command`, run at a shell by root or
-//! the BackupPC account: list, show, revoke, clear, pending, approve, deny,
-//! tokens, check-config, install-register-key.
+//! the BackupPC account: list, show, revoke, adopt, clear, pending, approve,
+//! deny, tokens, check-config, install-register-key.
 
 use crate::cli::{Admin, TokenCmd};
 use crate::server::{now, Server};
@@ -40,12 +40,12 @@ fn run(cmd: Admin, config: &Path) -> Result<()> {
     match cmd {
         Admin::List { json } => {
             let reg = Registry::load(&cfg.registry)?;
+            let all: Vec<_> = reg.hosts.values().chain(reg.requests.values()).collect();
             if json {
-                let list: Vec<_> = reg.hosts.values().collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 println!("{:<32} {:<16} {:<6} {:<16} {:<9} SINCE", "HOST", "LOGON", "OS", "ADDRESS", "STATE");
-                for e in reg.hosts.values() {
+                for e in all {
                     println!(
                         "{:<32} {:<16} {:<6} {:<16} {:<9} {}",
                         e.host, e.logon, e.os, e.address, e.state, e.enrolled_at
@@ -55,8 +55,13 @@ fn run(cmd: Admin, config: &Path) -> Result<()> {
         }
         Admin::Show { host } => {
             let reg = Registry::load(&cfg.registry)?;
-            let e = reg.hosts.get(&host).with_context(|| format!("no host {host} in the registry"))?;
-            println!("{}", serde_json::to_string_pretty(e)?);
+            let entries: Vec<_> = reg.hosts.get(&host).into_iter().chain(reg.requests.get(&host)).collect();
+            if entries.is_empty() {
+                bail!("no host {host} in the registry");
+            }
+            for e in entries {
+                println!("{}", serde_json::to_string_pretty(e)?);
+            }
             let line = hosts::find(&srv.hosts().read()?, &host);
             println!(
                 "hosts line: {}",
@@ -65,16 +70,29 @@ fn run(cmd: Admin, config: &Path) -> Result<()> {
             for p in [srv.key_path(&host), srv.per_host_config(&host)] {
                 println!("{}: {}", p.display(), if p.exists() { "present" } else { "absent" });
             }
+            if !reg.owns(&host) {
+                println!("files: not this toolkit's (it neither wrote nor adopted them), never changed by it");
+            }
         }
         Admin::Revoke { host } => {
             let host = names::host_name(&host).map_err(anyhow::Error::msg)?;
+            // pc/config.pl may be BackupPC's main config: whatever the
+            // registry says, such a name's files are BackupPC's own.
+            backuppc_enroll::backuppc::names::check_host(&host).map_err(anyhow::Error::msg)?;
             let _lock = registry::lock(&cfg.registry)?;
             let mut reg = Registry::load(&cfg.registry)?;
-            // Only hosts this toolkit enrolled: a hand-made BackupPC host
-            // and its files are the admin's, not ours to delete.
+            // Only hosts this toolkit enrolled (or was handed): a hand-made
+            // BackupPC host and its files are the admin's, not ours to delete.
+            let owned = reg.owns(&host);
             let Some(entry) = reg.hosts.get_mut(&host) else {
+                if reg.requests.contains_key(&host) {
+                    bail!("{host} was never enrolled, it only asked: `forced-command deny {host}` refuses its request");
+                }
                 bail!("no host {host} was enrolled here (forced-command list shows the hosts)");
             };
+            if !owned {
+                bail!("{host} is {} already: nothing of it is this toolkit's to remove", entry.state);
+            }
             let done = srv.remove_host_files(&host)?;
             entry.state = "revoked".into();
             entry.enrolled_at = timestamp();
@@ -86,18 +104,41 @@ fn run(cmd: Admin, config: &Path) -> Result<()> {
             }
             println!("revoked {host} (its backups are kept; BackupPC reload: {reloaded}); `forced-command clear {host}` lets it enroll again");
         }
-        Admin::Clear { host } => change_state(&cfg, &srv, &audit, &host, &["revoked", "denied"], None, &admin)?,
+        Admin::Adopt { host } => adopt(&cfg, &srv, &audit, &host, &admin)?,
+        Admin::Clear { host } => {
+            let host = names::host_name(&host).map_err(anyhow::Error::msg)?;
+            let _lock = registry::lock(&cfg.registry)?;
+            let mut reg = Registry::load(&cfg.registry)?;
+            let revoked = reg.hosts.get(&host).is_some_and(|e| e.state == "revoked");
+            let denied = reg.requests.get(&host).is_some_and(|e| e.state == "denied");
+            if !revoked && !denied {
+                bail!("host {host} is neither revoked nor denied (forced-command show {host})");
+            }
+            if revoked {
+                reg.hosts.remove(&host);
+            }
+            if denied {
+                reg.requests.remove(&host);
+            }
+            reg.save(&cfg.registry, srv.file(0o640))?;
+            audit.event("cleared", json!({ "host": host, "by": admin }));
+        }
         Admin::Pending => {
             let reg = Registry::load(&cfg.registry)?;
-            for e in reg.hosts.values().filter(|e| e.state == "pending") {
+            for e in reg.requests.values().filter(|e| e.state == "pending") {
                 println!("{:<32} {:<16} {:<6} {:<16} {}", e.host, e.logon, e.os, e.address, e.enrolled_at);
+                print_host_keys(e);
             }
         }
         Admin::Approve { host } => {
-            change_state(&cfg, &srv, &audit, &host, &["pending"], Some("approved"), &admin)?;
-            println!("approved {host}: its user can now run enroll again");
+            let e = decide(&cfg, &srv, &audit, &host, "approved", &admin)?;
+            println!("approved {} for {}:{} from {}, with these host keys only:", e.host, e.os, e.logon, e.address);
+            print_host_keys(&e);
+            println!("its user can now run enroll again (a request with other host keys waits anew)");
         }
-        Admin::Deny { host } => change_state(&cfg, &srv, &audit, &host, &["pending"], Some("denied"), &admin)?,
+        Admin::Deny { host } => {
+            decide(&cfg, &srv, &audit, &host, "denied", &admin)?;
+        }
         Admin::Token(t) => token(&cfg, &srv, &audit, t, &admin)?,
         Admin::InstallRegisterKey { pubkey, authorized_keys } => {
             install_register_key(&cfg, &srv, config, &pubkey, authorized_keys)?
@@ -122,30 +163,70 @@ fn run(cmd: Admin, config: &Path) -> Result<()> {
     Ok(())
 }
 
-fn change_state(
+/// Approve or deny the pending request for `host_arg`; returns it.
+fn decide(
     cfg: &ServerConfig,
     srv: &Server,
     audit: &Audit,
     host_arg: &str,
-    from: &[&str],
-    to: Option<&str>,
+    to: &str,
     admin: &str,
-) -> Result<()> {
+) -> Result<registry::Enrollment> {
     let host = &names::host_name(host_arg).map_err(anyhow::Error::msg)?;
     let _lock = registry::lock(&cfg.registry)?;
     let mut reg = Registry::load(&cfg.registry)?;
-    let Some(e) = reg.hosts.get_mut(host) else { bail!("no host {host} in the registry") };
-    if !from.contains(&e.state.as_str()) {
-        bail!("host {host} is {}, not {}", e.state, from.join(" or "));
+    let Some(e) = reg.requests.get_mut(host) else { bail!("no request for host {host} is waiting") };
+    if e.state != "pending" {
+        bail!("the request for host {host} is {}, not pending", e.state);
     }
-    match to {
-        Some(state) => e.state = state.into(),
-        None => {
-            reg.hosts.remove(host);
-        }
-    }
+    e.state = to.into();
+    let decided = e.clone();
     reg.save(&cfg.registry, srv.file(0o640))?;
-    audit.event(to.unwrap_or("cleared"), json!({ "host": host, "by": admin }));
+    audit.event(
+        to,
+        json!({ "host": host, "by": admin, "logon": decided.logon, "os": decided.os,
+                "address": decided.address, "host_keys": decided.host_key_fingerprints }),
+    );
+    Ok(decided)
+}
+
+fn print_host_keys(e: &registry::Enrollment) {
+    if e.host_key_fingerprints.is_empty() {
+        println!("    (no host keys sent)");
+    }
+    for f in &e.host_key_fingerprints {
+        println!("    host key {f}");
+    }
+}
+
+/// `adopt HOST`: the admin hands a host set up by hand over to the toolkit.
+fn adopt(cfg: &ServerConfig, srv: &Server, audit: &Audit, host_arg: &str, admin: &str) -> Result<()> {
+    let host = names::host_name(host_arg).map_err(anyhow::Error::msg)?;
+    backuppc_enroll::backuppc::names::check_host(&host).map_err(anyhow::Error::msg)?;
+    let _lock = registry::lock(&cfg.registry)?;
+    let mut reg = Registry::load(&cfg.registry)?;
+    if let Some(e) = reg.hosts.get(&host) {
+        bail!("host {host} is {} in the registry already: nothing to adopt", e.state);
+    }
+    let line = hosts::find(&srv.hosts().read()?, &host);
+    let found = srv.hand_made(&host, line.is_some())?;
+    reg.hosts.insert(
+        host.clone(),
+        registry::Enrollment {
+            host: host.clone(),
+            logon: line.map(|l| l.user).unwrap_or_default(),
+            os: String::new(),
+            address: String::new(),
+            key_fingerprint: String::new(),
+            host_key_fingerprints: Vec::new(),
+            enrolled_at: timestamp(),
+            state: "adopted".into(),
+        },
+    );
+    reg.save(&cfg.registry, srv.file(0o640))?;
+    audit.event("adopted", json!({ "host": host, "by": admin, "found": found }));
+    let what = if found.is_empty() { "nothing yet".to_string() } else { found.join(", ") };
+    println!("adopted {host} ({what}): its next enrollment, for any logon, rewrites its BackupPC files, and `forced-command revoke {host}` removes them");
     Ok(())
 }
 

@@ -26,8 +26,9 @@ use std::path::PathBuf;
   forced-command revoke dormeur.example.org
 
 Exit status:
-  serving an enrollment: 0 enrolled; 1 refused; 2 server-side failure;
-  3 waiting for approval
+  serving an enrollment: 0 enrolled; 1 refused; 2 server-side failure
+  (a file it cannot write, the logon directory not answering: the detail is
+  in the audit log and syslog, not in the answer); 3 waiting for approval
   admin subcommands: 0 done; 1 failed
 
 Files:
@@ -60,19 +61,31 @@ pub enum Admin {
     Show { host: String },
     /// Revoke a host: remove its key pair, hosts line, per-host config and
     /// known_hosts lines (its backups stay), reload BackupPC. The host may
-    /// not enroll again until `clear`.
+    /// not enroll again until `clear`. Only files this toolkit wrote (or
+    /// was handed with `adopt`) are removed.
     #[command(after_help = "Example:
   forced-command revoke dormeur.example.org")]
     Revoke { host: String },
+    /// Hand a host set up by hand over to this toolkit: its next enrollment
+    /// may rewrite its hosts line (whatever logon it names), pc/HOST.pl and
+    /// known_hosts lines, and `revoke` may remove them. Without it the
+    /// toolkit never touches a host it did not write.
+    #[command(after_help = "Example:
+  forced-command adopt localhost      # Debian's stock `localhost 0 backuppc` host")]
+    Adopt { host: String },
     /// Forget a revoked or denied host so that it may enroll again.
     #[command(after_help = "Example:
   forced-command clear dormeur.example.org")]
     Clear { host: String },
-    /// List the enrollments waiting for approval (mode = "approve").
+    /// List the enrollments waiting for approval (mode = "approve"), with
+    /// the fingerprints of the host keys each one sent: an approval covers
+    /// those keys only.
     #[command(after_help = "Example:
   forced-command pending")]
     Pending,
     /// Approve a pending enrollment; the workstation then runs enroll again.
+    /// A request with other host keys (or logon, or OS) is not covered and
+    /// waits anew.
     #[command(after_help = "Example:
   forced-command approve dormeur.example.org")]
     Approve { host: String },

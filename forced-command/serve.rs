@@ -11,7 +11,7 @@ use backuppc_enroll::names;
 use backuppc_enroll::protocol::answer::Success;
 use backuppc_enroll::protocol::hello::{Hello, MAX_HELLO};
 use backuppc_enroll::protocol::request::Request;
-use backuppc_enroll::server::policy::{self, AllowList, Directory, Nss, SystemResolver};
+use backuppc_enroll::server::policy::{self, AllowList, Approval, Directory, Nss, SystemResolver};
 use backuppc_enroll::server::tokens::TokenStore;
 use backuppc_enroll::ssh::env::SshEnv;
 use backuppc_enroll::store::atomic::{self, Ownership};
@@ -29,8 +29,9 @@ pub enum Outcome {
     Refused(String),
     /// Something failed on the server (exit 2).
     Failed(String),
-    /// The request waits for an admin's approval (exit 3).
-    Pending(String),
+    /// The request for this host waits for an admin's approval (exit 3),
+    /// with why an earlier decision does not cover it.
+    Pending(String, Option<String>),
 }
 
 impl<E: std::fmt::Display> From<E> for Outcome {
@@ -88,8 +89,14 @@ pub fn run(config: &Path) -> ExitCode {
             println!("The backup server could not complete the enrollment. Try again later or tell the backup administrator (the reason is in the server's log).");
             (2, format!("failed {request:?} from {client}: {why}"))
         }
-        Err(Outcome::Pending(host)) => {
-            audit.event("pending", json!({ "client": client, "request": env.original_command, "host": host }));
+        Err(Outcome::Pending(host, note)) => {
+            audit.event(
+                "pending",
+                json!({ "client": client, "request": env.original_command, "host": host, "note": note }),
+            );
+            if let Some(note) = &note {
+                println!("Note: {note}.");
+            }
             println!("The enrollment of {host} waits for the backup administrator's approval. Run enroll again once it is approved.");
             (3, format!("pending {request:?} from {client} as {host}: run `forced-command approve {host}`"))
         }
@@ -154,7 +161,14 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             json!({ "reason": "logon_check = \"any\": the logon was not checked against any directory", "logon": request.logon }),
         );
     }
-    policy::check_logon(cfg.logon_check, directory(cfg)?.as_ref(), &request.logon).map_err(refused)?;
+    // A directory that cannot be asked is the server's failure, not the
+    // client's: the detail (URL, TLS error) stays in the server's log.
+    policy::check_logon(cfg.logon_check, directory(cfg)?.as_ref(), &request.logon).map_err(|r| match r {
+        policy::Refusal::DirectoryDown(detail) => {
+            Outcome::Failed(format!("the logon directory could not be asked: {detail}"))
+        }
+        other => refused(other),
+    })?;
     let hello = read_hello(Duration::from_secs(cfg.hello_timeout))?;
     let host = policy::host_name(cfg.host_naming, hello.hostname.as_deref(), ip, &SystemResolver).map_err(refused)?;
     let from = match &cfg.from {
@@ -165,8 +179,6 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             .ok_or_else(|| Outcome::Failed("no server address in SSH_CONNECTION and no `from` in the config".into()))?,
     };
     let shares = cfg.shares.get(&request.os).cloned().unwrap_or_default();
-    let client_user = hello.user.clone().unwrap_or_else(|| cfg.client_user.clone());
-    let client_port = hello.port.unwrap_or(22);
     let srv = Server::open(cfg).map_err(Outcome::Failed)?;
 
     // A bad token is refused before anything is locked or written; the
@@ -181,20 +193,37 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     let mut reg = Registry::load(&cfg.registry)?;
     let current = backuppc_enroll::backuppc::hosts::find(&srv.hosts().read()?, &host);
     let entry = reg.hosts.get(&host).cloned();
-    match entry.as_ref().map(|e| e.state.as_str()) {
-        Some("revoked") => {
-            return Err(refused(format!(
+    let waiting = reg.requests.get(&host).cloned();
+    if entry.as_ref().is_some_and(|e| e.state == "revoked") {
+        return Err(refused(format!(
             "host {host} was revoked by the backup administrator; ask them to clear it (forced-command clear {host})"
-        )))
-        }
-        Some("denied") => {
-            return Err(refused(format!("the enrollment of {host} was denied by the backup administrator")))
-        }
-        _ => {}
+        )));
     }
-    let held_by = current
-        .map(|e| e.user)
-        .or_else(|| entry.as_ref().filter(|e| e.state == "enrolled" || e.state == "approved").map(|e| e.logon.clone()));
+    if waiting.as_ref().is_some_and(|e| e.state == "denied") {
+        return Err(refused(format!("the enrollment of {host} was denied by the backup administrator")));
+    }
+    // What the admin set up by hand is the admin's: the toolkit rewrites
+    // only what it wrote, or what the admin handed over (`adopt`).
+    let owned = reg.owns(&host);
+    if !owned {
+        let found = srv.hand_made(&host, current.is_some())?;
+        if !found.is_empty() {
+            return Err(refused(format!(
+                "host {host} is already set up in BackupPC by hand ({}), not by this enrollment service; ask the backup administrator, who can hand it over with `forced-command adopt {host}`",
+                found.join(", ")
+            )));
+        }
+    }
+    let adopted = entry.as_ref().is_some_and(|e| e.state == "adopted");
+    // An adopted host's line is the admin's hand-over: its user field does
+    // not hold the host for anyone.
+    let held_by = current.filter(|_| !adopted).map(|e| e.user).or_else(|| {
+        entry
+            .as_ref()
+            .filter(|e| e.state == "enrolled" || e.state == "enrolling")
+            .or(waiting.as_ref().filter(|e| e.state == "approved"))
+            .map(|e| e.logon.clone())
+    });
     if let Some(other) = held_by.filter(|u| *u != request.logon) {
         if !cfg.allow_reassign {
             return Err(refused(format!(
@@ -213,22 +242,73 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             store.save(&cfg.tokens, srv.file(0o600))?;
         }
         Mode::Approve => {
-            let approved = entry
-                .as_ref()
-                .is_some_and(|e| (e.state == "approved" || e.state == "enrolled") && e.logon == request.logon);
-            if !approved {
-                if entry.as_ref().is_some_and(|e| e.state == "pending" && e.logon != request.logon) {
-                    return Err(refused(format!(
-                        "another logon's enrollment of {host} is already waiting for approval"
-                    )));
+            // A request never overwrites a live host's entry: it waits in
+            // `requests`, tied to the host keys the admin is shown.
+            let asking = record(&host, &request, ip, "", &hello, "pending");
+            match policy::approval(entry.as_ref(), waiting.as_ref(), &asking) {
+                Approval::Proceed => {}
+                Approval::Refuse(why) => return Err(refused(why)),
+                Approval::StillWaiting => return Err(Outcome::Pending(host, None)),
+                Approval::Wait(note) => {
+                    reg.requests.insert(host.clone(), asking);
+                    reg.save(&cfg.registry, srv.file(0o640))?;
+                    return Err(Outcome::Pending(host, note));
                 }
-                reg.hosts.insert(host.clone(), record(&host, &request, ip, "", &hello, "pending"));
-                reg.save(&cfg.registry, srv.file(0o640))?;
-                return Err(Outcome::Pending(host));
             }
         }
     }
+    // Recorded before the first BackupPC file is written, so that after a
+    // crash midway the files are known to be the toolkit's and a re-run
+    // finishes the job.
+    let recorded = !owned || adopted;
+    if recorded {
+        reg.hosts.insert(host.clone(), record(&host, &request, ip, "", &hello, "enrolling"));
+        reg.save(&cfg.registry, srv.file(0o640))?;
+    }
+    let result = write_host(&srv, &mut reg, &host, &request, ip, &hello, audit, from, shares, adopted);
+    if result.is_err() && recorded {
+        // A failure before any BackupPC file was written leaves no trace
+        // in the registry either; an adopted host stays adopted.
+        let untouched = srv
+            .hosts()
+            .read()
+            .and_then(|h| srv.hand_made(&host, backuppc_enroll::backuppc::hosts::find(&h, &host).is_some()))
+            .is_ok_and(|found| found.is_empty());
+        match entry {
+            Some(previous) if adopted => {
+                reg.hosts.insert(host.clone(), previous);
+                let _ = reg.save(&cfg.registry, srv.file(0o640));
+            }
+            None if untouched => {
+                reg.hosts.remove(&host);
+                let _ = reg.save(&cfg.registry, srv.file(0o640));
+            }
+            _ => {}
+        }
+    }
+    result
+}
 
+/// Write the host's key, BackupPC files and registry entry; under the
+/// registry lock, after every check passed. `adopted`: the admin handed
+/// the host over, so its hosts line is rewritten whatever logon it names.
+#[allow(clippy::too_many_arguments)]
+fn write_host(
+    srv: &Server,
+    reg: &mut Registry,
+    host: &str,
+    request: &Request,
+    ip: std::net::IpAddr,
+    hello: &Hello,
+    audit: &Audit,
+    from: String,
+    shares: Vec<String>,
+    adopted: bool,
+) -> Result<Success, Outcome> {
+    let cfg = srv.cfg;
+    let host = host.to_string();
+    let client_user = hello.user.clone().unwrap_or_else(|| cfg.client_user.clone());
+    let client_port = hello.port.unwrap_or(22);
     srv.ensure_dir(&srv.ssh_dir, srv.file(0o700))?;
     srv.ensure_dir(&srv.key_dir(), srv.file(0o700))?;
     let key_path = srv.key_path(&host);
@@ -243,7 +323,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     // staged key and leaves the host's working key as it was; a crash
     // leaves files that are each whole, and re-running finishes the job.
     let staged = StagedKey::write(&key_path, private.as_bytes(), srv.file(0o600))?;
-    match srv.hosts().register(&host, &request.logon, cfg.allow_reassign) {
+    match srv.hosts().register(&host, &request.logon, cfg.allow_reassign || adopted) {
         Ok(_) => {}
         Err(HostsWriteError::Policy(e)) => return Err(refused(e)),
         Err(e) => return Err(e.into()),
@@ -274,7 +354,8 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     }
     let fingerprint = names::fingerprint(key.public_key());
     reg.version = 1;
-    reg.hosts.insert(host.clone(), record(&host, &request, ip, &fingerprint, &hello, "enrolled"));
+    reg.hosts.insert(host.clone(), record(&host, request, ip, &fingerprint, hello, "enrolled"));
+    reg.requests.remove(&host);
     reg.save(&cfg.registry, srv.file(0o640))?;
     staged.commit()?;
     atomic::write(&srv.pub_key_path(&host), format!("{public}\n").as_bytes(), srv.file(0o644))?;

@@ -110,6 +110,25 @@ impl<'a> Server<'a> {
         Ok(())
     }
 
+    /// What BackupPC already has for `host` besides the toolkit's own key
+    /// files (`in_hosts`: whether its hosts file has a line for it): each
+    /// thing named for the person asking.
+    pub fn hand_made(&self, host: &str, in_hosts: bool) -> io::Result<Vec<String>> {
+        let mut found = Vec::new();
+        if in_hosts {
+            found.push("a line in BackupPC's hosts file".to_string());
+        }
+        // symlink_metadata: a dangling symlink there is someone's too.
+        if std::fs::symlink_metadata(self.per_host_config(host)).is_ok() {
+            found.push(format!("pc/{host}.pl"));
+        }
+        let kh = String::from_utf8_lossy(&atomic::read_or_empty(&self.known_hosts())?).into_owned();
+        if !known_hosts::keys_for(&kh, host).is_empty() {
+            found.push(format!("host keys in {}'s known_hosts", self.cfg.backuppc_user));
+        }
+        Ok(found)
+    }
+
     /// Remove everything that lets BackupPC back `host` up: its key pair,
     /// hosts line, per-host config and known_hosts lines. Its backups stay.
     pub fn remove_host_files(&self, host: &str) -> io::Result<Vec<String>> {

@@ -27,6 +27,40 @@ pub fn host_name(raw: &str) -> Result<String, String> {
     Ok(name.to_ascii_lowercase())
 }
 
+/// Whether `name` is an address in some spelling rather than a host name:
+/// what `inet_aton` (and so `getaddrinfo`) turns into an IPv4 address —
+/// one to four parts of decimal, octal (`0177`) or hex (`0x7f`) numbers,
+/// so `2130706437`, `127.5`, `0x7f000005`, `0177.0.0.5` — and IPv6
+/// literals. Any name whose last label is numeric counts too: no top-level
+/// domain is all digits (RFC 3696 section 2), and such a name is read as
+/// an address by some resolvers. A final root dot is ignored.
+pub fn is_address_spelling(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.contains(':') || name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
+    match hex {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// A host name a client asked for or DNS gave: [`host_name`], and not an
+/// address in any spelling ([`is_address_spelling`]), so one address can
+/// never be enrolled under many spellings of itself.
+pub fn client_host_name(raw: &str) -> Result<String, String> {
+    let name = host_name(raw)?;
+    if is_address_spelling(&name) {
+        return Err(format!(
+            "{:?} is an address, not a host name: give the machine a DNS name (or ask for host_naming = \"ip\")",
+            printable(raw)
+        ));
+    }
+    Ok(name)
+}
+
 /// Where a client reaches the server: a DNS host name or an IP address,
 /// returned as given (a name lower-cased).
 pub fn server_address(raw: &str) -> Result<String, String> {
@@ -261,6 +295,71 @@ pub(crate) mod tests {
         }
         assert!(host_name(&"a".repeat(64)).is_err(), "label over 63");
         assert!(host_name(&format!("{}.x", "a.".repeat(130))).is_err(), "over 253");
+    }
+
+    #[test]
+    fn address_spellings() {
+        let table: &[(&str, bool, &str)] = &[
+            ("127.0.0.5", true, "dotted quad"),
+            ("127.0.0.5.", true, "dotted quad with root dot"),
+            ("2130706437", true, "one 32-bit number"),
+            ("127.5", true, "two parts: inet_aton fills the middle"),
+            ("127.0.5", true, "three parts"),
+            ("0x7f000005", true, "hex"),
+            ("0X7F000005", true, "hex, upper-case prefix"),
+            ("0x7f.0.0.5", true, "hex part"),
+            ("0177.0.0.5", true, "octal part"),
+            ("0", true, "zero"),
+            ("0x", true, "bare hex prefix: a numeric-looking final label"),
+            ("::1", true, "IPv6 literal"),
+            ("::ffff:127.0.0.5", true, "IPv4-mapped IPv6"),
+            ("fe80::1%lo", true, "scoped IPv6"),
+            ("dormeur.123", true, "final label all digits"),
+            ("dormeur.0x1f", true, "final label hex"),
+            ("dormeur", false, "name"),
+            ("dormeur.example.org", false, "FQDN"),
+            ("127.0.0.5x", false, "letters after the number"),
+            ("1e100.net", false, "numeric-looking first label, real TLD"),
+            ("123.example.org", false, "numeric first label, named TLD"),
+            ("0xg", false, "not hex"),
+            ("x0", false, "digit after a letter"),
+            ("localhost", false, "localhost is a name (its files are guarded elsewhere)"),
+        ];
+        for (input, want, why) in table {
+            assert_eq!(is_address_spelling(input), *want, "{why}: {input:?}");
+            if *want {
+                assert!(client_host_name(input).is_err(), "{why}: {input:?} is refused as a host name");
+            }
+        }
+        assert_eq!(client_host_name("Dormeur.Example.org.").as_deref(), Ok("dormeur.example.org"));
+    }
+
+    /// Differential: whatever the C library's own `inet_aton` reads as an
+    /// address is never accepted as a client's host name.
+    mod against_inet_aton {
+        use proptest::prelude::*;
+
+        extern "C" {
+            // POSIX; the libc crate does not declare it.
+            fn inet_aton(cp: *const libc::c_char, inp: *mut libc::in_addr) -> libc::c_int;
+        }
+
+        fn inet_aton_accepts(s: &str) -> bool {
+            let c = std::ffi::CString::new(s).expect("no NUL in the generated strings");
+            let mut out = libc::in_addr { s_addr: 0 };
+            // SAFETY: `c` is a valid NUL-terminated string and `out` a valid
+            // in_addr for inet_aton to write.
+            unsafe { inet_aton(c.as_ptr(), &mut out) != 0 }
+        }
+
+        proptest! {
+            #[test]
+            fn numeric_shapes(s in "(0[xX])?[0-9a-fA-F]{0,10}(\\.(0[xX])?[0-9a-fA-F]{0,10}){0,4}\\.?") {
+                if inet_aton_accepts(&s) {
+                    prop_assert!(super::super::client_host_name(&s).is_err(), "{s:?} is an address");
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod common;
 use backuppc_enroll::config::LdapConfig;
 use backuppc_enroll::server::directory::Ldap;
 use backuppc_enroll::server::policy::Directory;
+use common::forced::ForcedBench;
 use common::world::{Options, World};
 use common::*;
 use std::fs;
@@ -39,6 +40,12 @@ fn person(uid: &str, n: u32) -> String {
 
 impl Slapd {
     fn start() -> Slapd {
+        Slapd::start_with("", "ldap")
+    }
+
+    /// `global`: more lines for slapd.conf's global section (TLS files);
+    /// `scheme`: `ldap` or `ldaps`.
+    fn start_with(global: &str, scheme: &str) -> Slapd {
         require_root();
         for p in ["/usr/sbin/slapd", "/usr/sbin/slapadd", "/etc/ldap/schema/nis.schema"] {
             assert!(Path::new(p).exists(), "{p} is missing: run the README's test command, which installs slapd");
@@ -51,7 +58,7 @@ impl Slapd {
             format!(
                 "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
                  include /etc/ldap/schema/nis.schema\ninclude /etc/ldap/schema/inetorgperson.schema\n\
-                 modulepath /usr/lib/ldap\nmoduleload back_mdb\npidfile {pid}\n\
+                 modulepath /usr/lib/ldap\nmoduleload back_mdb\npidfile {pid}\n{global}\
                  database mdb\nmaxsize 10485760\nsuffix \"{BASE_DN}\"\nrootdn \"cn=admin,{BASE_DN}\"\nrootpw secret\n\
                  directory {db}\naccess to * by * read\n",
                 pid = dir.join("slapd.pid").display(),
@@ -71,7 +78,7 @@ impl Slapd {
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let mut child = Command::new("/usr/sbin/slapd")
-                .args(["-d", "0", "-h", &format!("ldap://127.0.0.1:{port}/"), "-f"])
+                .args(["-d", "0", "-h", &format!("{scheme}://127.0.0.1:{port}/"), "-f"])
                 .arg(&conf)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -175,15 +182,137 @@ fn enrollment_checks_the_directory() {
     assert_eq!(w.server_files(), before);
     w.enroll_ok(&["--logon", "jdupont", "--yes"]);
 
-    // Directory down: the enrollment is refused, quickly and clearly.
+    // Directory down: a server-side failure (exit 2), quick and short; the
+    // detail is in the server's audit log, not in the client's answer.
     drop(slapd);
     let start = Instant::now();
     let out = w.enroll(&["--logon", "cmartin", "--yes", "--rekey", "--reassign"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("directory could not be asked"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("could not complete the enrollment"), "{said}");
+    assert!(!said.contains(&cfg.url), "{said}");
+    let audit = fs::read_to_string(&w.audit_log).unwrap();
+    assert!(audit.contains("directory could not be asked") && audit.contains(&cfg.url), "{audit}");
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+/// `openssl` run in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    run_ok(Command::new("openssl").current_dir(dir).args(args));
+}
+
+/// A CA (`NAME.pem`, `NAME.key`) made with openssl.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+#[test]
+fn ca_file_is_the_whole_trusted_set() {
+    require_root();
+    let tls = TestDir::new("tls");
+    let d = tls.path.as_path();
+    make_ca(d, "site-ca");
+    make_ca(d, "other-ca");
+    // The directory's certificate, for 127.0.0.1, signed by other-ca.
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "slapd.key",
+            "-out",
+            "slapd.csr",
+        ],
+    );
+    fs::write(d.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "slapd.csr",
+            "-CA",
+            "other-ca.pem",
+            "-CAkey",
+            "other-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "slapd.pem",
+        ],
+    );
+    let both = [fs::read(d.join("site-ca.pem")).unwrap(), fs::read(d.join("other-ca.pem")).unwrap()].concat();
+    fs::write(d.join("both.pem"), both).unwrap();
+    let slapd = Slapd::start_with(
+        &format!(
+            "TLSCACertificateFile {d}/other-ca.pem\nTLSCertificateFile {d}/slapd.pem\nTLSCertificateKeyFile {d}/slapd.key\n",
+            d = d.display()
+        ),
+        "ldaps",
+    );
+    let f = ForcedBench::new();
+    let base = fs::read_to_string(&f.config).unwrap().replace("logon_check = \"file\"", "logon_check = \"ldap\"");
+    let audit = f.dir.join("audit.log");
+    let rows: &[(&str, Option<&str>, i32, &str)] = &[
+        ("other-ca.pem", None, 1, "the directory's own CA: it answers (the logon is unknown)"),
+        ("both.pem", None, 1, "every certificate of the file is trusted, not only the first"),
+        ("site-ca.pem", None, 2, "a certificate from another CA is refused"),
+        (
+            "site-ca.pem",
+            Some("other-ca.pem"),
+            2,
+            "the system's CAs (here OpenSSL's SSL_CERT_FILE) are not added to ca_file",
+        ),
+    ];
+    for (ca, system, code, why) in rows {
+        fs::write(
+            &f.config,
+            format!(
+                "{base}audit_log = {audit:?}\n[ldap]\nurl = \"ldaps://127.0.0.1:{}\"\nbase = \"ou=people,{BASE_DN}\"\nca_file = {:?}\ntimeout = 2\n",
+                slapd.port,
+                d.join(ca)
+            ),
+        )
+        .unwrap();
+        let mut cmd = as_sshd_runs(&f.bins.forced_command, &f.config, "linux:nosuchuser", "127.0.0.1");
+        if let Some(s) = system {
+            cmd.env("SSL_CERT_FILE", d.join(s)).env("SSL_CERT_DIR", d);
+        }
+        let out = feed(&mut cmd, b"", None).wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(*code), "{why}: {said}\n{}", fs::read_to_string(&audit).unwrap_or_default());
+        if *code == 1 {
+            assert!(said.contains("not known to this server's directory"), "{why}: {said}");
+        }
+    }
 }

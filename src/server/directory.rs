@@ -26,7 +26,7 @@ pub fn trusted_only(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String>
         roots.add(cert).map_err(|e| format!("LDAP CA file {}: {e}", ca_file.display()))?;
     }
     if roots.is_empty() {
-        return Err(format!("the LDAP CA file {} holds no certificate", ca_file.display()));
+        return Err(format!("the LDAP CA file {} holds no PEM certificate", ca_file.display()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -74,6 +74,24 @@ impl Directory for Ldap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ca_files_that_trust_nothing_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let rows: &[(&str, Option<&[u8]>, &str)] = &[
+            ("missing.pem", None, "cannot read"),
+            ("empty.pem", Some(b""), "no PEM certificate"),
+            ("text.pem", Some(b"not a certificate\n"), "no PEM certificate"),
+        ];
+        for (name, contents, want) in rows {
+            let p = d.path().join(name);
+            if let Some(c) = contents {
+                std::fs::write(&p, c).unwrap();
+            }
+            let err = trusted_only(&p).err().unwrap_or_default();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+    }
 
     #[test]
     fn filters_escape_the_logon() {
