@@ -254,7 +254,7 @@ fn a_request_never_overwrites_a_live_host() {
     let before = w.server_files();
     let hosts = conf_bytes(&w, "hosts");
 
-    let out = w.enroll(&["--logon", "jdupont", "--yes", "--rekey"]);
+    let out = w.enroll(&["--logon", "jdupont", "--yes", "--rekey", "--reassign"]);
     assert_eq!(out.status.code(), Some(4), "another logon waits: {}", text(&out.stderr));
     let list: serde_json::Value = serde_json::from_str(&w.admin_ok(&["list", "--json"])).unwrap();
     let states: Vec<(String, String)> = list
@@ -271,7 +271,7 @@ fn a_request_never_overwrites_a_live_host() {
     assert!(w.admin_ok(&["show", "localhost"]).contains("\"enrolled\""));
     // Once approved, the re-assignment goes through.
     w.admin_ok(&["approve", "localhost"]);
-    w.enroll_ok(&["--logon", "jdupont", "--yes", "--rekey"]);
+    w.enroll_ok(&["--logon", "jdupont", "--yes", "--rekey", "--reassign"]);
     assert!(fs::read_to_string(w.conf_dir.join("hosts")).unwrap().contains("localhost\t0\tjdupont"));
 }
 
