@@ -101,24 +101,33 @@ pub fn install_key_line(cfg: &ClientConfig, line: &KeyLine) -> Result<Vec<String
     Ok(done)
 }
 
-pub fn sudoers_content(cfg: &ClientConfig) -> Result<String> {
-    if !cfg.rsync.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
-        bail!("rsync path {:?} has characters sudoers would interpret", cfg.rsync);
+/// The drop-in: the backup account may run, as root, only rsyncsend's
+/// root helper with the config path fixed here (so a shell as that
+/// account cannot point the helper at a config of its own); everything
+/// after `--` is rsync words the helper checks itself. Never rsync
+/// directly: root rsync's options and paths would be unchecked.
+pub fn sudoers_content(cfg: &ClientConfig, config: &Path) -> Result<String> {
+    let config = config.to_string_lossy();
+    let rsyncsend = cfg.rsyncsend.to_string_lossy();
+    for (what, p) in [("rsyncsend path", &*rsyncsend), ("config path", &*config)] {
+        if !p.starts_with('/') || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
+            bail!("{what} {p:?} is not absolute or has characters sudoers would interpret: use a plain path");
+        }
     }
     let u = &cfg.backup_user;
     Ok(format!(
-        "# Written by backuppc-enroll. The backup user may run only the rsync\n\
-         # server (for backups and restores), without a password or a tty.\n\
+        "# Written by backuppc-enroll. The backup user may run only rsyncsend's\n\
+         # root helper, which checks the rsync invocation again and runs rsync\n\
+         # confined to the shares, without a password or a tty.\n\
          Defaults:{u} !requiretty\n\
-         {u} ALL=(root) NOPASSWD: {rsync} --server *\n",
-        rsync = cfg.rsync
+         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} exec-rsync -- *\n"
     ))
 }
 
 /// Write the sudoers drop-in, checked with `visudo -cf` before it is
 /// moved into place.
-pub fn ensure_sudoers(cfg: &ClientConfig) -> Result<Vec<String>> {
-    let content = sudoers_content(cfg)?;
+pub fn ensure_sudoers(cfg: &ClientConfig, config: &Path) -> Result<Vec<String>> {
+    let content = sudoers_content(cfg, config)?;
     let path = cfg.sudoers_file();
     let current = fs::read(&path).ok();
     let mode_ok = fs::metadata(&path).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o777 == 0o440);
@@ -137,7 +146,7 @@ pub fn ensure_sudoers(cfg: &ClientConfig) -> Result<Vec<String>> {
     }
     fs::rename(&staged, &path)?;
     atomic::sync_dir(&cfg.sudoers_dir)?;
-    Ok(vec![format!("installed {} (rsync --server only)", path.display())])
+    Ok(vec![format!("installed {} (rsyncsend exec-rsync only)", path.display())])
 }
 
 pub fn save_state(cfg: &ClientConfig, state: &ClientState) -> Result<bool> {

@@ -86,7 +86,11 @@ pub fn main(cli: &Cli) -> Result<()> {
             cfg.backup_user,
             cfg.backup_home().display()
         );
-        println!("  - install {} allowing only `{} --server …` without a tty", cfg.sudoers_file().display(), cfg.rsync);
+        println!(
+            "  - install {} allowing only `{} exec-rsync` (which runs rsync confined) without a tty",
+            cfg.sudoers_file().display(),
+            cfg.rsyncsend.display()
+        );
         match &reuse {
             Some(s) => println!(
                 "  - keep the enrollment of {} as host {} (use --rekey to enroll again)",
@@ -144,7 +148,7 @@ pub fn main(cli: &Cli) -> Result<()> {
     p.step(&format!("Backup user {}", cfg.backup_user));
     p.done(&local::ensure_backup_user(&cfg)?);
     p.step("Sudoers drop-in");
-    p.done(&local::ensure_sudoers(&cfg)?);
+    p.done(&local::ensure_sudoers(&cfg, &std::path::absolute(&cli.config)?)?);
     p.step("Server key for backups");
     let line = KeyLine::new(
         success.from.clone(),
