@@ -210,3 +210,38 @@ fn remove_if_exists(p: &Path) -> Result<bool> {
         Err(e) => Err(e).with_context(|| format!("cannot remove {}", p.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sudoers_allows_only_the_root_helper() {
+        let cfg = ClientConfig::default();
+        let text = sudoers_content(&cfg, Path::new("/etc/backuppc-enroll/client.toml")).unwrap();
+        let rule = text.lines().find(|l| l.contains("NOPASSWD")).unwrap();
+        assert_eq!(
+            rule,
+            "bckpciuem ALL=(root) NOPASSWD: /usr/lib/backuppc-enroll/rsyncsend \
+             --config /etc/backuppc-enroll/client.toml exec-rsync -- *"
+        );
+        assert!(!text.contains("rsync --server"), "never rsync itself:\n{text}");
+        for (rsyncsend, config, why) in [
+            ("/usr/lib/rs", "/etc/a b.toml", "space in the config path"),
+            ("/usr/lib/rs", "/etc/a,b.toml", "comma"),
+            ("/usr/lib/rs", "etc/client.toml", "relative config path"),
+            ("/usr/lib/r*s", "/etc/client.toml", "wildcard in the helper path"),
+            ("rsyncsend", "/etc/client.toml", "relative helper path"),
+        ] {
+            let cfg = ClientConfig { rsyncsend: rsyncsend.into(), ..ClientConfig::default() };
+            assert!(sudoers_content(&cfg, Path::new(config)).is_err(), "{why}");
+        }
+        if Path::new("/usr/sbin/visudo").exists() {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("dropin");
+            fs::write(&p, &text).unwrap();
+            let out = Command::new("/usr/sbin/visudo").arg("-cf").arg(&p).output().unwrap();
+            assert!(out.status.success(), "visudo: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}

@@ -575,6 +575,22 @@ mod properties {
         }
 
         #[test]
+        fn accepted_words_stay_inside_and_round_trip(tail in prop::collection::vec(word(), 0..10), sender in any::<bool>()) {
+            let mut words: Vec<String> = vec!["rsync".into(), "--server".into()];
+            if sender {
+                words.push("--sender".into());
+            }
+            words.extend(tail);
+            if let Ok(inv) = parse_words(&words, &policy(), &Table) {
+                for p in &inv.paths {
+                    prop_assert!(Path::new(p.split("/./").next().unwrap()).starts_with("/home"), "{p} escaped the share");
+                }
+                let again = parse_words(&inv.words("/usr/bin/rsync"), &policy(), &Table);
+                prop_assert_eq!(again, Ok(inv.clone()), "rebuilt {:?}", inv.words("/usr/bin/rsync"));
+            }
+        }
+
+        #[test]
         fn protected_args_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let mut input = bytes.as_slice();
             if let Ok(args) = read_protected_args(&mut input, std::time::Instant::now() + Duration::from_secs(5)) {
