@@ -153,7 +153,7 @@ pub fn other_keys(cfg: &ClientConfig, server: &str) -> Result<Vec<String>> {
 
 /// What `--check` finds on this machine: one line per thing checked, and
 /// whether it is as the enrollment left it.
-pub fn check(cfg: &ClientConfig, state: &ClientState, line: &KeyLine) -> Result<Vec<(bool, String)>> {
+pub fn check(cfg: &ClientConfig, config: &Path, state: &ClientState, line: &KeyLine) -> Result<Vec<(bool, String)>> {
     let mut out = Vec::new();
     let name = &cfg.backup_user;
     match lookup_user(name)? {
@@ -165,10 +165,10 @@ pub fn check(cfg: &ClientConfig, state: &ClientState, line: &KeyLine) -> Result<
         }
     }
     let sudoers = cfg.sudoers_file();
-    let content = sudoers_content(cfg)?;
+    let content = sudoers_content(cfg, config)?;
     let ok = fs::read(&sudoers).ok().as_deref() == Some(content.as_bytes())
         && fs::metadata(&sudoers).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o777 == 0o440);
-    out.push((ok, format!("{} allows only the rsync server (root-owned, 0440)", sudoers.display())));
+    out.push((ok, format!("{} allows only rsyncsend's root helper (exec-rsync; root-owned, 0440)", sudoers.display())));
     let path = authorized_keys_path(cfg)?;
     let existing = fs::read_to_string(&path).unwrap_or_default();
     let lines = authorized_keys::tagged_lines(&existing, &state.server);
@@ -189,24 +189,33 @@ pub fn check(cfg: &ClientConfig, state: &ClientState, line: &KeyLine) -> Result<
     Ok(out)
 }
 
-pub fn sudoers_content(cfg: &ClientConfig) -> Result<String> {
-    if !cfg.rsync.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
-        bail!("rsync path {:?} has characters sudoers would interpret", cfg.rsync);
+/// The drop-in: the backup account may run, as root, only rsyncsend's
+/// root helper with the config path fixed here (so a shell as that
+/// account cannot point the helper at a config of its own); everything
+/// after `--` is rsync words the helper checks itself. Never rsync
+/// directly: root rsync's options and paths would be unchecked.
+pub fn sudoers_content(cfg: &ClientConfig, config: &Path) -> Result<String> {
+    let config = config.to_string_lossy();
+    let rsyncsend = cfg.rsyncsend.to_string_lossy();
+    for (what, p) in [("rsyncsend path", &*rsyncsend), ("config path", &*config)] {
+        if !p.starts_with('/') || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
+            bail!("{what} {p:?} is not absolute or has characters sudoers would interpret: use a plain path");
+        }
     }
     let u = &cfg.backup_user;
     Ok(format!(
-        "# Written by backuppc-enroll. The backup user may run only the rsync\n\
-         # server (for backups and restores), without a password or a tty.\n\
+        "# Written by backuppc-enroll. The backup user may run only rsyncsend's\n\
+         # root helper, which checks the rsync invocation again and runs rsync\n\
+         # confined to the shares, without a password or a tty.\n\
          Defaults:{u} !requiretty\n\
-         {u} ALL=(root) NOPASSWD: {rsync} --server *\n",
-        rsync = cfg.rsync
+         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} exec-rsync -- *\n"
     ))
 }
 
 /// Write the sudoers drop-in, checked with `visudo -cf` before it is
 /// moved into place.
-pub fn ensure_sudoers(cfg: &ClientConfig) -> Result<Vec<String>> {
-    let content = sudoers_content(cfg)?;
+pub fn ensure_sudoers(cfg: &ClientConfig, config: &Path) -> Result<Vec<String>> {
+    let content = sudoers_content(cfg, config)?;
     let path = cfg.sudoers_file();
     let current = fs::read(&path).ok();
     let mode_ok = fs::metadata(&path).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o777 == 0o440);
@@ -225,7 +234,7 @@ pub fn ensure_sudoers(cfg: &ClientConfig) -> Result<Vec<String>> {
     }
     fs::rename(&staged, &path)?;
     atomic::sync_dir(&cfg.sudoers_dir)?;
-    Ok(vec![format!("installed {} (rsync --server only)", path.display())])
+    Ok(vec![format!("installed {} (rsyncsend exec-rsync only)", path.display())])
 }
 
 pub fn save_state(cfg: &ClientConfig, state: &ClientState) -> Result<bool> {
@@ -292,5 +301,40 @@ fn remove_if_exists(p: &Path) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e).with_context(|| format!("cannot remove {}", p.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sudoers_allows_only_the_root_helper() {
+        let cfg = ClientConfig::default();
+        let text = sudoers_content(&cfg, Path::new("/etc/backuppc-enroll/client.toml")).unwrap();
+        let rule = text.lines().find(|l| l.contains("NOPASSWD")).unwrap();
+        assert_eq!(
+            rule,
+            "bckpciuem ALL=(root) NOPASSWD: /usr/lib/backuppc-enroll/rsyncsend \
+             --config /etc/backuppc-enroll/client.toml exec-rsync -- *"
+        );
+        assert!(!text.contains("rsync --server"), "never rsync itself:\n{text}");
+        for (rsyncsend, config, why) in [
+            ("/usr/lib/rs", "/etc/a b.toml", "space in the config path"),
+            ("/usr/lib/rs", "/etc/a,b.toml", "comma"),
+            ("/usr/lib/rs", "etc/client.toml", "relative config path"),
+            ("/usr/lib/r*s", "/etc/client.toml", "wildcard in the helper path"),
+            ("rsyncsend", "/etc/client.toml", "relative helper path"),
+        ] {
+            let cfg = ClientConfig { rsyncsend: rsyncsend.into(), ..ClientConfig::default() };
+            assert!(sudoers_content(&cfg, Path::new(config)).is_err(), "{why}");
+        }
+        if Path::new("/usr/sbin/visudo").exists() {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("dropin");
+            fs::write(&p, &text).unwrap();
+            let out = Command::new("/usr/sbin/visudo").arg("-cf").arg(&p).output().unwrap();
+            assert!(out.status.success(), "visudo: {}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 }

@@ -221,7 +221,7 @@ pub fn main(cli: &Cli) -> Result<()> {
     p.step(&format!("Backup user {}", cfg.backup_user));
     p.done(&local::ensure_backup_user(&cfg)?);
     p.step("Sudoers drop-in");
-    p.done(&local::ensure_sudoers(&cfg)?);
+    p.done(&local::ensure_sudoers(&cfg, &std::path::absolute(&cli.config)?)?);
     p.step("Server key for backups");
     let line = key_line(cli, &server, &cfg, from.clone(), &success.key)?;
     p.done(&local::install_key_line(&cfg, &line)?);
@@ -365,7 +365,11 @@ fn dry_run(
             cfg.backup_user,
             cfg.backup_home().display()
         ),
-        format!("install {} allowing only `{} --server …` without a tty", cfg.sudoers_file().display(), cfg.rsync),
+        format!(
+            "install {} allowing only `{} exec-rsync` (which runs rsync confined) without a tty",
+            cfg.sudoers_file().display(),
+            cfg.rsyncsend.display()
+        ),
     ];
     match reuse {
         Some(s) => plan.push(format!(
@@ -424,7 +428,7 @@ fn check(cli: &Cli, cfg: &ClientConfig, server: &str, state: Option<&ClientState
             state.logon
         ),
     )];
-    rows.extend(local::check(cfg, state, &line)?);
+    rows.extend(local::check(cfg, &std::path::absolute(&cli.config)?, state, &line)?);
     let problems: Vec<&String> = rows.iter().filter(|(ok, _)| !ok).map(|(_, l)| l).collect();
     let failed = (!problems.is_empty()).then(|| {
         format!(

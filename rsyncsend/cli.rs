@@ -3,7 +3,7 @@
 //! `crate::paths`.
 
 use crate::paths::CLIENT_CONFIG;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Restricted command for the backup server's key: allows only the rsync
@@ -11,13 +11,16 @@ use std::path::PathBuf;
 ///
 /// Run by sshd through `command="rsyncsend --config …"` on the key line
 /// enroll installs; it reads SSH_ORIGINAL_COMMAND, checks every option and
-/// path against the client policy, and execs rsync through `sudo -n`.
-/// `true` is a connectivity check; `status` prints the version and policy.
-/// Refusals are one line on stderr and a syslog entry.
+/// path against the client policy, and runs its own `exec-rsync` as root
+/// through `sudo -n`, which checks again and starts rsync confined to the
+/// shares. `true` is a connectivity check; `status` prints the version,
+/// the policy and how rsync is confined. Refusals are one line on stderr
+/// and a syslog entry.
 #[derive(Parser)]
 #[command(
     name = "rsyncsend",
     version = option_env!("BACKUPPC_ENROLL_LONG_VERSION").unwrap_or(env!("CARGO_PKG_VERSION")),
+    disable_help_subcommand = true,
     after_help = "Examples:
   # what the backup server runs, through the key line's command=
   ssh -i KEY bckpciuem@workstation status
@@ -31,4 +34,33 @@ pub struct Cli {
     /// Client config file.
     #[arg(long, value_name = "FILE", default_value = CLIENT_CONFIG)]
     pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check an rsync server invocation again, as root, and run rsync
+    /// confined to the shares (Landlock).
+    ///
+    /// The only command the sudoers drop-in lets the backup account run as
+    /// root, with the config path fixed there. It reads the config (which
+    /// must be root-owned and writable by root only), checks the words
+    /// after `--` with the same rules as the forced command, resolving
+    /// paths as root, creates a restore's missing destination folders
+    /// inside a share, pins the folder, restricts itself with Landlock to
+    /// the invocation's paths, and execs rsync with a clean environment.
+    #[command(after_help = "Examples:
+  # what rsyncsend runs after its own check, through sudo
+  sudo -n -- /usr/lib/backuppc-enroll/rsyncsend --config /etc/backuppc-enroll/client.toml \\
+    exec-rsync -- /usr/bin/rsync --server --sender -logDtprcxe.iLsfxCIvu --numeric-ids -- . /home/
+
+Exit status:
+  rsync's own when rsync runs; 1 when the invocation is refused")]
+    ExecRsync {
+        /// The rsync words: `rsync --server [--sender] OPTIONS -- . PATHS`.
+        #[arg(last = true, required = true, value_name = "RSYNC WORDS")]
+        words: Vec<String>,
+    },
 }

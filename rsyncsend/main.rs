@@ -1,26 +1,33 @@
 //! `rsyncsend`: the forced command of the backup server's key on a
 //! workstation. Lets the server run only the rsync server invocations the
-//! client policy allows, then execs rsync through `sudo -n`.
+//! client policy allows: it checks them as the backup account (for clear,
+//! early refusals), then runs its own `exec-rsync` as root through
+//! `sudo -n`, which checks again where the privilege is and execs rsync
+//! confined to the shares (helper.rs).
 
 mod cli;
+mod helper;
 
 use backuppc_enroll::config::ClientConfig;
 use backuppc_enroll::log::Audit;
 // As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;
-use backuppc_enroll::rsync::{self, Direction, Parsed, Pin, RealFs, RsyncInvocation, RsyncPolicy, StdinWithDeadline};
+use backuppc_enroll::rsync::{self, Parsed, RsyncPolicy, StdinWithDeadline, UnprivilegedFs};
+use backuppc_enroll::sandbox::Mode;
 use backuppc_enroll::ssh::env::SshEnv;
 use clap::Parser;
-use cli::Cli;
+use cli::{Cli, Command};
 use serde_json::json;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ExecRsync { words }) = cli.command {
+        return helper::exec_rsync(&cli.config, &words);
+    }
     let env = SshEnv::from_process();
     let audit = Audit::new(c"rsyncsend", None);
     let client = env.client.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
@@ -29,23 +36,31 @@ fn main() -> ExitCode {
         eprintln!("rsyncsend: refused: {why}");
         ExitCode::from(1)
     };
-    let cfg = match ClientConfig::load(&cli.config) {
+    let config = match std::path::absolute(&cli.config) {
+        Ok(p) => p,
+        Err(e) => return refuse(&format!("config path {}: {e}", cli.config.display())),
+    };
+    let cfg = match ClientConfig::load(&config) {
         Ok(c) => c,
         Err(e) => return refuse(&e.to_string()),
     };
     let Some(cmd) = env.original_command.as_deref() else {
         return refuse("no command: this key only allows rsync for backups");
     };
-    let policy = policy(&cfg, &cli.config);
+    let policy = policy(&cfg, &config);
     if cmd == "status" {
         let shares: Vec<String> = policy.shares.iter().map(|s| s.display().to_string()).collect();
         println!("rsyncsend {}", backuppc_enroll::LONG_VERSION);
         println!("shares: {}", shares.join(" "));
         println!("restore: {}\ndelete: {}", cfg.restore, cfg.delete);
+        println!("confinement: {}", Mode::from_abi(backuppc_enroll::sys::landlock_abi()).describe());
         audit.event("status", json!({ "client": client }));
         return ExitCode::SUCCESS;
     }
-    let invocation = match rsync::parse_command(cmd, &policy, &RealFs) {
+    // As the backup account: a folder it may not enter is left for the
+    // root helper, which resolves every path again as root.
+    let fs = UnprivilegedFs;
+    let invocation = match rsync::parse_command(cmd, &policy, &fs) {
         Ok(Parsed::Check) => {
             audit.event("check", json!({ "client": client }));
             return ExitCode::SUCCESS;
@@ -57,20 +72,26 @@ fn main() -> ExitCode {
                 Ok(a) => a,
                 Err(e) => return refuse(&e.0),
             };
-            match partial.complete(&args, &policy, &RealFs) {
+            match partial.complete(&args, &policy, &fs) {
                 Ok(inv) => inv,
                 Err(e) => return refuse(&format!("{} (protected arguments {:?})", e.0, args)),
             }
         }
         Err(e) => return refuse(&e.0),
     };
-    let invocation = match pin(&invocation) {
-        Ok(inv) => inv,
-        Err(e) => return refuse(&e),
-    };
-    let argv = invocation.argv(&cfg.sudo, &cfg.rsync);
+    let mut argv = vec![
+        cfg.sudo.clone(),
+        "-n".into(),
+        "--".into(),
+        cfg.rsyncsend.display().to_string(),
+        "--config".into(),
+        config.display().to_string(),
+        "exec-rsync".into(),
+        "--".into(),
+    ];
+    argv.extend(invocation.words(&cfg.rsync));
     audit.event(
-        "accepted",
+        "checked",
         json!({ "client": client, "direction": format!("{:?}", invocation.direction), "argv": argv }),
     );
     let err = std::process::Command::new(&argv[0])
@@ -81,46 +102,8 @@ fn main() -> ExitCode {
     refuse(&format!("cannot run {}: {err}", argv[0]))
 }
 
-/// Open the folder the checked path lives in (for a restore: the
-/// destination itself, without following a symlink), verify that what was
-/// opened is the canonical folder that was checked, and make it the
-/// working directory (sudo keeps it), so rsync gets a path relative to a
-/// folder that can no longer be swapped.
-fn pin(inv: &RsyncInvocation) -> Result<RsyncInvocation, String> {
-    use nix::fcntl::{open, OFlag};
-    use nix::sys::stat::{fstat, Mode};
-    let Some(mut pin) = inv.pin() else { return Ok(inv.clone()) };
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
-    let fd = match open(&pin.dir, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        // A restore into a folder rsync will create: only under a folder
-        // that nobody but root can change, so nobody can race rsync there.
-        Err(nix::errno::Errno::ENOENT) if inv.direction == Direction::Receiver => {
-            let name = pin.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let parent = pin.dir.parent().unwrap_or(Path::new("/")).to_path_buf();
-            let fd =
-                open(&parent, flags, Mode::empty()).map_err(|e| format!("cannot open {}: {e}", parent.display()))?;
-            let st = fstat(&fd).map_err(|e| e.to_string())?;
-            if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
-                return Err(format!(
-                    "{} does not exist and its folder can be changed by others: create the destination first",
-                    pin.dir.display()
-                ));
-            }
-            pin = Pin { dir: parent, arg: format!("{name}/") };
-            fd
-        }
-        Err(e) => return Err(format!("cannot open {}: {e}", pin.dir.display())),
-    };
-    let opened = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map_err(|e| format!("cannot check the opened folder: {e}"))?;
-    if opened != pin.dir {
-        return Err(format!("{} changed while it was being checked", pin.dir.display()));
-    }
-    nix::unistd::fchdir(&fd).map_err(|e| format!("cannot enter {}: {e}", pin.dir.display()))?;
-    Ok(inv.pinned(&pin))
-}
-
+/// The policy of `cfg`: shares canonical (as the running account resolves
+/// them), the folders a restore may never write into.
 fn policy(cfg: &ClientConfig, config_path: &std::path::Path) -> RsyncPolicy {
     let shares = cfg.shares.clone().unwrap_or_else(|| {
         backuppc_enroll::config::ClientState::load(&cfg.state_file).map(|s| s.shares).unwrap_or_default()

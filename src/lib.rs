@@ -8,11 +8,12 @@
 //! - `backuppc`: BackupPC's `hosts` file and per-host config;
 //! - `rsync`: the allow-list of rsync invocations `rsyncsend` serves;
 //! - `server`: the server's enrollment policy, directory, tokens;
-//! - `store`: atomic writes, locks, the registry.
+//! - `store`: atomic writes, locks, the registry;
+//! - `sandbox`: what the kernel (Landlock) confines root rsync to.
 //!
 //! Beside them: configuration (`config`, `paths`), validators for every
 //! name that crosses a trust boundary (`names`), the audit log (`log`) and
-//! the site bundle (`bundle`).
+//! the site bundle (`bundle`), and the raw system calls (`sys`).
 
 pub mod backuppc;
 pub mod bundle;
@@ -22,9 +23,11 @@ pub mod names;
 pub mod paths;
 pub mod protocol;
 pub mod rsync;
+pub mod sandbox;
 pub mod server;
 pub mod ssh;
 pub mod store;
+pub mod sys;
 
 /// Let SIGPIPE end the process, as it does other Unix tools (Rust ignores
 /// it, so printing into a closed pipe fails or panics). For commands run by

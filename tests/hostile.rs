@@ -43,9 +43,10 @@ impl RsyncSendBench {
         fs::write(
             &config,
             format!(
-                "shares = [{:?}]\nrestore = {restore}\ndelete = {delete}\nsudo = {:?}\nbackup_home = {:?}\nstate_file = {:?}\ntimeout = 2\n",
+                "shares = [{:?}]\nrestore = {restore}\ndelete = {delete}\nsudo = {:?}\nrsyncsend = {:?}\nbackup_home = {:?}\nstate_file = {:?}\ntimeout = 2\n",
                 share,
                 recorder,
+                bins.rsyncsend,
                 dir.join("home"),
                 dir.join("state/state.json")
             ),
@@ -97,20 +98,20 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
                 "--log-format=log: %o %i %B %8U,%8G %9l %f%L",
                 "--",
                 ".",
-                "./",
+                &share_slash,
             ],
         ),
         (
             "rsync --server --sender -slHogDtprxe.iLsfxC",
             vec!["rsync", "--numeric-ids", ".", &share_slash],
             "incremental backup",
-            vec!["--server", "--sender", "-lHogDtprxe.iLsfxC", "--numeric-ids", "--", ".", "./"],
+            vec!["--server", "--sender", "-lHogDtprxe.iLsfxC", "--numeric-ids", "--", ".", &share_slash],
         ),
         (
             "rsync --server -slHogDtprRe.iLsfxC",
             vec!["rsync", "--super", "--numeric-ids", "--partial", ".", &share_slash],
             "restore",
-            vec!["--server", "-lHogDtprRe.iLsfxC", "--super", "--numeric-ids", "--partial", "--", ".", "."],
+            vec!["--server", "-lHogDtprRe.iLsfxC", "--super", "--numeric-ids", "--partial", "--", ".", &share_slash],
         ),
     ];
     for (cmd, args, why, want) in rows {
@@ -119,11 +120,13 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
         let out = b.run(cmd, &stdin);
         assert!(out.status.success(), "{why}: {}", String::from_utf8_lossy(&out.stderr));
         let argv = b.executed().unwrap_or_else(|| panic!("{why}: nothing executed"));
-        let mut expected = vec!["-n".to_string(), "--".into(), "/usr/bin/rsync".into()];
+        // Not rsync: the root helper, with the config path the sudoers
+        // drop-in fixes, which checks the rsync words again.
+        let mut expected: Vec<String> = vec!["-n".into(), "--".into(), b.bins.rsyncsend.display().to_string()];
+        expected.extend(["--config".into(), b.config.display().to_string(), "exec-rsync".into(), "--".into()]);
+        expected.push("/usr/bin/rsync".into());
         expected.extend(want.iter().map(|s| s.to_string()));
         assert_eq!(argv, expected, "{why}");
-        let cwd = fs::read_to_string(b.recorded.with_extension("cwd")).unwrap();
-        assert_eq!(cwd.trim_end(), share, "{why}: rsync runs inside the pinned share");
         let left = fs::read(b.recorded.with_extension("stdin")).unwrap();
         assert_eq!(left, b"RSYNC-PROTOCOL-BYTES", "{why}: protocol bytes left for rsync");
         let env = fs::read_to_string(b.recorded.with_extension("env")).unwrap();
@@ -138,12 +141,10 @@ fn rsyncsend_accepts_backuppc_strings_and_rebuilds_argv() {
         b"",
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(b.executed().unwrap().last().unwrap(), "./", "escaped space in a plain command line");
-    let cwd = fs::read_to_string(b.recorded.with_extension("cwd")).unwrap();
-    assert_eq!(cwd.trim_end(), share);
+    assert_eq!(b.executed().unwrap().last().unwrap(), &share_slash, "escaped space in a plain command line");
     let out = b.run(&format!("rsync --server --sender -l . {}/file", share.replace(' ', "\\ ")), b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(b.executed().unwrap().last().unwrap(), "file", "a file by name: its folder is pinned");
+    assert_eq!(b.executed().unwrap().last().unwrap(), &format!("{share}/file"), "a file by name");
 }
 
 #[test]
@@ -313,18 +314,15 @@ fn forced_command_refuses_hostile_requests() {
     assert!(Path::new(&f.dir.join("ssh/backuppc-enroll/localhost.key")).exists());
 }
 
-/// rrsync's old race: the path is checked, then swapped for a symlink to
-/// somewhere else before rsync opens it. Here the stand-in for sudo does
-/// the swap, then runs the real sudo with a fake rsync that shows where it
-/// is: it must still be inside the folder that was checked.
 /// Runs `command` through rsyncsend with a stand-in for sudo that first
-/// swaps `target` for a symlink to /etc, then runs the real sudo with a
-/// fake rsync that reports its working directory, listing and arguments.
-fn run_with_swap(b: &RsyncSendBench, target: &Path, command: &str) -> (PathBuf, String) {
+/// swaps `target` (checked by the forced command) for a symlink to /etc,
+/// then runs the real sudo: the root helper checks again and refuses
+/// before rsync (here a fake that records that it ran) starts.
+fn run_with_swap(b: &RsyncSendBench, target: &Path, command: &str) -> std::process::Output {
     let moved = b.dir.join("moved-away");
     let fake_rsync = b.dir.join("bin/fake-rsync");
     let seen = b.dir.join("seen");
-    write_script(&fake_rsync, &format!("#!/bin/sh\n{{ pwd -P; ls; printf '%s\\n' \"$@\"; }} > {}\n", seen.display()));
+    write_script(&fake_rsync, &format!("#!/bin/sh\n{{ pwd -P; ls; }} > {}\n", seen.display()));
     let swapper = b.dir.join("bin/swap-then-sudo");
     write_script(
         &swapper,
@@ -341,56 +339,48 @@ fn run_with_swap(b: &RsyncSendBench, target: &Path, command: &str) -> (PathBuf, 
     );
     fs::write(&b.config, cfg).unwrap();
     let out = b.run(command, b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(fs::symlink_metadata(target).unwrap().file_type().is_symlink(), "the swap happened");
-    (moved, fs::read_to_string(&seen).expect("fake rsync ran through the real sudo"))
+    assert!(!seen.exists(), "rsync never started: {}", fs::read_to_string(&seen).unwrap_or_default());
+    out
 }
 
 /// rrsync's old race: the path is checked, then swapped for a symlink to
-/// somewhere else before rsync opens it. rsync must still work inside the
-/// folder that was checked.
+/// somewhere else before rsync opens it. The check that decides runs as
+/// root after the swap and sees it.
 #[test]
-fn rsyncsend_pins_the_checked_folder_against_a_swap() {
+fn rsyncsend_root_helper_checks_again_after_a_swap() {
     let b = RsyncSendBench::new(false, false);
-    let share = b.share.display().to_string();
-    let (moved, seen) =
-        run_with_swap(&b, &b.share, &format!("rsync --server --sender -l . {}/", share.replace(' ', "\\ ")));
-    let mut lines = seen.lines();
-    assert_eq!(lines.next(), Some(moved.to_str().unwrap()), "rsync's cwd is the checked folder, wherever it moved");
-    assert_eq!(lines.next(), Some("escape"));
-    assert_eq!(lines.next(), Some("file"), "it sees the share's files, not /etc: {seen}");
-    assert_eq!(seen.lines().last(), Some("./"), "and a relative path: {seen}");
+    let sub = b.share.join("sub");
+    fs::create_dir(&sub).unwrap();
+    let out = run_with_swap(
+        &b,
+        &sub,
+        &format!("rsync --server --sender -l . {}/", sub.display().to_string().replace(' ', "\\ ")),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("rsyncsend: refused: ") && err.contains("outside the shares"), "{err}");
 }
 
 /// The same race on a restore: the destination swapped for a symlink to
-/// /etc after the check; rsync (as root) must still write into the
-/// destination that was checked.
+/// /etc after the forced command's check.
 #[test]
-fn rsyncsend_pins_the_restore_destination_against_a_swap() {
+fn rsyncsend_root_helper_checks_the_restore_destination_again_after_a_swap() {
     let b = RsyncSendBench::new(true, false);
     let dest = b.share.join("dest");
     fs::create_dir(&dest).unwrap();
-    fs::write(dest.join("mine"), "x").unwrap();
     let cmd = format!("rsync --server -lr . {}/dest", b.share.display().to_string().replace(' ', "\\ "));
-    let (moved, seen) = run_with_swap(&b, &dest, &cmd);
-    let mut lines = seen.lines();
-    assert_eq!(lines.next(), Some(moved.to_str().unwrap()), "the restore writes into the checked folder: {seen}");
-    assert_eq!(lines.next(), Some("mine"));
-    assert_eq!(seen.lines().last(), Some("."), "{seen}");
+    let out = run_with_swap(&b, &dest, &cmd);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("outside the shares"), "{err}");
 }
 
 #[test]
-fn rsyncsend_restore_into_a_new_folder_only_under_a_root_only_parent() {
+fn rsyncsend_passes_a_new_restore_folder_to_the_root_helper() {
     let b = RsyncSendBench::new(true, false);
-    let share = b.share.display().to_string().replace(' ', "\\ ");
-    let out = b.run(&format!("rsync --server -lr . {share}/new"), b"");
-    assert!(out.status.success(), "root-owned 0755 share: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(b.executed().unwrap().last().unwrap(), "new/");
-    let open = b.share.join("open");
-    fs::create_dir(&open).unwrap();
-    chmod(&open, 0o777);
-    let out = b.run(&format!("rsync --server -lr . {share}/open/new"), b"");
-    assert!(!out.status.success(), "a folder others can change is refused");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("create the destination first"));
-    assert!(b.executed().is_none());
+    let share = b.share.display().to_string();
+    let out = b.run(&format!("rsync --server -lr . {}/new", share.replace(' ', "\\ ")), b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b.executed().unwrap().last().unwrap(), &format!("{share}/new"), "created by the root helper");
 }

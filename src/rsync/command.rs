@@ -3,6 +3,7 @@
 //! that value.
 
 use super::options::{short_rule, Arg, Needs, DENIED, LONG};
+use super::protected::{MAX_PROTECTED_ARGS, MAX_PROTECTED_BYTES};
 use super::{
     confine, refuse, short, Direction, NeedsProtectedArgs, Parsed, Refusal, Resolve, RsyncInvocation, RsyncPolicy,
 };
@@ -73,6 +74,33 @@ pub fn parse_command(cmd: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Resul
     if words == ["true"] {
         return Ok(Parsed::Check);
     }
+    parse_split(&words, policy, fs)
+}
+
+/// Parse an rsync server invocation given as separate words, as the root
+/// helper gets them on its command line (`rsync --server … -- . PATHS`,
+/// what [`RsyncInvocation::words`] rebuilds): the same rules as
+/// [`parse_command`], with no shell splitting, and complete, since the
+/// protected arguments of `-s` were already read and come as words.
+pub fn parse_words(words: &[String], policy: &RsyncPolicy, fs: &dyn Resolve) -> Result<RsyncInvocation, Refusal> {
+    if words.len() > MAX_WORDS || words.iter().map(|w| w.len() + 1).sum::<usize>() > MAX_COMMAND + MAX_PROTECTED_BYTES {
+        return refuse("the rsync invocation is too long");
+    }
+    if words.iter().any(|w| w.chars().any(|c| c.is_control())) {
+        return refuse("an rsync argument has control characters");
+    }
+    match parse_split(words, policy, fs)? {
+        Parsed::Ready(inv) => Ok(inv),
+        Parsed::NeedsProtectedArgs(_) => refuse("-s is not allowed here: the protected arguments come as words"),
+        Parsed::Check => refuse("not an rsync server invocation"),
+    }
+}
+
+/// Most words [`parse_words`] accepts: a command line's worth and the
+/// protected list's.
+const MAX_WORDS: usize = MAX_COMMAND / 2 + MAX_PROTECTED_ARGS + 1;
+
+fn parse_split(words: &[String], policy: &RsyncPolicy, fs: &dyn Resolve) -> Result<Parsed, Refusal> {
     let mut it = words.iter().map(String::as_str).peekable();
     match it.next() {
         Some("rsync") => {}
@@ -390,7 +418,15 @@ impl RsyncInvocation {
 
     /// The argv run through sudo: `sudo -n -- RSYNC --server … -- . PATHS`.
     pub fn argv(&self, sudo: &str, rsync: &str) -> Vec<String> {
-        let mut v = vec![sudo.to_string(), "-n".into(), "--".into(), rsync.to_string(), "--server".into()];
+        let mut v = vec![sudo.to_string(), "-n".into(), "--".into()];
+        v.extend(self.words(rsync));
+        v
+    }
+
+    /// The rsync words, `RSYNC --server … -- . PATHS`, that
+    /// [`parse_words`] reads back into the same value.
+    pub fn words(&self, rsync: &str) -> Vec<String> {
+        let mut v = vec![rsync.to_string(), "--server".into()];
         if self.direction == Direction::Sender {
             v.push("--sender".into());
         }

@@ -10,8 +10,18 @@ use std::path::{Component, Path, PathBuf};
 pub trait Resolve {
     /// `realpath(3)` of an existing path.
     fn canonicalize(&self, p: &Path) -> io::Result<PathBuf>;
+
+    /// Whether a failure to resolve means "not created yet" (the rest of
+    /// the path is then taken as written). Only `ENOENT`: anything else
+    /// (a folder that cannot be entered, a symlink loop, a file used as a
+    /// folder) is a refusal, since rsync running as root would follow
+    /// whatever is there.
+    fn not_there_yet(&self, e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::NotFound
+    }
 }
 
+/// The real filesystem, strict: what the root helper checks with.
 pub struct RealFs;
 
 impl Resolve for RealFs {
@@ -20,23 +30,48 @@ impl Resolve for RealFs {
     }
 }
 
+/// The real filesystem as the backup account sees it, for the first,
+/// unprivileged check that gives early, clear refusals: a folder the
+/// account may not enter is left for the root helper to resolve (it
+/// re-checks every path with [`RealFs`] before anything runs as root).
+/// Never the check that decides.
+pub struct UnprivilegedFs;
+
+impl Resolve for UnprivilegedFs {
+    fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
+        std::fs::canonicalize(p)
+    }
+
+    fn not_there_yet(&self, e: &io::Error) -> bool {
+        matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied)
+    }
+}
+
 /// Resolve the longest existing ancestor, then append the rest (which,
 /// not existing, has no symlink to follow).
-fn resolve_loose(p: &Path, fs: &dyn Resolve) -> Option<PathBuf> {
+pub(super) fn resolve_loose(p: &Path, fs: &dyn Resolve) -> Result<PathBuf, Refusal> {
     let mut existing = p.to_path_buf();
     let mut tail = Vec::new();
     loop {
-        if let Ok(real) = fs.canonicalize(&existing) {
-            let mut out = real;
-            for t in tail.iter().rev() {
-                out.push(t);
+        match fs.canonicalize(&existing) {
+            Ok(real) => {
+                let mut out = real;
+                for t in tail.iter().rev() {
+                    out.push(t);
+                }
+                return Ok(out);
             }
-            return Some(out);
+            Err(e) if fs.not_there_yet(&e) => {}
+            Err(e) => {
+                return refuse(format!("cannot resolve {:?}: {e}", short(&existing.to_string_lossy())));
+            }
         }
-        let name = existing.file_name()?.to_os_string();
-        tail.push(name);
+        let Some(name) = existing.file_name() else {
+            return refuse("path cannot be resolved");
+        };
+        tail.push(name.to_os_string());
         if !existing.pop() {
-            return None;
+            return refuse("path cannot be resolved");
         }
     }
 }
@@ -60,14 +95,14 @@ pub fn confine(raw: &str, policy: &RsyncPolicy, fs: &dyn Resolve) -> Result<Stri
         None => (raw, None),
     };
     let inside = |p: &Path| policy.shares.iter().any(|s| p.starts_with(s));
-    let base_real = resolve_loose(Path::new(base), fs).ok_or_else(|| Refusal("path cannot be resolved".into()))?;
+    let base_real = resolve_loose(Path::new(base), fs)?;
     if !inside(&base_real) {
         return refuse(format!("path {:?} is outside the shares", short(raw)));
     }
     let mut out = base_real.to_string_lossy().into_owned();
     if let Some(rel) = rel {
         let rel = rel.trim_matches('/');
-        let full = resolve_loose(&base_real.join(rel), fs).ok_or_else(|| Refusal("path cannot be resolved".into()))?;
+        let full = resolve_loose(&base_real.join(rel), fs)?;
         if !inside(&full) {
             return refuse(format!("path {:?} leads outside the shares", short(raw)));
         }

@@ -18,8 +18,8 @@ mod confine;
 mod options;
 mod protected;
 
-pub use command::{escape_word, is_protocol_tail, parse_command, split_words, MAX_COMMAND};
-pub use confine::{confine, Pin, RealFs, Resolve};
+pub use command::{escape_word, is_protocol_tail, parse_command, parse_words, split_words, MAX_COMMAND};
+pub use confine::{confine, Pin, RealFs, Resolve, UnprivilegedFs};
 pub use protected::{read_protected_args, StdinWithDeadline, MAX_PROTECTED_ARGS, MAX_PROTECTED_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -505,6 +505,74 @@ mod tests {
     }
 
     #[test]
+    fn words_as_the_root_helper_gets_them() {
+        let p = policy(true, false);
+        let w = |ws: &[&str]| ws.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let inv = parse_words(
+            &w(&[
+                "/usr/bin/rsync",
+                "--server",
+                "--sender",
+                "-lHogDtprcxe.iLsfxC",
+                "--numeric-ids",
+                "--",
+                ".",
+                "/home/a b/",
+            ]),
+            &p,
+            &fs(),
+        )
+        .unwrap();
+        assert_eq!(inv.paths, ["/home/a b/"], "a space is a plain character in a word");
+        assert_eq!(parse_words(&inv.words("/usr/bin/rsync"), &p, &fs()), Ok(inv.clone()), "words round trip");
+        let rows: &[(&[&str], &str)] = &[
+            (&["rsync", "--server", "--sender", "-sl"], "-s: protected arguments come as words"),
+            (&["true"], "a check is not an invocation"),
+            (&[], "nothing"),
+            (&["sh", "-c", "id"], "not rsync"),
+            (&["rsync", "--server", "--sender", "-l", "--", ".", "/etc/"], "outside the shares"),
+            (&["rsync", "--server", "--sender", "-l", "--", ".", "/home/jd/escape"], "symlink out"),
+            (&["rsync", "--server", "--sender", "-l", "--", ".", "/home/x\ny"], "newline"),
+            (&["rsync", "--server", "--sender", "-l", "--", ".", "/home/jd", "/home/\u{1b}"], "control character"),
+            (&["rsync", "--server", "--sender", "--rsh=sh", "--", ".", "/home/"], "rsh"),
+            (&["rsync", "--server", "-l", "--", ".", "/var/lib/bk/.ssh"], "restore into .ssh"),
+        ];
+        for (words, why) in rows {
+            let words = w(words);
+            assert!(parse_words(&words, &p, &fs()).is_err(), "{why}: {words:?}");
+        }
+        let many = vec!["-l".to_string(); 20_000];
+        assert!(parse_words(&many, &p, &fs()).is_err(), "too many words");
+    }
+
+    #[test]
+    fn only_a_missing_path_is_not_there_yet() {
+        /// /home/locked cannot be entered (EACCES), as a 0700 home is
+        /// for another account.
+        struct Locked;
+        impl Resolve for Locked {
+            fn canonicalize(&self, p: &Path) -> io::Result<PathBuf> {
+                match p.to_str().unwrap() {
+                    "/" | "/home" => Ok(p.to_path_buf()),
+                    s if s.starts_with("/home/locked") && s != "/home/locked" => {
+                        Err(io::ErrorKind::PermissionDenied.into())
+                    }
+                    _ => Err(io::ErrorKind::NotFound.into()),
+                }
+            }
+        }
+        let p = policy(false, false);
+        assert!(
+            parse_command("rsync --server --sender -l . /home/./locked/x/", &p, &Locked).is_err(),
+            "EACCES is a refusal, not 'not created yet'"
+        );
+        assert!(
+            matches!(parse_command("rsync --server --sender -l . /home/new/", &p, &Locked), Ok(Parsed::Ready(_))),
+            "ENOENT: not created yet"
+        );
+    }
+
+    #[test]
     fn protocol_tail() {
         for (t, ok) in [
             ("e.iLsfxC", true),
@@ -649,6 +717,22 @@ mod properties {
                 }
                 let again = parse_command(&inv.to_command_line(), &policy(), &Table);
                 prop_assert_eq!(again, Ok(Parsed::Ready(inv.clone())), "rebuilt {:?}", inv.to_command_line());
+            }
+        }
+
+        #[test]
+        fn accepted_words_stay_inside_and_round_trip(tail in prop::collection::vec(word(), 0..10), sender in any::<bool>()) {
+            let mut words: Vec<String> = vec!["rsync".into(), "--server".into()];
+            if sender {
+                words.push("--sender".into());
+            }
+            words.extend(tail);
+            if let Ok(inv) = parse_words(&words, &policy(), &Table) {
+                for p in &inv.paths {
+                    prop_assert!(Path::new(p.split("/./").next().unwrap()).starts_with("/home"), "{p} escaped the share");
+                }
+                let again = parse_words(&inv.words("/usr/bin/rsync"), &policy(), &Table);
+                prop_assert_eq!(again, Ok(inv.clone()), "rebuilt {:?}", inv.words("/usr/bin/rsync"));
             }
         }
 

@@ -1,0 +1,38 @@
+//! The toolkit's raw system calls, each behind a safe function with its
+//! `SAFETY:` reason. The rest of the code is safe Rust (syslog is wrapped
+//! in `log`, Landlock rulesets are built with the `landlock` crate).
+
+/// The Landlock ABI version the running kernel offers, or why there is
+/// none: `ENOSYS` (not built in) or `EOPNOTSUPP` (built in, not enabled
+/// in the boot-time LSM list). Only for reporting and for choosing the
+/// fallback; the ruleset itself is built by the `landlock` crate.
+pub fn landlock_abi() -> Result<u32, nix::errno::Errno> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: landlock_create_ruleset with a null attribute pointer, size
+    // 0 and the VERSION flag only returns a number (or an error); it reads
+    // no memory and creates no file descriptor.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if v < 0 {
+        Err(nix::errno::Errno::last())
+    } else {
+        Ok(v as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn abi_is_a_number_or_a_reason() {
+        match super::landlock_abi() {
+            Ok(v) => assert!(v >= 1, "ABI versions start at 1"),
+            Err(e) => assert!(matches!(e, nix::errno::Errno::ENOSYS | nix::errno::Errno::EOPNOTSUPP), "{e}"),
+        }
+    }
+}
