@@ -532,6 +532,56 @@ mod tests {
     }
 
     #[test]
+    fn a_daemon_that_misbehaves_is_a_failure_not_a_hang() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("BackupPC.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        // (what the peer does, the answer server_mesg must return; None: none)
+        type Peer = fn(std::os::unix::net::UnixStream);
+        let cases: [(&str, Peer, Option<&str>); 4] = [
+            ("silent: the read times out", |_s| std::thread::sleep(Duration::from_millis(500)), None),
+            (
+                "an endless greeting is cut at 64 KiB",
+                |mut s| {
+                    let _ = s.write_all(&[b'x'; 70_000]);
+                },
+                None,
+            ),
+            (
+                "closes after the greeting",
+                |mut s| {
+                    let _ = s.write_all(b"1,1,1,0\n");
+                },
+                None,
+            ),
+            (
+                "answers like the daemon",
+                |mut s| {
+                    s.write_all(b"1795365000,3,4242,0\n").unwrap();
+                    let mut line = [0u8; 64];
+                    let n = s.read(&mut line).unwrap();
+                    let want =
+                        format!("{} server reload\n", mesg_digest(b"1795365000,3,4242,0\n", 0, "k", "server reload"));
+                    s.write_all(if line[..n] == *want.as_bytes() { b"ok\n" } else { b"bad digest\n" }).unwrap();
+                },
+                Some("ok"),
+            ),
+        ];
+        for (what, peer, want) in cases {
+            let l = listener.try_clone().unwrap();
+            let t = std::thread::spawn(move || peer(l.accept().unwrap().0));
+            let got = server_mesg(&sock, "k", "server reload", Duration::from_millis(200));
+            // Anything but the daemon's "ok" reads as a failed reload.
+            match want {
+                None => assert!(got.as_deref().map_or(true, |r| r != "ok"), "{what}: {got:?}"),
+                Some(w) => assert_eq!(got.unwrap(), w, "{what}"),
+            }
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
     fn run_folder_read_without_connecting() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("BackupPC.sock");
