@@ -183,6 +183,30 @@ pub enum Mode {
     Approve,
 }
 
+/// The `reload` setting of server.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reload {
+    /// Send `server reload` to the daemon's socket ourselves, as
+    /// BackupPC_serverMesg does, without starting Perl.
+    Daemon,
+    /// Run `reload_command`.
+    Command,
+    /// Never tell BackupPC; it reads the files when it next starts.
+    None,
+}
+
+/// What `forced-command` does to make BackupPC re-read its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadAction {
+    Daemon,
+    Command(Vec<String>),
+    Off,
+}
+
+/// BackupPC's own client for its daemon, with the arguments that reload it.
+pub const STOCK_RELOAD_COMMAND: [&str; 3] = ["/usr/share/backuppc/bin/BackupPC_serverMesg", "server", "reload"];
+
 /// `/etc/backuppc-enroll/server.toml`, read by `forced-command`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,8 +239,12 @@ pub struct ServerConfig {
     pub hello_timeout: u64,
     /// Seconds one request may take in all (lookups, locks, writes).
     pub request_timeout: u64,
-    /// Command that tells a running BackupPC to reload; empty to skip.
-    pub reload_command: Vec<String>,
+    /// How a running BackupPC is told to re-read its hosts file after a
+    /// change; see [`ServerConfig::reload_action`].
+    pub reload: Option<Reload>,
+    /// The command `reload = "command"` runs; setting it without `reload`
+    /// (as older configs did) means that command, and `[]` means no reload.
+    pub reload_command: Option<Vec<String>>,
     /// Token store for `mode = "token"`.
     pub tokens: PathBuf,
     /// Directory search for `logon_check = "ldap"`.
@@ -252,11 +280,8 @@ impl Default for ServerConfig {
             allow_reassign: false,
             hello_timeout: 10,
             request_timeout: 60,
-            reload_command: vec![
-                "/usr/share/backuppc/bin/BackupPC_serverMesg".into(),
-                "server".into(),
-                "reload".into(),
-            ],
+            reload: None,
+            reload_command: None,
             tokens: "/var/lib/backuppc-enroll/tokens.json".into(),
             ldap: None,
             notify_webhook: None,
@@ -313,10 +338,29 @@ impl ServerConfig {
                 }
             }
         }
+        if c.reload == Some(Reload::Command) && c.reload_command.as_ref().is_some_and(|v| v.is_empty()) {
+            return Err(invalid("reload = \"command\" needs a reload_command, or reload = \"none\"".into()));
+        }
         if let Some(f) = &c.from {
             crate::protocol::answer::check_from(f).map_err(|e| invalid(format!("from: {e}")))?;
         }
         Ok(c)
+    }
+
+    /// `reload` wins; without it, a `reload_command` left by an older
+    /// config keeps its meaning (`[]`: no reload); with neither, the daemon
+    /// is told directly.
+    pub fn reload_action(&self) -> ReloadAction {
+        let stock = || STOCK_RELOAD_COMMAND.iter().map(|s| s.to_string()).collect();
+        match (self.reload, &self.reload_command) {
+            (Some(Reload::Daemon), _) => ReloadAction::Daemon,
+            (Some(Reload::None), _) => ReloadAction::Off,
+            (Some(Reload::Command), Some(c)) => ReloadAction::Command(c.clone()),
+            (Some(Reload::Command), None) => ReloadAction::Command(stock()),
+            (None, Some(c)) if c.is_empty() => ReloadAction::Off,
+            (None, Some(c)) => ReloadAction::Command(c.clone()),
+            (None, None) => ReloadAction::Daemon,
+        }
     }
 
     pub fn url_for(&self, host: &str, logon: &str) -> String {
@@ -348,6 +392,8 @@ mod tests {
             ("url = \"http://x\"\nlogon_check = \"file\"", "file without list"),
             ("url = \"http://x\"\nallowed_os = [\"bsd\"]", "OS without shares"),
             ("url = \"http://x\"\nlogon_pattern = \"(\"", "bad regex"),
+            ("url = \"http://x\"\nreload = \"command\"\nreload_command = []", "command reload without a command"),
+            ("url = \"http://x\"\nreload = \"sighup\"", "unknown reload"),
         ] {
             std::fs::write(&p, text).unwrap();
             assert!(ServerConfig::load(&p).is_err(), "{why}");
@@ -356,6 +402,39 @@ mod tests {
 
     /// The example configs in packaging/ parse, as shipped and with every
     /// commented key uncommented (so no documented key is misspelt).
+    #[test]
+    fn reload_action_keeps_older_configs_meaning() {
+        let stock = ReloadAction::Command(STOCK_RELOAD_COMMAND.iter().map(|s| s.to_string()).collect());
+        let mine = ReloadAction::Command(vec!["/usr/local/bin/reload-bpc".into()]);
+        let cases = [
+            ("nothing set: tell the daemon directly", "", ReloadAction::Daemon),
+            ("reload_command = [] (older configs, tests): no reload", "reload_command = []", ReloadAction::Off),
+            (
+                "an explicit reload_command keeps being run",
+                "reload_command = [\"/usr/local/bin/reload-bpc\"]",
+                mine.clone(),
+            ),
+            ("reload = \"command\" alone: BackupPC_serverMesg", "reload = \"command\"", stock),
+            (
+                "reload = \"command\" with its command",
+                "reload = \"command\"\nreload_command = [\"/usr/local/bin/reload-bpc\"]",
+                mine,
+            ),
+            (
+                "reload = \"daemon\" wins over a command",
+                "reload = \"daemon\"\nreload_command = [\"/x\"]",
+                ReloadAction::Daemon,
+            ),
+            ("reload = \"none\"", "reload = \"none\"\nreload_command = [\"/x\"]", ReloadAction::Off),
+        ];
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.toml");
+        for (why, lines, want) in cases {
+            std::fs::write(&p, format!("url = \"https://b/\"\n{lines}\n")).unwrap();
+            assert_eq!(ServerConfig::load(&p).unwrap().reload_action(), want, "{why}");
+        }
+    }
+
     #[test]
     fn packaged_examples_parse() {
         let d = tempfile::tempdir().unwrap();

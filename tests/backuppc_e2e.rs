@@ -10,56 +10,13 @@
 
 mod common;
 
+use common::backuppc::*;
 use common::world::make_tree;
 use common::*;
-use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = "/usr/share/backuppc/bin";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Run `cmd`, killing it after `limit` (BackupPC's own ClientTimeout is
-/// 20 hours, so every step gets its own bound).
-fn within(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("{cmd:?} did not finish within {limit:?}: {}\n{}", text(&out.stdout), text(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A command run as backuppc inside the namespace of process `ns`.
-fn as_backuppc(ns: u32, program: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--target={ns}"))
-        .args([
-            "--mount",
-            "--",
-            "setpriv",
-            "--reuid=backuppc",
-            "--regid=backuppc",
-            "--init-groups",
-            "--reset-env",
-            "--",
-        ])
-        .arg(program)
-        .args(args);
-    c
-}
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// The last line of a host's `backups` file, as BackupPC's fields.
 struct BackupRow {
@@ -84,30 +41,6 @@ fn backups(top: &Path, host: &str) -> Vec<BackupRow> {
         .collect()
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require_backuppc() {
-    require_root();
-    for p in [format!("{BIN}/BackupPC"), "/usr/libexec/backuppc-rsync/rsync_bpc".into(), "/usr/bin/nsenter".into()] {
-        assert!(Path::new(&p).exists(), "{p} is missing: run the README's test command, which installs backuppc");
-    }
-}
-
 #[test]
 fn backuppc_backs_up_and_restores_an_enrolled_workstation() {
     require_backuppc();
@@ -126,102 +59,26 @@ fn run() {
     let backup_user = unique("bpcb");
     let _cleanup = UserGuard(backup_user.clone());
 
-    // The server: a copy of Debian's BackupPC config, a fresh TopDir.
-    let etc = dir.join("etc-backuppc");
-    run_ok(Command::new("cp").arg("-a").arg("/etc/backuppc").arg(&etc));
-    // The stock `localhost` host is the one this test enrolls.
-    let hosts = fs::read_to_string(etc.join("hosts")).unwrap();
-    let hosts: String = hosts.lines().filter(|l| !l.starts_with("localhost")).map(|l| format!("{l}\n")).collect();
-    fs::write(etc.join("hosts"), &hosts).unwrap();
-    let _ = fs::remove_file(etc.join("localhost.pl"));
-    let top = dir.mkdir("var-backuppc");
-    let run_dir = dir.mkdir("run-backuppc");
-    for d in ["pc", "pool", "cpool", "log", ".ssh"] {
-        fs::create_dir_all(top.join(d)).unwrap();
-    }
-    let mut cfg = fs::read_to_string(etc.join("config.pl")).unwrap();
-    // Server setup an admin would do on a test box: where the daemon's
-    // socket lives, and no SMB tools needed.
-    writeln!(cfg, "$Conf{{RunDir}} = '{}';", run_dir.display()).unwrap();
-    writeln!(cfg, "$Conf{{SmbClientPath}} = '';\n$Conf{{NmbLookupPath}} = '';\n$Conf{{NmbLookupCmd}} = '';").unwrap();
-    fs::write(etc.join("config.pl"), cfg).unwrap();
-    run_ok(Command::new("chown").args(["-R", "backuppc:backuppc"]).arg(&top).arg(&run_dir));
-    chmod(&top, 0o750);
-    chmod(&top.join(".ssh"), 0o700);
-
+    // The server: a copy of Debian's BackupPC config, a fresh TopDir,
     // forced-command behind the register key, for the backuppc account.
-    let enroll_etc = dir.mkdir("etc-enroll");
-    let registry = dir.mkdir("registry");
-    run_ok(Command::new("chown").args(["backuppc:backuppc"]).arg(&registry));
     let data = dir.mkdir("data");
     make_tree(&data);
     std::os::unix::fs::chown(data.join("plain.txt"), Some(1234), Some(5678)).unwrap();
     std::os::unix::fs::chown(data.join("sub/deeper"), Some(4321), Some(8765)).unwrap();
     let restore_area = dir.mkdir("restore");
-    fs::write(enroll_etc.join("logons"), "cmartin\n").unwrap();
-    let server_toml = enroll_etc.join("server.toml");
-    fs::write(
-        &server_toml,
-        format!(
-            "url = \"https://backup.example.org/backuppc/index.cgi?host={{host}}\"\nlogon_check = \"file\"\n\
-             logon_file = {:?}\nregistry = {:?}\naudit_log = {:?}\n[shares]\nlinux = [{:?}, {:?}]\n",
-            enroll_etc.join("logons"),
-            registry.join("registry.json"),
-            registry.join("audit.log"),
-            data,
-            restore_area
-        ),
-    )
-    .unwrap();
-    let register_key = enroll_etc.join("register-key");
-    let register_pub = keygen(&register_key, "register key");
-    let ak = top.join(".ssh/authorized_keys");
-    fs::write(
-        &ak,
-        format!(
-            "restrict,command=\"{} --config {}\" {register_pub}\n",
-            bins.forced_command.display(),
-            server_toml.display()
-        ),
-    )
-    .unwrap();
-    run_ok(Command::new("chown").args(["backuppc:backuppc"]).arg(&ak));
-    chmod(&ak, 0o600);
+    let bpc = BackupPc::new(&dir, &bins.forced_command, &format!("[shares]\nlinux = [{data:?}, {restore_area:?}]\n"));
+    let (etc, top, registry) = (bpc.etc.clone(), bpc.top.clone(), bpc.registry.clone());
+    let (server_toml, register_key) = (bpc.server_toml.clone(), bpc.register_key.clone());
 
     // One sshd plays both the server (backuppc, behind its forced command)
     // and the workstation (the backup user, behind rsyncsend). It runs in
-    // the namespace where the copies are mounted; PAM as on Debian, which
-    // accepts backuppc's locked password for key logins.
-    let mounts = vec![(etc.clone(), PathBuf::from("/etc/backuppc")), (top.clone(), PathBuf::from("/var/lib/backuppc"))];
-    let sshd_dir = dir.join("sshd");
-    let sshd = Sshd::start_with(
-        &sshd_dir,
-        &["backuppc", &backup_user],
-        SshdOptions { extra_config: "UsePAM yes\n".into(), mounts: mounts.clone(), ..Default::default() },
-    );
+    // the namespace where the copies are mounted.
+    let sshd = bpc.sshd(&dir.join("sshd"), &["backuppc", &backup_user], "");
     let ns = sshd.pid();
 
     // The BackupPC daemon, started by the test, stopped by pid.
-    let daemon_log = fs::File::create(dir.join("daemon.log")).unwrap();
-    let daemon = Daemon(
-        as_backuppc(ns, &format!("{BIN}/BackupPC"), &[])
-            .stdin(Stdio::null())
-            .stdout(daemon_log.try_clone().unwrap())
-            .stderr(daemon_log)
-            .spawn()
-            .unwrap(),
-    );
-    let mesg =
-        |what: &[&str]| within(as_backuppc(ns, &format!("{BIN}/BackupPC_serverMesg"), what), Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(run_dir.join("BackupPC.sock").exists() && mesg(&["status", "info"]).status.success()) {
-        assert!(
-            Instant::now() < deadline,
-            "BackupPC did not start: {}",
-            fs::read_to_string(dir.join("daemon.log")).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let daemon = bpc.start_daemon(&dir, ns);
+    let mesg = |what: &[&str]| bpc.mesg(ns, what);
     let known = text(&mesg(&["status", "hosts"]).stdout);
     assert!(!known.contains("\"localhost\""), "localhost is not a BackupPC host yet: {known}");
 
@@ -340,7 +197,12 @@ fn run() {
     let sshd2 = Sshd::start_with(
         &dir.join("sshd2"),
         &["backuppc", &backup_user],
-        SshdOptions { extra_config: "UsePAM yes\n".into(), mounts, host_key: Some(other_key), port: Some(port) },
+        SshdOptions {
+            extra_config: "UsePAM yes\n".into(),
+            mounts: bpc.mounts(),
+            host_key: Some(other_key),
+            port: Some(port),
+        },
     );
     let before = backups(&top, "localhost").len();
     let out = within(

@@ -1,80 +1,146 @@
 //! Benchmarks (ignored by `cargo test`; run by bench/run.sh in release
-//! mode). Each figure is a ratio measured side by side in the same run,
-//! alternating the two variants, medians of several runs: absolute times
-//! on a shared machine are noise.
+//! mode). Each figure is a ratio of two variants measured in the same run
+//! by one runner: warm-up rounds discarded, then A and B alternated each
+//! round (AB, BA, AB…), min / median / max printed for both beside the
+//! ratio of medians, so that noise can be told from cost.
 
 mod common;
 
+use common::backuppc::*;
 use common::world::{Options, World};
 use common::*;
 use std::fs;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn median(mut v: Vec<Duration>) -> Duration {
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// min / median / max.
+fn spread(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     v.sort();
-    v[v.len() / 2]
+    (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
-/// Alternate `a` and `b` `n` times; medians and the ratio b/a.
-fn compare(name: &str, n: usize, mut a: impl FnMut() -> Duration, mut b: impl FnMut() -> Duration) -> f64 {
+fn print_header() {
+    println!(
+        "\n{:<52} {:>24} {:>24} {:>7}",
+        "measure (A vs B), ms", "A min / median / max", "B min / median / max", "B/A"
+    );
+}
+
+/// `warmup` discarded rounds, then `n` rounds alternating which side goes
+/// first; prints both spreads and returns the ratio of medians.
+fn compare(
+    name: &str,
+    warmup: usize,
+    n: usize,
+    mut a: impl FnMut() -> Duration,
+    mut b: impl FnMut() -> Duration,
+) -> f64 {
+    for _ in 0..warmup {
+        a();
+        b();
+    }
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        ta.push(a());
-        tb.push(b());
+    for round in 0..n {
+        if round % 2 == 0 {
+            ta.push(a());
+            tb.push(b());
+        } else {
+            tb.push(b());
+            ta.push(a());
+        }
     }
-    let (ma, mb) = (median(ta), median(tb));
-    let ratio = mb.as_secs_f64() / ma.as_secs_f64();
-    println!("{name:<58} {:>9.1} ms {:>9.1} ms {ratio:>7.3}x", ma.as_secs_f64() * 1e3, mb.as_secs_f64() * 1e3);
+    let (a0, am, a1) = spread(ta);
+    let (b0, bm, b1) = spread(tb);
+    let ratio = bm.as_secs_f64() / am.as_secs_f64();
+    let side = |lo, mid, hi| format!("{:.1} / {:.1} / {:.1}", ms(lo), ms(mid), ms(hi));
+    println!("{name:<52} {:>24} {:>24} {ratio:>6.3}x", side(a0, am, a1), side(b0, bm, b1));
     ratio
 }
 
-/// Run `a` and `b` under hyperfine (through sh, whose start-up it
-/// subtracts); the ratio of medians.
-fn hyperfine(name: &str, runs: usize, a: &str, b: &str, prepare: Option<&str>) -> f64 {
-    let json = tempfile::NamedTempFile::new().unwrap();
-    let mut c = Command::new("hyperfine");
-    c.args(["--warmup", "2", "--runs", &runs.to_string(), "--style", "none", "--export-json"]).arg(json.path());
-    if let Some(p) = prepare {
-        c.arg("--prepare").arg(p);
+/// Run `cmd` to completion (stdout discarded), asserting success; its
+/// wall time.
+fn timed(cmd: &mut Command) -> Duration {
+    // output(): stdin is null unless the caller set it.
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let took = start.elapsed();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    took
+}
+
+/// A tmpfs mounted on `dir` for one bench, unmounted on drop, so that
+/// the disk cannot dominate a figure.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        run_ok(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"]).arg(dir));
+        Tmpfs(dir.to_path_buf())
     }
-    c.args(["-n", "A", a, "-n", "B", b]);
-    let out = c.output().expect("hyperfine (apt-get install hyperfine)");
-    assert!(out.status.success(), "hyperfine: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&fs::read(json.path()).unwrap()).unwrap();
-    let (ma, mb) = (v["results"][0]["median"].as_f64().unwrap(), v["results"][1]["median"].as_f64().unwrap());
-    let ratio = mb / ma;
-    println!("{name:<58} {:>9.1} ms {:>9.1} ms {ratio:>7.3}x", ma * 1e3, mb * 1e3);
-    ratio
 }
 
-/// A command line as one shell word.
-fn sq(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }
 
-/// A second register key whose forced command is `/bin/true`: the trivial
-/// session enrollments are compared with.
-fn trivial_register_key(w: &World) -> std::path::PathBuf {
-    let key = w.dir.join("reg_true");
-    let public = keygen(&key, "bench register true");
-    let ak = w.server.home.join(".ssh/authorized_keys");
-    let mut text = fs::read_to_string(&ak).unwrap();
-    text.push_str(&format!("restrict,command=\"/bin/true\" {public}\n"));
-    fs::write(&ak, text).unwrap();
-    key
+/// The bench's own sudoers drop-in for the plain rsync key: it lets
+/// `user` run `rsync --server` as root, as a classic root-pull setup
+/// does, without relying on what enroll writes. Checked with visudo
+/// before it is put in place; removed on drop.
+struct BenchSudoers(PathBuf);
+
+impl BenchSudoers {
+    fn install(user: &str) -> BenchSudoers {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        fs::write(tmp.path(), format!("{user} ALL=(root) NOPASSWD: /usr/bin/rsync --server *\n")).unwrap();
+        run_ok(Command::new("visudo").arg("-cf").arg(tmp.path()));
+        let path = Path::new("/etc/sudoers.d").join(format!("bpe-bench-{user}"));
+        run_ok(Command::new("install").args(["-m", "0440", "-o", "root", "-g", "root"]).arg(tmp.path()).arg(&path));
+        BenchSudoers(path)
+    }
 }
 
+impl Drop for BenchSudoers {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// An ssh command line (words split on spaces, as BackupPC's
+/// RsyncSshArgs are) with another key file.
+fn with_key(ssh_cmd: &str, key: &Path) -> String {
+    let words: Vec<&str> = ssh_cmd.split(' ').collect();
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        out.push(if i > 0 && words[i - 1] == "-i" { key.to_str().unwrap() } else { w });
+    }
+    out.join(" ")
+}
+
+/// Figures 1 and 2: what rsyncsend costs a session and a backup.
 #[test]
 #[ignore = "benchmark: run bench/run.sh"]
-fn bench() {
+fn rsyncsend() {
     let w = World::new(Options::default());
     w.enroll_ok(&["--logon", "cmartin", "--yes"]);
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let rounds = rounds();
 
-    // A second key for the backup user: /bin/true as forced command, and
-    // a third with no forced command (plain rsync through sudo).
+    // More keys for the backup user: /bin/true as forced command, and one
+    // with no forced command (plain rsync through sudo, by the bench's own
+    // sudoers line).
     let ak = w.client_home().join(".ssh/authorized_keys");
     let k_true = w.dir.join("k_true");
     let k_plain = w.dir.join("k_plain");
@@ -86,34 +152,31 @@ fn bench() {
     let mut text = fs::read_to_string(&ak).unwrap();
     text.push_str(&format!("restrict,command=\"/bin/true\" {pub_true}\nrestrict {pub_plain}\n"));
     fs::write(&ak, text).unwrap();
+    let _sudoers = BenchSudoers::install(&w.backup_user);
     let ssh_cmd = w.ssh_command("localhost");
-    let with_key = |key: &Path| {
-        ssh_cmd.split(' ').collect::<Vec<_>>().windows(2).fold(ssh_cmd.clone(), |acc, p| {
-            if p[0] == "-i" {
-                acc.replace(p[1], key.to_str().unwrap())
-            } else {
-                acc
-            }
-        })
+    let ssh_true = with_key(&ssh_cmd, &k_true);
+    let ssh_plain = with_key(&ssh_cmd, &k_plain);
+    let as_server = |line: &str, remote: &str| {
+        let mut c = w.server.command("/usr/bin/ssh");
+        c.args(line.split(' ').skip(1)).arg("127.0.0.1").arg(remote);
+        c
     };
-    let ssh_true = with_key(&k_true);
-    let ssh_plain = with_key(&k_plain);
-    println!("\n{:<58} {:>12} {:>12} {:>8}", "measure (A vs B)", "A median", "B median", "B/A");
-
-    let as_server = |cmd: &str| format!("runuser -u {} -- {cmd}", w.server.name);
+    print_header();
 
     // 1. Session cost of rsyncsend.
-    hyperfine(
+    compare(
         "1. session: /bin/true vs rsyncsend `true`",
+        2,
         rounds * 2,
-        &as_server(&format!("{ssh_true} 127.0.0.1 true")),
-        &as_server(&format!("{ssh_cmd} 127.0.0.1 true")),
-        None,
+        || timed(&mut as_server(&ssh_true, "true")),
+        || timed(&mut as_server(&ssh_cmd, "true")),
     );
 
-    // 2. rsync through rsyncsend vs plain rsync over the same sshd.
-    let small = w.data.join("small");
-    fs::create_dir_all(&small).unwrap();
+    // 2. rsync through rsyncsend vs plain rsync over the same sshd, both
+    // ends on tmpfs.
+    let src = w.data.join("bench");
+    let _src_fs = Tmpfs::mount(&src, "2g");
+    let small = src.join("small");
     for i in 0..10_000 {
         let d = small.join(format!("d{}", i / 100));
         if i % 100 == 0 {
@@ -121,80 +184,153 @@ fn bench() {
         }
         fs::write(d.join(format!("f{i}")), vec![(i % 251) as u8; 10_000]).unwrap();
     }
-    let big = w.data.join("big");
+    let big = src.join("big");
     fs::create_dir_all(&big).unwrap();
     run_ok(
         Command::new("dd")
             .args(["if=/dev/urandom", "bs=1M", "count=1024", "status=none"])
             .arg(format!("of={}/1g", big.display())),
     );
-    let dest = w.dir.join("dest");
-    let prepare = format!("rm -rf {d} && mkdir {d} && chown {u} {d}", d = dest.display(), u = w.server.name);
-    let pull = |cmdline: &str, rsync_path: &str, src: &Path, protect: bool| {
-        as_server(&format!(
-            "/usr/bin/rsync -aH --numeric-ids --rsync-path={} -e {}{} 127.0.0.1:{}/ {}/",
-            sq(rsync_path),
-            sq(cmdline),
-            if protect { " --protect-args" } else { "" },
-            src.display(),
-            dest.display()
-        ))
+    let dest_fs = Tmpfs::mount(&w.dir.join("dest"), "2g");
+    let dest = dest_fs.0.join("x");
+    // A fresh destination before each pull, outside the timing.
+    let pull = |cmdline: &str, rsync_path: &str, from: &Path, protect: bool| {
+        let _ = fs::remove_dir_all(&dest);
+        fs::create_dir(&dest).unwrap();
+        w.server.chown(&dest);
+        let mut c = w.server.command("/usr/bin/rsync");
+        c.args(["-aH", "--numeric-ids"]).arg(format!("--rsync-path={rsync_path}")).args(["-e", cmdline]);
+        if protect {
+            c.arg("--protect-args");
+        }
+        c.arg(format!("127.0.0.1:{}/", from.display())).arg(format!("{}/", dest.display()));
+        timed(&mut c)
     };
     let heavy = (rounds / 3).max(3);
-    for (name, src) in [("10,000 files, 100 MB", &small), ("one 1 GiB file", &big)] {
+    for (name, from) in [("10,000 files, 100 MB", &small), ("one 1 GiB file", &big)] {
         for protect in [false, true] {
-            hyperfine(
+            compare(
                 &format!("2. {name}{}: plain rsync vs rsyncsend", if protect { ", -s" } else { "" }),
+                1,
                 heavy,
-                &pull(&ssh_plain, "sudo -n /usr/bin/rsync", src, protect),
-                &pull(&ssh_cmd, "/usr/bin/rsync", src, protect),
-                Some(&prepare),
+                || pull(&ssh_plain, "sudo -n /usr/bin/rsync", from, protect),
+                || pull(&ssh_cmd, "/usr/bin/rsync", from, protect),
             );
         }
     }
-    hyperfine(
-        "2. ceiling: ssh cat 1 GiB vs rsync via rsyncsend",
+    let cat = format!("cat {}/1g", big.display());
+    compare(
+        "2. ceiling: ssh cat 1 GiB vs rsync via rsyncsend -s",
+        1,
         heavy,
-        &as_server(&format!("{ssh_plain} 127.0.0.1 {} >/dev/null", sq(&format!("cat {}/1g", big.display())))),
-        &pull(&ssh_cmd, "/usr/bin/rsync", &big, true),
-        Some(&prepare),
+        || timed(&mut as_server(&ssh_plain, &cat)),
+        || pull(&ssh_cmd, "/usr/bin/rsync", &big, true),
     );
+}
 
-    // 3. One enrollment against a trivial session of the register key.
-    let reg_true = trivial_register_key(&w);
-    let hello = w.dir.join("hello");
-    fs::write(
-        &hello,
-        format!("protocol: 2\nhostname: localhost\nhostkey: {}\nuser: bckpciuem\nport: 22\n", w.sshd.host_pub),
-    )
-    .unwrap();
+/// Figures 3 to 5, against a real BackupPC whose daemon runs (in a private
+/// mount namespace): forced-command tells it to reload on every
+/// enrollment, as on a real server.
+#[test]
+#[ignore = "benchmark: run bench/run.sh"]
+fn enrollment() {
+    use backuppc_enroll::protocol::answer::Answer;
+    use backuppc_enroll::ssh::client::Call;
+    use std::net::IpAddr;
+    require_backuppc();
+    let rounds = rounds();
+    let n: usize = std::env::var("BENCH_BURST").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let dir = TestDir::new("bench");
+    let bins = install_bins(&dir);
+    // BENCH_RELOAD=none: the same figures without telling the daemon, to
+    // see what the reload costs.
+    let reload = std::env::var("BENCH_RELOAD").unwrap_or_else(|_| "daemon".into());
+    let bpc = BackupPc::new(
+        &dir,
+        &bins.forced_command,
+        &format!("host_naming = \"ip\"\nrequest_timeout = 300\nreload = {reload:?}\n"),
+    );
+    // The trivial session enrollments are compared with: a second
+    // register key whose forced command is /bin/true.
+    let reg_true = dir.join("reg_true");
+    bpc.authorize(&format!("restrict,command=\"/bin/true\" {}", keygen(&reg_true, "bench register true")));
+    let sshd = bpc.sshd(&dir.join("sshd"), &["backuppc"], "");
+    let ns = sshd.pid();
+    let daemon = bpc.start_daemon(&dir, ns);
+    let pins = dir.join("pins");
+    fs::write(&pins, sshd.known_hosts_line()).unwrap();
+    let hello_text = format!("protocol: 2\nhostkey: {}\nuser: bckpciuem\nport: 22\n", sshd.host_pub);
+    let hello = dir.join("hello");
+    fs::write(&hello, &hello_text).unwrap();
+    println!("\n(BackupPC's daemon running; forced-command's reload = {reload:?})");
+    print_header();
+
+    // 3. One enrollment (OpenSSH's client) against a trivial session.
     let register = |key: &Path| {
-        format!(
-            "ssh -x -a -T -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -i {} -p {} -l {} 127.0.0.1 linux:cmartin < {}",
-            w.etc.join("server_host_keys").display(),
-            key.display(),
-            w.sshd.port,
-            w.server.name,
-            hello.display()
-        )
+        let mut c = Command::new("/usr/bin/ssh");
+        c.args(["-x", "-a", "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o"])
+            .arg(format!("UserKnownHostsFile={}", pins.display()))
+            .arg("-i")
+            .arg(key)
+            .args(["-p", &sshd.port.to_string(), "-l", "backuppc", "127.0.0.1", "linux:cmartin"])
+            .stdin(fs::File::open(&hello).unwrap());
+        timed(&mut c)
     };
-    hyperfine(
+    compare(
         "3. register key: /bin/true vs a whole enrollment",
+        2,
         rounds * 2,
-        &register(&reg_true),
-        &register(&w.register_key),
-        None,
+        || register(&reg_true),
+        || register(&bpc.register_key),
+    );
+    let told = reload == "daemon";
+    if told {
+        let audit = fs::read_to_string(bpc.registry.join("audit.log")).unwrap();
+        assert!(audit.contains("\"backuppc_reload\":\"ok\""), "the running daemon was told to reload: {audit}");
+        let listed = text(&bpc.mesg(ns, &["status", "hosts"]).stdout);
+        assert!(listed.contains("\"127.0.0.1\""), "the daemon lists the enrolled host: {listed}");
+    }
+
+    // Handler CPU: forced-command alone, as sshd runs it, in the
+    // namespace as backuppc; user+sys of the child, less the same chain
+    // (nsenter, setpriv) exec'ing /bin/true.
+    let cpu = |program: &Path| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--target={ns}"))
+            .args(["--mount", "--", "setpriv", "--reuid=backuppc", "--regid=backuppc", "--init-groups", "--"])
+            .arg(program)
+            .arg("--config")
+            .arg(&bpc.server_toml)
+            .env_clear()
+            .env("SSH_ORIGINAL_COMMAND", "linux:cmartin")
+            .env("SSH_CONNECTION", "127.0.0.1 40000 127.0.0.1 22")
+            .stdin(fs::File::open(&hello).unwrap());
+        let before = children_cpu();
+        timed(&mut c);
+        children_cpu() - before
+    };
+    let runs = rounds * 4;
+    let (mut fc, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        fc.push(cpu(&bins.forced_command));
+        base.push(cpu(Path::new("/bin/true")));
+    }
+    let (fc0, fcm, fc1) = spread(fc);
+    let (_, bm, _) = spread(base);
+    println!(
+        "{:<52} {:>24} {:>24}",
+        format!("   handler CPU (user+sys), {runs} runs"),
+        format!("{:.2} / {:.2} / {:.2}", ms(fc0), ms(fcm), ms(fc1)),
+        format!("median less exec chain {:.2}", ms(fcm.saturating_sub(bm)))
     );
 
-    // ssh2 (enroll's client), with and without TCP_NODELAY: a trivial
+    // 5. enroll's ssh2 client, with and without TCP_NODELAY: a trivial
     // session of the register key, in-process.
     let call = |nodelay: bool| {
-        let pins = w.etc.join("server_host_keys");
-        let user = w.server.name.clone();
-        let c = backuppc_enroll::ssh::client::Call {
+        let c = Call {
             server: "127.0.0.1",
-            port: w.sshd.port,
-            user: &user,
+            port: sshd.port,
+            user: "backuppc",
             register_key: &reg_true,
             host_keys_file: &pins,
             timeout: Duration::from_secs(30),
@@ -206,44 +342,22 @@ fn bench() {
         assert_eq!(r.exit_status, 0);
         start.elapsed()
     };
-    compare("5. ssh2 session: TCP_NODELAY on vs off", rounds * 2, || call(true), || call(false));
-}
+    compare("5. ssh2 session: TCP_NODELAY on vs off", 2, rounds * 2, || call(true), || call(false));
 
-/// Figure 4: a burst of 200 concurrent enrollments of distinct hosts (one
-/// loopback source address each, host_naming = "ip"), through enroll's own
-/// SSH client (with its retries), against a burst of trivial sessions of
-/// the register key; once with Debian's default MaxStartups, once raised.
-#[test]
-#[ignore = "benchmark: run bench/run.sh"]
-fn burst() {
-    use backuppc_enroll::protocol::answer::Answer;
-    use backuppc_enroll::ssh::client::Call;
-    use std::net::IpAddr;
-    let n: usize = std::env::var("BENCH_BURST").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let w = World::new(Options {
-        server_extra: "host_naming = \"ip\"\nrequest_timeout = 300\n".into(),
-        ..Options::default()
-    });
-    let reg_true = trivial_register_key(&w);
-    let hello = format!("protocol: 2\nhostkey: {}\nuser: bckpciuem\nport: 22\n", w.sshd.host_pub);
-    let key_for = |sshd: &Sshd, name: &str| {
-        let f = w.dir.join(name);
-        fs::write(&f, sshd.known_hosts_line()).unwrap();
-        f
-    };
-    // One burst: n threads, each its own source address; successes, wall.
+    // 4. A burst of n concurrent enrollments of distinct hosts (one
+    // loopback source address each), through enroll's own SSH client
+    // (with its retries), against a burst of trivial sessions.
     let burst = |port: u16, pins: &Path, key: &Path, enroll: bool| -> (usize, Duration) {
         let start = Instant::now();
         let handles: Vec<_> = (0..n)
             .map(|i| {
-                let (pins, key, hello) = (pins.to_path_buf(), key.to_path_buf(), hello.clone());
-                let user = w.server.name.clone();
+                let (pins, key, hello) = (pins.to_path_buf(), key.to_path_buf(), hello_text.clone());
                 std::thread::spawn(move || {
                     let source: IpAddr = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250).parse().unwrap();
                     let call = Call {
                         server: "127.0.0.1",
                         port,
-                        user: &user,
+                        user: "backuppc",
                         register_key: &key,
                         host_keys_file: &pins,
                         timeout: Duration::from_secs(120),
@@ -262,46 +376,60 @@ fn burst() {
         (ok, start.elapsed())
     };
     println!(
-        "\n{:<58} {:>12} {:>12} {:>8}",
+        "\n{:<52} {:>12} {:>12} {:>8}",
         format!("4. burst of {n} (A: trivial, B: enrollments)"),
         "A wall",
         "B wall",
         "B/A"
     );
+    let mut sshds = Vec::new();
     for (label, max_startups) in
         [("Debian default MaxStartups 10:30:100", "10:30:100"), ("MaxStartups 400:30:800", "400:30:800")]
     {
-        let sshd = Sshd::start_with(
-            &w.dir.join(&format!("sshd-{max_startups}").replace(":", "-")),
-            &[&w.server.name],
-            SshdOptions { extra_config: format!("MaxStartups {max_startups}\n"), ..Default::default() },
+        let s = bpc.sshd(
+            &dir.join(&format!("sshd-{}", max_startups.replace(':', "-"))),
+            &["backuppc"],
+            &format!("MaxStartups {max_startups}\n"),
         );
-        let pins = key_for(&sshd, &format!("pins-{}", sshd.port));
-        let (ok_a, wall_a) = burst(sshd.port, &pins, &reg_true, false);
-        let (ok_b, wall_b) = burst(sshd.port, &pins, &w.register_key, true);
+        let pins = dir.join(&format!("pins-{}", s.port));
+        fs::write(&pins, s.known_hosts_line()).unwrap();
+        let (ok_a, wall_a) = burst(s.port, &pins, &reg_true, false);
+        let (ok_b, wall_b) = burst(s.port, &pins, &bpc.register_key, true);
         println!(
-            "{:<58} {:>9.1} s  {:>9.1} s  {:>7.3}x   ({ok_a}/{n} and {ok_b}/{n} succeeded)",
+            "{:<52} {:>10.2} s {:>10.2} s {:>7.3}x   ({ok_a}/{n} and {ok_b}/{n} succeeded)",
             label,
             wall_a.as_secs_f64(),
             wall_b.as_secs_f64(),
             wall_b.as_secs_f64() / wall_a.as_secs_f64()
         );
-        assert_eq!(ok_b, n, "every enrollment of the burst succeeds");
+        assert_eq!(ok_b, n, "every enrollment of the burst succeeds: {}", fs::read_to_string(&s.log).unwrap());
+        sshds.push(s);
     }
-    // Afterwards: exactly n intact entries everywhere.
-    let hosts = fs::read_to_string(w.conf_dir.join("hosts")).unwrap();
-    let rows = backuppc_enroll::backuppc::hosts::entries(&hosts)
-        .into_iter()
-        .filter(|(_, e)| e.host.starts_with("127.0."))
-        .count();
-    let kh = fs::read_to_string(w.server.home.join(".ssh/known_hosts")).unwrap();
-    let reg = backuppc_enroll::store::registry::Registry::load(&w.registry_dir.join("registry.json")).unwrap();
-    println!(
-        "   afterwards: {rows} hosts lines, {} known_hosts lines, {} registry entries",
-        kh.lines().count(),
-        reg.hosts.len()
-    );
-    assert_eq!(rows, n);
-    assert_eq!(kh.lines().count(), n);
-    assert_eq!(reg.hosts.len(), n);
+    // Afterwards: exactly n intact burst entries everywhere, and the
+    // daemon, still running, lists them all.
+    let burst_host = |h: &str| h.starts_with("127.0.") && h != "127.0.0.1";
+    let hosts = fs::read_to_string(bpc.etc.join("hosts")).unwrap();
+    let rows =
+        backuppc_enroll::backuppc::hosts::entries(&hosts).into_iter().filter(|(_, e)| burst_host(&e.host)).count();
+    let kh = fs::read_to_string(bpc.top.join(".ssh/known_hosts")).unwrap();
+    let kh_rows = kh.lines().filter(|l| l.split(' ').next().is_some_and(burst_host)).count();
+    let reg = backuppc_enroll::store::registry::Registry::load(&bpc.registry.join("registry.json")).unwrap();
+    let reg_rows = reg.hosts.keys().filter(|h| burst_host(h)).count();
+    let listed = text(&bpc.mesg(ns, &["status", "hosts"]).stdout);
+    let daemon_rows = (0..n).filter(|i| listed.contains(&format!("\"127.0.{}.{}\"", 1 + i / 250, 1 + i % 250))).count();
+    println!("   afterwards: {rows} hosts lines, {kh_rows} known_hosts lines, {reg_rows} registry entries, {daemon_rows} hosts listed by the daemon");
+    assert_eq!((rows, kh_rows, reg_rows), (n, n, n));
+    assert_eq!(daemon_rows, if told { n } else { 0 }, "the daemon lists the hosts it was told of");
+    assert!(daemon.0.id() > 0);
+    drop(daemon);
+}
+
+/// user+sys CPU of this process's waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid
+    // rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) }, 0);
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }

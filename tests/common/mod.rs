@@ -464,5 +464,6 @@ fn compare_trees(a: &Path, b: &Path, owners: bool) {
         }
     }
 }
+pub mod backuppc;
 pub mod forced;
 pub mod world;
