@@ -566,7 +566,7 @@ fn hello(cfg: &ClientConfig) -> Result<Hello> {
         user: Some(cfg.backup_user.clone()),
         port: Some(cfg.sshd_port),
         version: Some(backuppc_enroll::VERSION.into()),
-        token: None,
+        ..Hello::default()
     })
 }
 
