@@ -60,6 +60,7 @@ fn sigkill_at_any_point_leaves_whole_files() {
         if let Ok(kh) = fs::read_to_string(ssh.join("known_hosts")) {
             assert!(kh.is_empty() || kh == format!("localhost {KEY}\n"), "known_hosts is whole: {kh:?}");
         }
+        assert_listed_host_is_complete(&f, &format!("killed after {delay:?}"));
     }
     assert!(killed_midway > 0, "some runs were killed before they finished");
     // A re-run finishes the job, with exactly one entry everywhere.
@@ -133,6 +134,23 @@ fn syscall_counts(f: &ForcedBench, hello: &str) -> Vec<(&'static str, usize)> {
         .collect()
 }
 
+/// What BackupPC sees is never half an enrollment: once the hosts file
+/// lists the host, its per-host config, key and registry entry exist.
+fn assert_listed_host_is_complete(f: &ForcedBench, when: &str) {
+    let hosts_text = fs::read_to_string(f.dir.join("backuppc/hosts")).unwrap();
+    if hosts::find(&hosts_text, "localhost").is_none() {
+        return;
+    }
+    assert!(f.dir.join("backuppc/pc/localhost.pl").exists(), "{when}: hosts line without pc/localhost.pl");
+    assert!(f.dir.join("ssh/backuppc-enroll/localhost.key").exists(), "{when}: hosts line without the key");
+    let reg = Registry::load(&f.dir.join("registry/registry.json")).unwrap();
+    assert!(
+        reg.hosts.get("localhost").is_some_and(|e| e.state == "enrolled"),
+        "{when}: hosts line without an enrolled registry entry: {:?}",
+        reg.hosts.get("localhost")
+    );
+}
+
 /// Back to the state before any enrollment.
 fn reset(f: &ForcedBench) {
     for d in ["backuppc", "registry", "ssh"] {
@@ -184,6 +202,7 @@ fn sigkill_at_every_file_changing_call_then_rerun() {
             if registry.exists() {
                 Registry::load(&registry).unwrap_or_else(|e| panic!("{call} #{when}: registry whole: {e}"));
             }
+            assert_listed_host_is_complete(&f, &format!("{call} #{when}"));
             let rerun = f.run("linux:cmartin", "127.0.0.1", hello.as_bytes(), None);
             assert!(rerun.status.success(), "{call} #{when}: re-run: {}", String::from_utf8_lossy(&rerun.stdout));
             assert_eq!(
