@@ -185,7 +185,7 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     // A bad token is refused before anything is locked or written; the
     // check is repeated under the lock, where the use is counted.
     if cfg.mode == Mode::Token {
-        TokenStore::load(&cfg.tokens)?.check(hello.token.as_deref(), &token_use, now()).map_err(refused)?;
+        TokenStore::load(&cfg.tokens)?.check(hello.token.as_deref(), &token_use, true, now()).map_err(refused)?;
     }
     // The expensive part of an answer is done before the lock, so that
     // enrollments waiting for it wait only for file writes.
@@ -233,15 +233,29 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     if let Err(e) = hosts::upsert(&hosts_text, &host, &request.logon, cfg.allow_reassign || adopted) {
         return Err(refused(e));
     }
+    // Which key to answer: the host's keys as they are on disk decide,
+    // so a crash at any point leaves a state the next call reads right.
+    let keys = HostKeys {
+        current: InstalledKey::read(&srv.key_path(&host)),
+        previous: InstalledKey::read(&srv.previous_key_path(&host)),
+    };
+    let plan = key_plan(
+        keys.current.as_ref().map(|k| k.fingerprint.as_str()),
+        keys.previous.as_ref().map(|k| k.fingerprint.as_str()),
+        hello.installed_key.as_deref(),
+        hello.finish_rekey,
+    );
     match cfg.mode {
         Mode::Open => {}
         Mode::Token => {
             // Counted now, before BackupPC's files change: a token is never
             // good for more enrollments than it allows, even after a crash.
             // The same request retried (its answer was lost) counts no
-            // further use.
+            // further use; a new key beside one the workstation installed
+            // is a new use.
+            let retry = plan != KeyPlan::New { keep_current: true };
             let mut store = TokenStore::load(&cfg.tokens)?;
-            let accepted = store.check(hello.token.as_deref(), &token_use, now()).map_err(refused)?;
+            let accepted = store.check(hello.token.as_deref(), &token_use, retry, now()).map_err(refused)?;
             if !accepted.repeat {
                 store.consume(accepted, token_use);
                 store.save(&cfg.tokens, srv.file(0o600))?;
@@ -263,18 +277,6 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             }
         }
     }
-    // Which key to answer: the host's keys as they are on disk decide,
-    // so a crash at any point leaves a state the next call reads right.
-    let keys = HostKeys {
-        current: InstalledKey::read(&srv.key_path(&host)),
-        previous: InstalledKey::read(&srv.previous_key_path(&host)),
-    };
-    let plan = key_plan(
-        keys.current.as_ref().map(|k| k.fingerprint.as_str()),
-        keys.previous.as_ref().map(|k| k.fingerprint.as_str()),
-        hello.installed_key.as_deref(),
-        hello.finish_rekey,
-    );
     // Recorded before the first BackupPC file is written, so that after a
     // crash midway the files are known to be the toolkit's and a re-run
     // finishes the job.

@@ -155,11 +155,19 @@ impl TokenStore {
         (token, id)
     }
 
-    /// Check `token` for `request`. A request that already used the token
-    /// (same host, logon and host keys) passes even when the token has no
-    /// use left: it is the same enrollment retried. A revoked or expired
-    /// token passes for nobody.
-    pub fn check(&self, token: Option<&str>, request: &TokenUse, now: u64) -> Result<Accepted, TokenRefusal> {
+    /// Check `token` for `request`. With `retry` (the request asks for
+    /// nothing a finished enrollment did not get: a lost answer again, or
+    /// no new key beside one the workstation installed), a request that
+    /// already used the token (same host, logon and host keys) passes even
+    /// when the token has no use left. A revoked or expired token passes
+    /// for nobody.
+    pub fn check(
+        &self,
+        token: Option<&str>,
+        request: &TokenUse,
+        retry: bool,
+        now: u64,
+    ) -> Result<Accepted, TokenRefusal> {
         let token = token.ok_or(TokenRefusal::Missing)?;
         let h = hash(token);
         let index = self.tokens.iter().position(|t| t.hash == h).ok_or(TokenRefusal::Unknown)?;
@@ -176,7 +184,7 @@ impl TokenStore {
         if t.host.as_deref().is_some_and(|x| x != request.host) {
             return Err(TokenRefusal::WrongHost);
         }
-        let repeat = t.used_by.contains(request);
+        let repeat = retry && t.used_by.contains(request);
         if t.uses_left == Some(0) && !repeat {
             return Err(TokenRefusal::UsedUp);
         }
@@ -236,9 +244,9 @@ mod tests {
             (Some(&any), "cmartin", "dormeur", 9_999_999, ok(1), "unlimited, no expiry"),
         ];
         for (t, logon, host, now, want, why) in rows {
-            assert_eq!(&s.check(*t, &req(logon, host), *now), want, "{why}");
+            assert_eq!(&s.check(*t, &req(logon, host), true, *now), want, "{why}");
         }
-        let first = s.check(Some(&once), &req("x", "h"), 1000).unwrap();
+        let first = s.check(Some(&once), &req("x", "h"), true, 1000).unwrap();
         s.consume(first, req("x", "h"));
         assert_eq!(s.tokens[0].uses_left, Some(0));
         // After the single use: only the same request gets through again.
@@ -257,18 +265,23 @@ mod tests {
             (req("x", "h"), 4600, Err(TokenRefusal::Expired), "a retry after expiry"),
         ];
         for (r, now, want, why) in rows {
-            assert_eq!(&s.check(Some(&once), r, *now), want, "{why}");
+            assert_eq!(&s.check(Some(&once), r, true, *now), want, "{why}");
         }
-        let again = s.check(Some(&once), &req("x", "h"), 1000).unwrap();
+        assert_eq!(
+            s.check(Some(&once), &req("x", "h"), false, 1000),
+            Err(TokenRefusal::UsedUp),
+            "the same host asking for a new key is a new use"
+        );
+        let again = s.check(Some(&once), &req("x", "h"), true, 1000).unwrap();
         s.consume(again, req("x", "h"));
         assert_eq!(s.tokens[0].used_by.len(), 1, "a repeat records nothing more");
         assert!(s.revoke(&id[..8]));
-        assert_eq!(s.check(Some(&once), &req("x", "h"), 1000), Err(TokenRefusal::Revoked), "revoked: no retry");
+        assert_eq!(s.check(Some(&once), &req("x", "h"), true, 1000), Err(TokenRefusal::Revoked), "revoked: no retry");
         assert!(!s.revoke("abc"), "prefix too short");
         // Multi-use: a repeat does not count, a new request does.
         let (twice, _) = s.create(Some(2), None, None, None, 1000);
         for (r, left) in [(req("x", "a"), 1), (req("x", "a"), 1), (req("x", "b"), 0)] {
-            let a = s.check(Some(&twice), &r, 1000).unwrap();
+            let a = s.check(Some(&twice), &r, true, 1000).unwrap();
             s.consume(a, r);
             assert_eq!(s.tokens[2].uses_left, Some(left));
         }
