@@ -195,7 +195,15 @@ pub fn main(cli: &Cli) -> Result<()> {
                 let marked = ClientState { rekey_from: Some(s.key_fingerprint.clone()), ..s.clone() };
                 local::save_state(&cfg, &marked)?;
             }
-            let success = call_server(&cfg, &server, &logon, cli.token.as_deref(), installed.as_deref(), finish)?;
+            let answer = call_server(&cfg, &server, &logon, cli.token.as_deref(), installed.as_deref(), finish);
+            // A server that said no changed nothing: no re-enrollment is
+            // under way (a timeout or a lost connection leaves the mark).
+            if let (Err(e), Some(s)) = (&answer, state.as_ref().filter(|s| s.rekey_from.is_none())) {
+                if e.downcast_ref::<Refused>().is_some() || e.downcast_ref::<Pending>().is_some() {
+                    local::save_state(&cfg, s)?;
+                }
+            }
+            let success = answer?;
             p.done(&[format!("registered as host {}", success.host.as_deref().unwrap_or("?"))]);
             (success, timestamp())
         }
