@@ -186,6 +186,16 @@ pub fn check(cfg: &ClientConfig, state: &ClientState, line: &KeyLine) -> Result<
     ));
     let rsyncsend = Path::new(&line.rsyncsend);
     out.push((rsyncsend.is_file(), format!("{} is installed", rsyncsend.display())));
+    out.push(match &state.rekey_from {
+        None => (true, "no re-enrollment is left unfinished".to_string()),
+        Some(_) => (
+            false,
+            format!(
+                "a re-enrollment with {} was cut off: the server still accepts the previous key; run enroll to finish it",
+                state.server
+            ),
+        ),
+    });
     Ok(out)
 }
 

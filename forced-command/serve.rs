@@ -285,6 +285,8 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
         reg.hosts.insert(host.clone(), record(&host, &request, ip, "", &hello, "enrolling"));
         reg.save(&cfg.registry, srv.file(0o640))?;
     }
+    let pc_dir = cfg.backuppc_conf_dir.join("pc");
+    let pc_dir_existed = pc_dir.is_dir();
     let target = Target { host: host.clone(), request: &request, ip, hello: &hello, from, shares, adopted };
     let result = write_host(&srv, &mut reg, &target, audit, plan, fresh, keys);
     if result.is_err() && recorded {
@@ -306,6 +308,11 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             }
             _ => {}
         }
+    }
+    if result.is_err() && !pc_dir_existed {
+        // Made for this host's pc/HOST.pl, which was never written (a
+        // folder with anything in it stays).
+        let _ = std::fs::remove_dir(&pc_dir);
     }
     result
 }

@@ -109,6 +109,9 @@ fn interrupted_rekey_keeps_backups_working_and_a_rerun_finishes_it() {
     let ssh = w.ssh_command("localhost");
     assert!(ssh.contains(&format!("-i {} -i {}", key.display(), prev.display())), "{ssh}");
     backup_works(&w, "during");
+    let out = w.enroll(&["--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("was cut off"), "{}", text(&out.stdout));
 
     // A plain re-run (no --rekey) finishes the job, with the same new key.
     let out = w.enroll_ok(&["--logon", "cmartin", "--yes"]);
