@@ -472,6 +472,17 @@ fn write_host(
     srv.ensure_dir(&srv.key_dir(), srv.file(0o700))?;
     let key_path = srv.key_path(host);
     let previous_path = srv.previous_key_path(host);
+    // Under the lock, what a killed run left of the host's key files is
+    // stale: a run that answers the same key again writes none of them.
+    let staged_path = StagedKey::path(&key_path);
+    for p in [&key_path, &staged_path, &previous_path, &srv.pub_key_path(host)] {
+        if let Some(name) = p.file_name() {
+            atomic::remove_stale_temps(&srv.key_dir(), &name.to_string_lossy());
+        }
+    }
+    if matches!(plan, KeyPlan::Same { .. }) {
+        let _ = std::fs::remove_file(&staged_path);
+    }
 
     let (public, fingerprint, staged, keep_previous) = match (plan, keys.current) {
         (KeyPlan::Same { keep_previous }, Some(current)) => {
@@ -581,10 +592,15 @@ struct StagedKey {
 }
 
 impl StagedKey {
-    fn write(target: &Path, contents: &[u8], own: Ownership) -> std::io::Result<StagedKey> {
+    /// `HOST.key.new`, beside `target`.
+    fn path(target: &Path) -> std::path::PathBuf {
         let mut staged = target.as_os_str().to_owned();
         staged.push(".new");
-        let staged = std::path::PathBuf::from(staged);
+        std::path::PathBuf::from(staged)
+    }
+
+    fn write(target: &Path, contents: &[u8], own: Ownership) -> std::io::Result<StagedKey> {
+        let staged = StagedKey::path(target);
         atomic::write(&staged, contents, own)?;
         Ok(StagedKey { staged, target: target.to_path_buf(), committed: false })
     }
