@@ -186,16 +186,16 @@ pub fn check(cfg: &ClientConfig, state: &ClientState, line: &KeyLine) -> Result<
     ));
     let rsyncsend = Path::new(&line.rsyncsend);
     out.push((rsyncsend.is_file(), format!("{} is installed", rsyncsend.display())));
-    out.push(match &state.rekey_from {
-        None => (true, "no re-enrollment is left unfinished".to_string()),
-        Some(_) => (
+    // Only when there is one: a finished enrollment has nothing to show.
+    if state.rekey_from.is_some() {
+        out.push((
             false,
             format!(
                 "a re-enrollment with {} was cut off: the server still accepts the previous key; run enroll to finish it",
                 state.server
             ),
-        ),
-    });
+        ));
+    }
     Ok(out)
 }
 
