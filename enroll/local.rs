@@ -186,6 +186,16 @@ pub fn check(cfg: &ClientConfig, config: &Path, state: &ClientState, line: &KeyL
     ));
     let rsyncsend = Path::new(&line.rsyncsend);
     out.push((rsyncsend.is_file(), format!("{} is installed", rsyncsend.display())));
+    // Only when there is one: a finished enrollment has nothing to show.
+    if state.rekey_from.is_some() {
+        out.push((
+            false,
+            format!(
+                "a re-enrollment with {} was cut off: the server still accepts the previous key; run enroll to finish it",
+                state.server
+            ),
+        ));
+    }
     Ok(out)
 }
 

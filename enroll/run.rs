@@ -153,7 +153,8 @@ pub fn main(cli: &Cli) -> Result<()> {
     }
     preflight(&cfg)?;
     let logon = choose_logon(cli, state.as_ref())?;
-    let reuse = state.as_ref().filter(|s| s.logon == logon && !cli.rekey).cloned();
+    // An interrupted re-enrollment is finished by any re-run.
+    let reuse = state.as_ref().filter(|s| s.logon == logon && !cli.rekey && s.rekey_from.is_none()).cloned();
 
     if cli.dry_run {
         return dry_run(cli, &cfg, &server, &logon, reuse.as_ref(), state.as_ref());
@@ -180,8 +181,29 @@ pub fn main(cli: &Cli) -> Result<()> {
             (success, s.enrolled_at.clone())
         }
         None => {
+            if state.as_ref().is_some_and(|s| s.rekey_from.is_some()) {
+                p.step(&format!("Finishing the re-enrollment with {server} that was interrupted"));
+                p.done(&[format!("{} records it as under way", cfg.state_file.display())]);
+            }
             p.step(&format!("Asking {server} to enroll {}:{logon}", os()));
-            let success = call_server(&cfg, &server, &logon, cli.token.as_deref())?;
+            let installed = state.as_ref().map(|s| s.key_fingerprint.clone());
+            // The new key was installed already; the server was not told.
+            let finish = state.as_ref().is_some_and(|s| s.rekey_from.as_ref().is_some_and(|f| *f != s.key_fingerprint));
+            // Recorded before the server changes anything: if this run is
+            // cut off, the next one knows to ask the server again.
+            if let Some(s) = state.as_ref().filter(|s| s.rekey_from.is_none()) {
+                let marked = ClientState { rekey_from: Some(s.key_fingerprint.clone()), ..s.clone() };
+                local::save_state(&cfg, &marked)?;
+            }
+            let answer = call_server(&cfg, &server, &logon, cli.token.as_deref(), installed.as_deref(), finish);
+            // A server that said no changed nothing: no re-enrollment is
+            // under way (a timeout or a lost connection leaves the mark).
+            if let (Err(e), Some(s)) = (&answer, state.as_ref().filter(|s| s.rekey_from.is_none())) {
+                if e.downcast_ref::<Refused>().is_some() || e.downcast_ref::<Pending>().is_some() {
+                    local::save_state(&cfg, s)?;
+                }
+            }
+            let success = answer?;
             p.done(&[format!("registered as host {}", success.host.as_deref().unwrap_or("?"))]);
             (success, timestamp())
         }
@@ -229,7 +251,7 @@ pub fn main(cli: &Cli) -> Result<()> {
         eprintln!("    note: {n}");
     }
     let key = names::public_key(&success.key).map_err(anyhow::Error::msg)?;
-    let new_state = ClientState {
+    let mut new_state = ClientState {
         server: server.clone(),
         host: success.host.clone(),
         logon: logon.clone(),
@@ -240,7 +262,41 @@ pub fn main(cli: &Cli) -> Result<()> {
         key_fingerprint: names::fingerprint(&key),
         enrolled_at,
         created_user: local::enroll_created_user(&cfg),
+        rekey_from: None,
     };
+    let before = state.as_ref().filter(|_| !reused);
+    if let Some(before) = before {
+        if before.key_fingerprint != new_state.key_fingerprint {
+            // The server still accepts the key this machine had: tell it the
+            // new one is installed, so it stops. Recorded first, so that a
+            // run cut off here finishes on the next run.
+            local::save_state(
+                &cfg,
+                &ClientState { rekey_from: Some(before.key_fingerprint.clone()), ..new_state.clone() },
+            )?;
+            p.step(&format!("Telling {server} the new key is installed"));
+            let confirmed =
+                call_server(&cfg, &server, &logon, cli.token.as_deref(), Some(&new_state.key_fingerprint), true)
+                    .with_context(|| {
+                        format!(
+                    "the new key is installed, but {server} could not be told so and still accepts the previous one: \
+                     backups work meanwhile; run enroll again to finish"
+                )
+                    })?;
+            if confirmed.key != success.key {
+                // A server that does not keep the previous key made yet
+                // another one: that one is the key now.
+                refuse_known_key(&cfg, &server, &confirmed.key)
+                    .map_err(|why| Unusable(format!("{why}.\n{registered}")))?;
+                let line = key_line(cli, &server, &cfg, from.clone(), &confirmed.key)?;
+                local::install_key_line(&cfg, &line)?;
+                let key = names::public_key(&confirmed.key).map_err(anyhow::Error::msg)?;
+                new_state.key = confirmed.key.clone();
+                new_state.key_fingerprint = names::fingerprint(&key);
+            }
+            p.done(&["the previous key is no longer accepted".to_string()]);
+        }
+    }
     p.step("Enrollment record");
     let saved = local::save_state(&cfg, &new_state)?;
     p.done(&if saved { vec![format!("wrote {}", cfg.state_file.display())] } else { vec![] });
@@ -570,7 +626,7 @@ fn hello(cfg: &ClientConfig) -> Result<Hello> {
         user: Some(cfg.backup_user.clone()),
         port: Some(cfg.sshd_port),
         version: Some(backuppc_enroll::VERSION.into()),
-        token: None,
+        ..Hello::default()
     })
 }
 
@@ -586,9 +642,22 @@ fn fqdn() -> Result<String> {
     Ok(nix::unistd::gethostname()?.to_string_lossy().into_owned())
 }
 
-fn call_server(cfg: &ClientConfig, server: &str, logon: &str, token: Option<&str>) -> Result<Success> {
+/// Ask the server to enroll this machine. `installed`: the fingerprint of
+/// the server's key this machine has installed (on a re-enrollment);
+/// `finish`: that key is the one the server answered last, so the one
+/// before may go.
+fn call_server(
+    cfg: &ClientConfig,
+    server: &str,
+    logon: &str,
+    token: Option<&str>,
+    installed: Option<&str>,
+    finish: bool,
+) -> Result<Success> {
     let mut hello = hello(cfg)?;
     hello.token = token.map(str::to_string);
+    hello.installed_key = installed.map(str::to_string);
+    hello.finish_rekey = finish;
     let call = Call {
         server,
         port: cfg.port,

@@ -239,6 +239,12 @@ fn token(cfg: &ServerConfig, srv: &Server, audit: &Audit, cmd: TokenCmd, admin: 
                 Some(e) => Some(parse_duration(e).with_context(|| format!("--expires {e}: use 90m, 24h or 7d"))?),
                 None => None,
             };
+            if uses == Some(0) {
+                bail!("--uses 0 would make a token that can never be used: give 1 or more, or leave --uses out for unlimited uses");
+            }
+            if ttl == Some(0) {
+                bail!("--expires {} would make a token that is expired at once: give a positive time such as 90m, 24h or 7d, or leave --expires out", expires.as_deref().unwrap_or("0"));
+            }
             let host = match host {
                 Some(h) => Some(names::host_name(&h).map_err(anyhow::Error::msg)?),
                 None => None,

@@ -3,7 +3,7 @@
 //! configured, to the notification webhook).
 
 use crate::server::{now, Server};
-use backuppc_enroll::backuppc::hosts::HostsWriteError;
+use backuppc_enroll::backuppc::hosts::{self, HostsWriteError};
 use backuppc_enroll::backuppc::perhost::PerHostConfig;
 use backuppc_enroll::config::{LogonCheck, Mode, ServerConfig};
 use backuppc_enroll::log::{timestamp, Audit};
@@ -12,7 +12,7 @@ use backuppc_enroll::protocol::answer::Success;
 use backuppc_enroll::protocol::hello::{Hello, MAX_HELLO};
 use backuppc_enroll::protocol::request::Request;
 use backuppc_enroll::server::policy::{self, AllowList, Approval, Directory, Nss, SystemResolver};
-use backuppc_enroll::server::tokens::TokenStore;
+use backuppc_enroll::server::tokens::{TokenStore, TokenUse};
 use backuppc_enroll::ssh::env::SshEnv;
 use backuppc_enroll::store::atomic::{self, Ownership};
 use backuppc_enroll::store::registry::{self, Enrollment, Registry};
@@ -180,18 +180,23 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     };
     let shares = cfg.shares.get(&request.os).cloned().unwrap_or_default();
     let srv = Server::open(cfg).map_err(Outcome::Failed)?;
+    let token_use = TokenUse::new(&host, &request.logon, host_key_fingerprints(&hello));
 
     // A bad token is refused before anything is locked or written; the
     // check is repeated under the lock, where the use is counted.
     if cfg.mode == Mode::Token {
-        TokenStore::load(&cfg.tokens)?.check(hello.token.as_deref(), &request.logon, &host, now()).map_err(refused)?;
+        TokenStore::load(&cfg.tokens)?.check(hello.token.as_deref(), &token_use, true, now()).map_err(refused)?;
     }
+    // The expensive part of an answer is done before the lock, so that
+    // enrollments waiting for it wait only for file writes.
+    let fresh = FreshKey::generate(&host)?;
 
     // One enrollment at a time changes the server's files.
     srv.ensure_parent(&cfg.registry)?;
     let _lock = registry::lock(&cfg.registry)?;
     let mut reg = Registry::load(&cfg.registry)?;
-    let current = backuppc_enroll::backuppc::hosts::find(&srv.hosts().read()?, &host);
+    let hosts_text = srv.hosts().read()?;
+    let current = hosts::find(&hosts_text, &host);
     let entry = reg.hosts.get(&host).cloned();
     let waiting = reg.requests.get(&host).cloned();
     if entry.as_ref().is_some_and(|e| e.state == "revoked") {
@@ -217,29 +222,44 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     let adopted = entry.as_ref().is_some_and(|e| e.state == "adopted");
     // An adopted host's line is the admin's hand-over: its user field does
     // not hold the host for anyone.
-    let held_by = current.filter(|_| !adopted).map(|e| e.user).or_else(|| {
-        entry
-            .as_ref()
-            .filter(|e| e.state == "enrolled" || e.state == "enrolling")
-            .or(waiting.as_ref().filter(|e| e.state == "approved"))
-            .map(|e| e.logon.clone())
-    });
-    if let Some(other) = held_by.filter(|u| *u != request.logon) {
-        if !cfg.allow_reassign {
-            return Err(refused(format!(
-                "host {host} is already registered for another logon ({other}); ask the backup administrator to move it"
-            )));
+    let held = holder(current.filter(|_| !adopted).map(|e| e.user), entry.as_ref(), waiting.as_ref());
+    if !cfg.allow_reassign {
+        if let Some(why) = held.refusal(&host, &request.logon) {
+            return Err(refused(why));
         }
     }
+    // The hosts line is written last; whether it may be is known now, so a
+    // refusal comes before any file (or a token's use) changes.
+    if let Err(e) = hosts::upsert(&hosts_text, &host, &request.logon, cfg.allow_reassign || adopted) {
+        return Err(refused(e));
+    }
+    // Which key to answer: the host's keys as they are on disk decide,
+    // so a crash at any point leaves a state the next call reads right.
+    let keys = HostKeys {
+        current: InstalledKey::read(&srv.key_path(&host)),
+        previous: InstalledKey::read(&srv.previous_key_path(&host)),
+    };
+    let plan = key_plan(
+        keys.current.as_ref().map(|k| k.fingerprint.as_str()),
+        keys.previous.as_ref().map(|k| k.fingerprint.as_str()),
+        hello.installed_key.as_deref(),
+        hello.finish_rekey,
+    );
     match cfg.mode {
         Mode::Open => {}
         Mode::Token => {
             // Counted now, before BackupPC's files change: a token is never
             // good for more enrollments than it allows, even after a crash.
+            // The same request retried (its answer was lost) counts no
+            // further use; a new key beside one the workstation installed
+            // is a new use.
+            let retry = plan != KeyPlan::New { keep_current: true };
             let mut store = TokenStore::load(&cfg.tokens)?;
-            let index = store.check(hello.token.as_deref(), &request.logon, &host, now()).map_err(refused)?;
-            store.consume(index);
-            store.save(&cfg.tokens, srv.file(0o600))?;
+            let accepted = store.check(hello.token.as_deref(), &token_use, retry, now()).map_err(refused)?;
+            if !accepted.repeat {
+                store.consume(accepted, token_use);
+                store.save(&cfg.tokens, srv.file(0o600))?;
+            }
         }
         Mode::Approve => {
             // A request never overwrites a live host's entry: it waits in
@@ -265,14 +285,17 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
         reg.hosts.insert(host.clone(), record(&host, &request, ip, "", &hello, "enrolling"));
         reg.save(&cfg.registry, srv.file(0o640))?;
     }
-    let result = write_host(&srv, &mut reg, &host, &request, ip, &hello, audit, from, shares, adopted);
+    let pc_dir = cfg.backuppc_conf_dir.join("pc");
+    let pc_dir_existed = pc_dir.is_dir();
+    let target = Target { host: host.clone(), request: &request, ip, hello: &hello, from, shares, adopted };
+    let result = write_host(&srv, &mut reg, &target, audit, plan, fresh, keys);
     if result.is_err() && recorded {
         // A failure before any BackupPC file was written leaves no trace
         // in the registry either; an adopted host stays adopted.
         let untouched = srv
             .hosts()
             .read()
-            .and_then(|h| srv.hand_made(&host, backuppc_enroll::backuppc::hosts::find(&h, &host).is_some()))
+            .and_then(|h| srv.hand_made(&host, hosts::find(&h, &host).is_some()))
             .is_ok_and(|found| found.is_empty());
         match entry {
             Some(previous) if adopted => {
@@ -286,48 +309,198 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
             _ => {}
         }
     }
+    if result.is_err() && !pc_dir_existed {
+        // Made for this host's pc/HOST.pl, which was never written (a
+        // folder with anything in it stays).
+        let _ = std::fs::remove_dir(&pc_dir);
+    }
     result
 }
 
-/// Write the host's key, BackupPC files and registry entry; under the
-/// registry lock, after every check passed. `adopted`: the admin handed
-/// the host over, so its hosts line is rewritten whatever logon it names.
-#[allow(clippy::too_many_arguments)]
+/// Who holds a host for a logon already, as far as the enrollment checks.
+#[derive(Debug, PartialEq, Eq)]
+enum Holder {
+    Nobody,
+    /// Its hosts line, or the toolkit's record of it (enrolled or enrolling).
+    Registered(String),
+    /// An admin approved another logon's request, not enrolled yet.
+    Approved(String),
+}
+
+fn holder(line_user: Option<String>, entry: Option<&Enrollment>, waiting: Option<&Enrollment>) -> Holder {
+    if let Some(u) = line_user {
+        return Holder::Registered(u);
+    }
+    if let Some(e) = entry.filter(|e| e.state == "enrolled" || e.state == "enrolling") {
+        return Holder::Registered(e.logon.clone());
+    }
+    match waiting.filter(|e| e.state == "approved") {
+        Some(e) => Holder::Approved(e.logon.clone()),
+        None => Holder::Nobody,
+    }
+}
+
+impl Holder {
+    /// Why `logon` may not enroll `host` (without reassignment), if so.
+    /// An approved request's logon is another person's pending business:
+    /// not named to whoever asks.
+    fn refusal(&self, host: &str, logon: &str) -> Option<String> {
+        match self {
+            Holder::Registered(other) if other != logon => Some(format!(
+                "host {host} is already registered for another logon ({other}); ask the backup administrator to move it"
+            )),
+            Holder::Approved(other) if other != logon => Some(format!(
+                "host {host} is approved for enrollment by another logon and not yet enrolled; ask the backup administrator"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Which key a (re-)enrollment answers, from the host's keys on the server
+/// and the key the workstation says it has installed (`installed-key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyPlan {
+    /// Generate a new key. `keep_current`: the current key becomes
+    /// `HOST.key.prev` and stays accepted, as the workstation has it
+    /// installed until it installs the new one.
+    New { keep_current: bool },
+    /// Answer the current key again. `keep_previous`: `HOST.key.prev`
+    /// stays accepted (the workstation missed the answer and still has it).
+    Same { keep_previous: bool },
+}
+
+fn key_plan(current: Option<&str>, previous: Option<&str>, installed: Option<&str>, finish: bool) -> KeyPlan {
+    match (current, installed) {
+        // The workstation installed the current key and says so: done.
+        (Some(c), Some(i)) if c == i && finish => KeyPlan::Same { keep_previous: false },
+        // It installed the current key and asks for another: rotate.
+        (Some(c), Some(i)) if c == i => KeyPlan::New { keep_current: true },
+        // It missed the last answer: the same answer again.
+        (Some(_), Some(i)) if previous == Some(i) => KeyPlan::Same { keep_previous: true },
+        // A first enrollment, an older client, or a key the server does
+        // not know: nothing on the workstation to keep working.
+        _ => KeyPlan::New { keep_current: false },
+    }
+}
+
+/// A key pair made before the lock is taken; dropped unused when the
+/// current key is answered again.
+struct FreshKey {
+    /// OpenSSH text of the private key (wiped from memory when dropped).
+    private: Box<dyn std::ops::Deref<Target = String>>,
+    public: String,
+    fingerprint: String,
+}
+
+impl FreshKey {
+    fn generate(host: &str) -> Result<FreshKey, Outcome> {
+        let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)?;
+        key.set_comment(format!("backuppc@{} for {host}", nix::unistd::gethostname()?.to_string_lossy()));
+        Ok(FreshKey {
+            private: Box::new(key.to_openssh(LineEnding::LF)?),
+            public: key.public_key().to_openssh()?,
+            fingerprint: names::fingerprint(key.public_key()),
+        })
+    }
+}
+
+/// A private key file of the host on the server, as read under the lock.
+struct InstalledKey {
+    bytes: Vec<u8>,
+    public: String,
+    fingerprint: String,
+}
+
+impl InstalledKey {
+    /// `None` when missing or unreadable: a key that cannot be read cannot
+    /// be answered again, so a new one is made.
+    fn read(path: &Path) -> Option<InstalledKey> {
+        let bytes = std::fs::read(path).ok()?;
+        let key = PrivateKey::from_openssh(&bytes).ok()?;
+        Some(InstalledKey {
+            public: key.public_key().to_openssh().ok()?,
+            fingerprint: names::fingerprint(key.public_key()),
+            bytes,
+        })
+    }
+}
+
+struct HostKeys {
+    current: Option<InstalledKey>,
+    previous: Option<InstalledKey>,
+}
+
+/// What is enrolled, as the checks settled it.
+struct Target<'a> {
+    host: String,
+    request: &'a Request,
+    ip: std::net::IpAddr,
+    hello: &'a Hello,
+    from: String,
+    shares: Vec<String>,
+    /// The admin handed the host over, so its hosts line is rewritten
+    /// whatever logon it names.
+    adopted: bool,
+}
+
+/// Write the host's keys, BackupPC files and registry entry; under the
+/// registry lock, after every check passed.
+///
+/// Order: a new key is staged beside the current one (which is first kept
+/// as `HOST.key.prev` when the workstation still has it installed), then
+/// pc/HOST.pl, known_hosts and the registry are written, the key is
+/// renamed into place, and the hosts line comes last: BackupPC never
+/// schedules the host without its per-host config, key and registry entry.
+/// A refusal or failure on the way removes the staged key and leaves the
+/// host's working key as it was; a crash leaves files that are each whole,
+/// and re-running finishes the job.
 fn write_host(
     srv: &Server,
     reg: &mut Registry,
-    host: &str,
-    request: &Request,
-    ip: std::net::IpAddr,
-    hello: &Hello,
+    t: &Target,
     audit: &Audit,
-    from: String,
-    shares: Vec<String>,
-    adopted: bool,
+    plan: KeyPlan,
+    fresh: FreshKey,
+    keys: HostKeys,
 ) -> Result<Success, Outcome> {
     let cfg = srv.cfg;
-    let host = host.to_string();
+    let (host, request, hello) = (&t.host, t.request, t.hello);
     let client_user = hello.user.clone().unwrap_or_else(|| cfg.client_user.clone());
     let client_port = hello.port.unwrap_or(22);
     srv.ensure_dir(&srv.ssh_dir, srv.file(0o700))?;
     srv.ensure_dir(&srv.key_dir(), srv.file(0o700))?;
-    let key_path = srv.key_path(&host);
-    let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)?;
-    key.set_comment(format!("backuppc@{} for {host}", nix::unistd::gethostname()?.to_string_lossy()));
-    let private = key.to_openssh(LineEnding::LF)?;
-    let public = key.public_key().to_openssh()?;
-
-    // Order: the new key is staged beside the current one, then
-    // BackupPC's files and the registry are written, and the key is
-    // renamed into place last. A refusal or failure on the way removes the
-    // staged key and leaves the host's working key as it was; a crash
-    // leaves files that are each whole, and re-running finishes the job.
-    let staged = StagedKey::write(&key_path, private.as_bytes(), srv.file(0o600))?;
-    match srv.hosts().register(&host, &request.logon, cfg.allow_reassign || adopted) {
-        Ok(_) => {}
-        Err(HostsWriteError::Policy(e)) => return Err(refused(e)),
-        Err(e) => return Err(e.into()),
+    let key_path = srv.key_path(host);
+    let previous_path = srv.previous_key_path(host);
+    // Under the lock, what a killed run left of the host's key files is
+    // stale: a run that answers the same key again writes none of them.
+    let staged_path = StagedKey::path(&key_path);
+    for p in [&key_path, &staged_path, &previous_path, &srv.pub_key_path(host)] {
+        if let Some(name) = p.file_name() {
+            atomic::remove_stale_temps(&srv.key_dir(), &name.to_string_lossy());
+        }
     }
+    if matches!(plan, KeyPlan::Same { .. }) {
+        let _ = std::fs::remove_file(&staged_path);
+    }
+
+    let (public, fingerprint, staged, keep_previous) = match (plan, keys.current) {
+        (KeyPlan::Same { keep_previous }, Some(current)) => {
+            (current.public, current.fingerprint, None, keep_previous && keys.previous.is_some())
+        }
+        (KeyPlan::New { keep_current }, current) => {
+            let keep = match current.filter(|_| keep_current) {
+                Some(current) => {
+                    atomic::write(&previous_path, &current.bytes, srv.file(0o600))?;
+                    true
+                }
+                None => false,
+            };
+            let staged = StagedKey::write(&key_path, fresh.private.as_bytes(), srv.file(0o600))?;
+            (fresh.public, fresh.fingerprint, Some(staged), keep)
+        }
+        (KeyPlan::Same { .. }, None) => unreachable!("key_plan answers the current key only when there is one"),
+    };
     let pc_dir = cfg.backuppc_conf_dir.join("pc");
     srv.ensure_dir(&pc_dir, srv.in_conf_dir(0o750))?;
     let per_host = PerHostConfig {
@@ -336,11 +509,12 @@ fn write_host(
         client_user,
         client_port,
         key_path: key_path.to_string_lossy().into_owned(),
+        previous_key_path: keep_previous.then(|| previous_path.to_string_lossy().into_owned()),
         known_hosts: srv.known_hosts().to_string_lossy().into_owned(),
         rsync_client_path: cfg.rsync_client_path.clone(),
-        shares: shares.clone(),
+        shares: t.shares.clone(),
     };
-    let pl = srv.per_host_config(&host);
+    let pl = srv.per_host_config(host);
     // A re-enrollment keeps what the host's user saved in the web
     // interface: only the toolkit's own settings are replaced.
     let per_host_text = match std::fs::read_to_string(&pl) {
@@ -350,31 +524,50 @@ fn write_host(
     };
     atomic::write(&pl, per_host_text.as_bytes(), Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)))?;
     if !hello.hostkeys.is_empty() {
-        srv.pin_host_keys(&host, &hello.hostkeys)?;
+        srv.pin_host_keys(host, &hello.hostkeys)?;
     }
-    let fingerprint = names::fingerprint(key.public_key());
     reg.version = 1;
-    reg.hosts.insert(host.clone(), record(&host, request, ip, &fingerprint, hello, "enrolled"));
-    reg.requests.remove(&host);
+    reg.hosts.insert(host.clone(), record(host, request, t.ip, &fingerprint, hello, "enrolled"));
+    reg.requests.remove(host);
     reg.save(&cfg.registry, srv.file(0o640))?;
-    staged.commit()?;
-    atomic::write(&srv.pub_key_path(&host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
+    if let Some(staged) = staged {
+        staged.commit()?;
+        atomic::write(&srv.pub_key_path(host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
+    }
+    // pc/HOST.pl no longer names the previous key: it can go.
+    if !keep_previous {
+        match std::fs::remove_file(&previous_path) {
+            Ok(()) => atomic::sync_dir(&srv.key_dir())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match srv.hosts().register(host, &request.logon, cfg.allow_reassign || t.adopted) {
+        Ok(_) => {}
+        Err(HostsWriteError::Policy(e)) => return Err(refused(e)),
+        Err(e) => return Err(e.into()),
+    }
     let reloaded = srv.reload_backuppc();
     audit.event(
         "accepted",
         json!({
-            "client": ip.to_string(), "request": request.to_string(), "host": host,
+            "client": t.ip.to_string(), "request": request.to_string(), "host": host,
             "protocol": hello.protocol, "host_keys": hello.hostkeys.len(),
-            "key": fingerprint, "backuppc_reload": reloaded,
+            "key": fingerprint, "key_plan": format!("{plan:?}"), "previous_key_kept": keep_previous,
+            "backuppc_reload": reloaded,
         }),
     );
     Ok(Success {
         key: public.trim_end().to_string(),
-        url: cfg.url_for(&host, &request.logon),
-        host: Some(host),
-        from: Some(from),
-        shares,
+        url: cfg.url_for(host, &request.logon),
+        host: Some(host.clone()),
+        from: Some(t.from.clone()),
+        shares: t.shares.clone(),
     })
+}
+
+fn host_key_fingerprints(hello: &Hello) -> Vec<String> {
+    hello.hostkeys.iter().filter_map(|k| names::public_key(k).ok()).map(|k| names::fingerprint(&k)).collect()
 }
 
 fn record(host: &str, request: &Request, ip: std::net::IpAddr, key: &str, hello: &Hello, state: &str) -> Enrollment {
@@ -384,12 +577,7 @@ fn record(host: &str, request: &Request, ip: std::net::IpAddr, key: &str, hello:
         os: request.os.clone(),
         address: ip.to_string(),
         key_fingerprint: key.to_string(),
-        host_key_fingerprints: hello
-            .hostkeys
-            .iter()
-            .filter_map(|k| names::public_key(k).ok())
-            .map(|k| names::fingerprint(&k))
-            .collect(),
+        host_key_fingerprints: host_key_fingerprints(hello),
         enrolled_at: timestamp(),
         state: state.to_string(),
     }
@@ -404,10 +592,15 @@ struct StagedKey {
 }
 
 impl StagedKey {
-    fn write(target: &Path, contents: &[u8], own: Ownership) -> std::io::Result<StagedKey> {
+    /// `HOST.key.new`, beside `target`.
+    fn path(target: &Path) -> std::path::PathBuf {
         let mut staged = target.as_os_str().to_owned();
         staged.push(".new");
-        let staged = std::path::PathBuf::from(staged);
+        std::path::PathBuf::from(staged)
+    }
+
+    fn write(target: &Path, contents: &[u8], own: Ownership) -> std::io::Result<StagedKey> {
+        let staged = StagedKey::path(target);
         atomic::write(&staged, contents, own)?;
         Ok(StagedKey { staged, target: target.to_path_buf(), committed: false })
     }
@@ -423,6 +616,78 @@ impl Drop for StagedKey {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_file(&self.staged);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_plan_table() {
+        let (k0, k1, other) = ("SHA256:k0", "SHA256:k1", "SHA256:x");
+        #[allow(clippy::type_complexity)]
+        let rows: &[(Option<&str>, Option<&str>, Option<&str>, bool, KeyPlan, &str)] = &[
+            (None, None, None, false, KeyPlan::New { keep_current: false }, "first enrollment"),
+            (None, None, Some(k0), false, KeyPlan::New { keep_current: false }, "server lost the key"),
+            (Some(k0), None, None, false, KeyPlan::New { keep_current: false }, "older client: as before"),
+            (Some(k0), None, Some(k0), false, KeyPlan::New { keep_current: true }, "rekey: old key kept"),
+            (Some(k1), Some(k0), Some(k1), false, KeyPlan::New { keep_current: true }, "next rekey: k0 dropped"),
+            (Some(k1), Some(k0), Some(k0), false, KeyPlan::Same { keep_previous: true }, "answer lost: same again"),
+            (Some(k1), Some(k0), Some(k0), true, KeyPlan::Same { keep_previous: true }, "finish before install"),
+            (Some(k1), Some(k0), Some(k1), true, KeyPlan::Same { keep_previous: false }, "finish: k0 dropped"),
+            (Some(k1), None, Some(k1), true, KeyPlan::Same { keep_previous: false }, "finish repeated"),
+            (Some(k1), Some(k0), Some(other), false, KeyPlan::New { keep_current: false }, "unknown installed key"),
+            (Some(k1), Some(k0), Some(other), true, KeyPlan::New { keep_current: false }, "unknown key, finish"),
+            (None, Some(k0), Some(k0), false, KeyPlan::New { keep_current: false }, "no current key to answer"),
+        ];
+        for (current, previous, installed, finish, want, why) in rows {
+            assert_eq!(key_plan(*current, *previous, *installed, *finish), *want, "{why}");
+        }
+    }
+
+    #[test]
+    fn holder_table() {
+        let e = |logon: &str, state: &str| Enrollment {
+            host: "h".into(),
+            logon: logon.into(),
+            os: "linux".into(),
+            address: "127.0.0.1".into(),
+            key_fingerprint: String::new(),
+            host_key_fingerprints: vec![],
+            enrolled_at: String::new(),
+            state: state.into(),
+        };
+        #[allow(clippy::type_complexity)]
+        let rows: &[(Option<&str>, Option<Enrollment>, Option<Enrollment>, Option<&str>, &str)] = &[
+            (None, None, None, None, "nobody holds it"),
+            (Some("me"), None, None, None, "my own line"),
+            (Some("bob"), None, None, Some("registered for another logon (bob)"), "another's line"),
+            (None, Some(e("bob", "enrolling")), None, Some("(bob)"), "another's crashed enrollment"),
+            (None, Some(e("bob", "revoked")), None, None, "revoked: nobody's"),
+            (None, None, Some(e("me", "approved")), None, "my approved request"),
+            (
+                None,
+                None,
+                Some(e("bob", "approved")),
+                Some("approved for enrollment by another logon and not yet enrolled"),
+                "another's approval",
+            ),
+            (None, None, Some(e("bob", "pending")), None, "a pending request holds nothing"),
+        ];
+        for (line, entry, waiting, want, why) in rows {
+            let got = holder(line.map(str::to_string), entry.as_ref(), waiting.as_ref()).refusal("h", "me");
+            match want {
+                None => assert_eq!(got, None, "{why}"),
+                Some(w) => {
+                    let got = got.unwrap_or_else(|| panic!("{why}: not refused"));
+                    assert!(got.contains(w), "{why}: {got}");
+                    if why.contains("approval") {
+                        assert!(!got.contains("bob"), "{why}: names the other logon: {got}");
+                    }
+                }
+            }
         }
     }
 }

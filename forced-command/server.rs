@@ -57,6 +57,12 @@ impl<'a> Server<'a> {
         self.key_dir().join(format!("{host}.key"))
     }
 
+    /// `HOST.key.prev`: the key before the last re-enrollment, kept until
+    /// the workstation says it installed the new one.
+    pub fn previous_key_path(&self, host: &str) -> PathBuf {
+        self.key_dir().join(format!("{host}.key.prev"))
+    }
+
     pub fn pub_key_path(&self, host: &str) -> PathBuf {
         self.key_dir().join(format!("{host}.pub"))
     }
@@ -129,19 +135,23 @@ impl<'a> Server<'a> {
         Ok(found)
     }
 
-    /// Remove everything that lets BackupPC back `host` up: its key pair,
-    /// hosts line, per-host config and known_hosts lines. Its backups stay.
+    /// Remove everything that lets BackupPC back `host` up: its hosts line
+    /// first (so BackupPC never schedules a host whose key or per-host
+    /// config is gone), then its keys, per-host config and known_hosts
+    /// lines. Its backups stay.
     pub fn remove_host_files(&self, host: &str) -> io::Result<Vec<String>> {
         let mut done = Vec::new();
-        for p in [self.key_path(host), self.pub_key_path(host), self.per_host_config(host)] {
+        if self.hosts().unregister(host).map_err(|e| io::Error::other(e.to_string()))? {
+            done.push(format!("removed {host} from {}", self.hosts().path().display()));
+        }
+        for p in
+            [self.key_path(host), self.previous_key_path(host), self.pub_key_path(host), self.per_host_config(host)]
+        {
             match std::fs::remove_file(&p) {
                 Ok(()) => done.push(format!("removed {}", p.display())),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-        }
-        if self.hosts().unregister(host).map_err(|e| io::Error::other(e.to_string()))? {
-            done.push(format!("removed {host} from {}", self.hosts().path().display()));
         }
         let kh = self.known_hosts();
         let existing = String::from_utf8_lossy(&atomic::read_or_empty(&kh)?).into_owned();

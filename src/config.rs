@@ -500,6 +500,12 @@ pub struct ClientState {
     pub enrolled_at: String,
     /// Whether `enroll` created the backup user (so `--remove-user` knows).
     pub created_user: bool,
+    /// A re-enrollment under way: the fingerprint of the key installed when
+    /// it started. Set before the server is asked, cleared once the server
+    /// was told the new key is installed; a re-run that finds it set asks
+    /// the server again to finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekey_from: Option<String>,
 }
 
 impl ClientState {

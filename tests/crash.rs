@@ -60,6 +60,7 @@ fn sigkill_at_any_point_leaves_whole_files() {
         if let Ok(kh) = fs::read_to_string(ssh.join("known_hosts")) {
             assert!(kh.is_empty() || kh == format!("localhost {KEY}\n"), "known_hosts is whole: {kh:?}");
         }
+        assert_listed_host_is_complete(&f, &format!("killed after {delay:?}"));
     }
     assert!(killed_midway > 0, "some runs were killed before they finished");
     // A re-run finishes the job, with exactly one entry everywhere.
@@ -133,6 +134,23 @@ fn syscall_counts(f: &ForcedBench, hello: &str) -> Vec<(&'static str, usize)> {
         .collect()
 }
 
+/// What BackupPC sees is never half an enrollment: once the hosts file
+/// lists the host, its per-host config, key and registry entry exist.
+fn assert_listed_host_is_complete(f: &ForcedBench, when: &str) {
+    let hosts_text = fs::read_to_string(f.dir.join("backuppc/hosts")).unwrap();
+    if hosts::find(&hosts_text, "localhost").is_none() {
+        return;
+    }
+    assert!(f.dir.join("backuppc/pc/localhost.pl").exists(), "{when}: hosts line without pc/localhost.pl");
+    assert!(f.dir.join("ssh/backuppc-enroll/localhost.key").exists(), "{when}: hosts line without the key");
+    let reg = Registry::load(&f.dir.join("registry/registry.json")).unwrap();
+    assert!(
+        reg.hosts.get("localhost").is_some_and(|e| e.state == "enrolled"),
+        "{when}: hosts line without an enrolled registry entry: {:?}",
+        reg.hosts.get("localhost")
+    );
+}
+
 /// Back to the state before any enrollment.
 fn reset(f: &ForcedBench) {
     for d in ["backuppc", "registry", "ssh"] {
@@ -184,6 +202,7 @@ fn sigkill_at_every_file_changing_call_then_rerun() {
             if registry.exists() {
                 Registry::load(&registry).unwrap_or_else(|e| panic!("{call} #{when}: registry whole: {e}"));
             }
+            assert_listed_host_is_complete(&f, &format!("{call} #{when}"));
             let rerun = f.run("linux:cmartin", "127.0.0.1", hello.as_bytes(), None);
             assert!(rerun.status.success(), "{call} #{when}: re-run: {}", String::from_utf8_lossy(&rerun.stdout));
             assert_eq!(
@@ -198,6 +217,68 @@ fn sigkill_at_every_file_changing_call_then_rerun() {
         }
     }
     assert!(killed > 10, "the injected kills did stop enrollments ({killed})");
+}
+
+/// The fingerprints of the keys `pc/localhost.pl` has ssh offer, in order.
+fn offered_keys(f: &ForcedBench) -> Vec<String> {
+    let text = fs::read_to_string(f.dir.join("backuppc/pc/localhost.pl")).unwrap();
+    let words: Vec<&str> = text.split([' ', '\'']).collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "-i")
+        .map(|w| {
+            let key = ssh_key::PrivateKey::from_openssh(fs::read(w[1]).unwrap()).unwrap();
+            backuppc_enroll::names::fingerprint(key.public_key())
+        })
+        .collect()
+}
+
+/// The fingerprint of the key in a success answer.
+fn answered_key(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = text.lines().find_map(|l| l.strip_prefix("key: ")).unwrap();
+    backuppc_enroll::names::fingerprint(&backuppc_enroll::names::public_key(line).unwrap())
+}
+
+/// SIGKILL at every file-changing call of a re-enrollment: whatever was
+/// written, the key the workstation has installed still gets in, and the
+/// same request again then the finishing one end with only the new key.
+#[test]
+fn sigkill_during_rekey_keeps_the_installed_key_working() {
+    let f = ForcedBench::new();
+    let hello = format!("protocol: 2\nhostname: localhost\nhostkey: {KEY}\nuser: bckpciuem\nport: 22\n");
+    let enrolled = |f: &ForcedBench| {
+        reset(f);
+        answered_key(&f.run("linux:cmartin", "127.0.0.1", hello.as_bytes(), None))
+    };
+    let rekey = |installed: &str| format!("{hello}installed-key: {installed}\n");
+    let installed = enrolled(&f);
+    let counts = syscall_counts(&f, &rekey(&installed));
+    let mut killed = 0;
+    for (call, n) in counts {
+        for when in 1..=n {
+            let at = format!("{call} #{when}");
+            let installed = enrolled(&f);
+            let inject = format!("inject={call}:signal=KILL:when={when}");
+            if !under_strace(&f, &["-o", "/dev/null", "-e", &inject], &rekey(&installed)).status.success() {
+                killed += 1;
+            }
+            assert_listed_host_is_complete(&f, &at);
+            assert!(offered_keys(&f).contains(&installed), "{at}: the installed key is no longer offered");
+            let new = answered_key(&f.run("linux:cmartin", "127.0.0.1", rekey(&installed).as_bytes(), None));
+            assert_ne!(new, installed, "{at}");
+            assert_eq!(offered_keys(&f), [new.as_str(), installed.as_str()], "{at}: new key first, old one second");
+            let finish = format!("{hello}installed-key: {new}\nrekey: finish\n");
+            let done = answered_key(&f.run("linux:cmartin", "127.0.0.1", finish.as_bytes(), None));
+            assert_eq!(done, new, "{at}: finishing answers the same key");
+            assert_eq!(offered_keys(&f), [new.as_str()], "{at}: only the new key after finishing");
+            assert!(!f.dir.join("ssh/backuppc-enroll/localhost.key.prev").exists(), "{at}");
+            let left = leftovers(&f);
+            assert!(left.is_empty(), "{at}: left behind: {left:?}");
+        }
+    }
+    assert!(killed > 10, "the injected kills did stop re-enrollments ({killed})");
 }
 
 /// A tmpfs mounted over a folder for the test's duration.

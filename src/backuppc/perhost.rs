@@ -20,6 +20,9 @@ pub struct PerHostConfig {
     pub client_port: u16,
     /// Private key of this host on the server.
     pub key_path: String,
+    /// The host's key before a re-enrollment, still accepted until the
+    /// workstation says it installed the new one (`-i` tried second).
+    pub previous_key_path: Option<String>,
     /// known_hosts file holding this host's pinned keys.
     pub known_hosts: String,
     pub rsync_client_path: String,
@@ -70,10 +73,13 @@ impl PerHostConfig {
     /// rsync splits the rest on spaces, so no part may contain one (the
     /// key path and names are validated to have none). `ServerAliveInterval`
     /// ends a backup of a client that died within minutes instead of
-    /// BackupPC's `ClientTimeout`.
+    /// BackupPC's `ClientTimeout`. With a previous key, ssh offers the
+    /// current key first and the previous one second (IdentitiesOnly keeps
+    /// it to these two), so whichever the workstation has installed works.
     pub fn ssh_command(&self) -> String {
+        let previous = self.previous_key_path.as_ref().map(|p| format!(" -i {p}")).unwrap_or_default();
         format!(
-            "$sshPath -l {} -p {} -i {} -o HostKeyAlias={} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes -o ServerAliveInterval=60",
+            "$sshPath -l {} -p {} -i {}{previous} -o HostKeyAlias={} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes -o ServerAliveInterval=60",
             self.client_user, self.client_port, self.key_path, self.host, self.known_hosts
         )
     }
@@ -279,6 +285,7 @@ mod tests {
             client_user: "bckpciuem".into(),
             client_port: 22,
             key_path: "/var/lib/backuppc/.ssh/backuppc-enroll/dormeur".into(),
+            previous_key_path: None,
             known_hosts: "/var/lib/backuppc/.ssh/known_hosts".into(),
             rsync_client_path: "/usr/bin/rsync".into(),
             shares: vec!["/home".into(), "/etc".into()],
@@ -302,6 +309,7 @@ mod tests {
             client_user: "bckpciuem".into(),
             client_port: 22,
             key_path: "/k/dormeur.key".into(),
+            previous_key_path: None,
             known_hosts: "/k/known_hosts".into(),
             rsync_client_path: "/usr/bin/rsync".into(),
             shares: vec!["/home".into()],
@@ -405,6 +413,16 @@ $Conf{XferMethod} = 'rsync';\n";
                 assert!(!got.contains(n), "{why}: {n:?} present in\n{got}");
             }
         }
+    }
+
+    #[test]
+    fn previous_key_is_offered_second_and_dropped_again() {
+        let mut rotating = host();
+        rotating.previous_key_path = Some("/k/dormeur.key.prev".into());
+        let both = rotating.update(CGI_SAVED).unwrap();
+        assert!(both.contains("-i /k/dormeur.key -i /k/dormeur.key.prev -o "), "new key first:\n{both}");
+        let done = host().update(&both).unwrap();
+        assert!(done.contains("-i /k/dormeur.key -o ") && !done.contains(".prev"), "previous key gone:\n{done}");
     }
 
     #[test]

@@ -20,6 +20,13 @@ pub struct Hello {
     pub port: Option<u16>,
     pub version: Option<String>,
     pub token: Option<String>,
+    /// `installed-key`: fingerprint (`SHA256:…`) of the per-host key the
+    /// workstation has installed now, so a re-enrollment can be retried
+    /// (see docs/PROTOCOL.md).
+    pub installed_key: Option<String>,
+    /// `rekey: finish`: the workstation installed the key it was answered
+    /// last; the server stops accepting the one before.
+    pub finish_rekey: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +106,11 @@ impl Hello {
                     }
                     hello.token = Some(value.to_string());
                 }
+                "installed-key" => hello.installed_key = Some(key_fingerprint(value).map_err(invalid)?),
+                "rekey" => match value {
+                    "finish" => hello.finish_rekey = true,
+                    _ => return Err(invalid("the only value is \"finish\"".into())),
+                },
                 _ => {} // unknown names are ignored, for newer clients
             }
         }
@@ -130,8 +142,24 @@ impl Hello {
         if let Some(t) = &self.token {
             line("token", t);
         }
+        if let Some(k) = &self.installed_key {
+            line("installed-key", k);
+        }
+        if self.finish_rekey {
+            line("rekey", "finish");
+        }
         out
     }
+}
+
+/// An OpenSSH SHA-256 key fingerprint: `SHA256:` and 43 characters of
+/// unpadded base64, as `ssh-keygen -l` prints it.
+pub fn key_fingerprint(value: &str) -> Result<String, String> {
+    let b64 = value.strip_prefix("SHA256:").ok_or("not a SHA256: key fingerprint")?;
+    if b64.len() != 43 || !b64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') {
+        return Err("not a SHA256: key fingerprint (43 characters of base64)".into());
+    }
+    Ok(value.to_string())
 }
 
 #[cfg(test)]
@@ -139,6 +167,7 @@ mod tests {
     use super::*;
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
+    const FP: &str = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
 
     #[test]
     fn round_trip() {
@@ -150,6 +179,8 @@ mod tests {
             port: Some(22),
             version: Some("0.1.0".into()),
             token: None,
+            installed_key: Some(FP.into()),
+            finish_rekey: true,
         };
         assert_eq!(Hello::parse(h.render().as_bytes()).unwrap(), h);
         assert!(Hello::parse(b"").unwrap().is_empty(), "seed protocol sends nothing");
@@ -175,6 +206,17 @@ mod tests {
             ("port: 70000\n".into(), false, "port too big"),
             ("token: a b\n".into(), false, "bad token"),
             ("protocol: two\n".into(), false, "protocol not a number"),
+            (format!("installed-key: {FP}\n"), true, "installed key fingerprint"),
+            ("installed-key: MD5:aa:bb\n".into(), false, "not a SHA256 fingerprint"),
+            (format!("installed-key: {FP}x\n"), false, "fingerprint too long"),
+            (
+                "installed-key: SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2\"\n".into(),
+                false,
+                "quote in fingerprint",
+            ),
+            (format!("installed-key: {FP}\ninstalled-key: {FP}\n"), false, "two installed keys"),
+            ("rekey: finish\n".into(), true, "finishing a rekey"),
+            ("rekey: start\n".into(), false, "unknown rekey step"),
         ];
         for (input, ok, why) in rows {
             assert_eq!(Hello::parse(input.as_bytes()).is_ok(), ok, "{why}: {input:?}");
@@ -203,7 +245,7 @@ mod properties {
         }
 
         #[test]
-        fn line_shaped_input(lines in prop::collection::vec("(protocol|hostname|user|port|version|token|x): [ -~]{0,20}", 0..8)) {
+        fn line_shaped_input(lines in prop::collection::vec("(protocol|hostname|user|port|version|token|installed-key|rekey|x): [ -~]{0,20}", 0..8)) {
             let text = lines.join("\n");
             if let Ok(h) = Hello::parse(text.as_bytes()) {
                 prop_assert_eq!(Hello::parse(h.render().as_bytes()), Ok(h.clone()));

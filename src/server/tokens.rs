@@ -23,6 +23,35 @@ pub struct Token {
     pub host: Option<String>,
     pub created_at: u64,
     pub revoked: bool,
+    /// The requests that used the token: the same request again (a retry
+    /// after a lost answer) is let through without counting another use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<TokenUse>,
+}
+
+/// What an enrollment request that used a token asked for: the host, the
+/// logon and the workstation's host keys (SHA-256 fingerprints, sorted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUse {
+    pub host: String,
+    pub logon: String,
+    pub host_keys: Vec<String>,
+}
+
+impl TokenUse {
+    pub fn new(host: &str, logon: &str, mut host_keys: Vec<String>) -> TokenUse {
+        host_keys.sort();
+        host_keys.dedup();
+        TokenUse { host: host.to_string(), logon: logon.to_string(), host_keys }
+    }
+}
+
+/// A token that passed [`TokenStore::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub index: usize,
+    /// The same request already used it: no further use is counted.
+    pub repeat: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,39 +150,57 @@ impl TokenStore {
             host,
             created_at: now,
             revoked: false,
+            used_by: Vec::new(),
         });
         (token, id)
     }
 
-    /// Check `token` for this logon and host; the index of the token.
-    pub fn check(&self, token: Option<&str>, logon: &str, host: &str, now: u64) -> Result<usize, TokenRefusal> {
+    /// Check `token` for `request`. With `retry` (the request asks for
+    /// nothing a finished enrollment did not get: a lost answer again, or
+    /// no new key beside one the workstation installed), a request that
+    /// already used the token (same host, logon and host keys) passes even
+    /// when the token has no use left. A revoked or expired token passes
+    /// for nobody.
+    pub fn check(
+        &self,
+        token: Option<&str>,
+        request: &TokenUse,
+        retry: bool,
+        now: u64,
+    ) -> Result<Accepted, TokenRefusal> {
         let token = token.ok_or(TokenRefusal::Missing)?;
         let h = hash(token);
-        let i = self.tokens.iter().position(|t| t.hash == h).ok_or(TokenRefusal::Unknown)?;
-        let t = &self.tokens[i];
+        let index = self.tokens.iter().position(|t| t.hash == h).ok_or(TokenRefusal::Unknown)?;
+        let t = &self.tokens[index];
         if t.revoked {
             return Err(TokenRefusal::Revoked);
         }
         if t.expires_at.is_some_and(|e| now >= e) {
             return Err(TokenRefusal::Expired);
         }
-        if t.uses_left == Some(0) {
-            return Err(TokenRefusal::UsedUp);
-        }
-        if t.logon.as_deref().is_some_and(|l| l != logon) {
+        if t.logon.as_deref().is_some_and(|l| l != request.logon) {
             return Err(TokenRefusal::WrongLogon);
         }
-        if t.host.as_deref().is_some_and(|x| x != host) {
+        if t.host.as_deref().is_some_and(|x| x != request.host) {
             return Err(TokenRefusal::WrongHost);
         }
-        Ok(i)
+        let repeat = retry && t.used_by.contains(request);
+        if t.uses_left == Some(0) && !repeat {
+            return Err(TokenRefusal::UsedUp);
+        }
+        Ok(Accepted { index, repeat })
     }
 
-    /// Count one use of the token at `index`.
-    pub fn consume(&mut self, index: usize) {
-        if let Some(n) = self.tokens[index].uses_left.as_mut() {
+    /// Count one use of an accepted token by `request` (none for a repeat).
+    pub fn consume(&mut self, accepted: Accepted, request: TokenUse) {
+        if accepted.repeat {
+            return;
+        }
+        let t = &mut self.tokens[accepted.index];
+        if let Some(n) = t.uses_left.as_mut() {
             *n = n.saturating_sub(1);
         }
+        t.used_by.push(request);
     }
 
     /// Revoke by id (or id prefix of at least 6 characters).
@@ -185,23 +232,61 @@ mod tests {
         let (any, _) = s.create(None, None, Some("cmartin".into()), Some("dormeur".into()), 1000);
         assert_eq!(once.len(), 32);
         assert!(!serde_json::to_string(&s).unwrap().contains(&once), "only the hash is stored");
-        let rows: &[(Option<&str>, &str, &str, u64, Result<usize, TokenRefusal>, &str)] = &[
+        let req = |logon: &str, host: &str| TokenUse::new(host, logon, vec!["SHA256:a".into()]);
+        let ok = |index| Ok(Accepted { index, repeat: false });
+        let rows: &[(Option<&str>, &str, &str, u64, Result<Accepted, TokenRefusal>, &str)] = &[
             (None, "x", "h", 1000, Err(TokenRefusal::Missing), "no token"),
             (Some("nope"), "x", "h", 1000, Err(TokenRefusal::Unknown), "unknown"),
-            (Some(&once), "x", "h", 1000, Ok(0), "valid"),
+            (Some(&once), "x", "h", 1000, ok(0), "valid"),
             (Some(&once), "x", "h", 4600, Err(TokenRefusal::Expired), "expired"),
             (Some(&any), "jdupont", "dormeur", 1000, Err(TokenRefusal::WrongLogon), "logon bound"),
             (Some(&any), "cmartin", "other", 1000, Err(TokenRefusal::WrongHost), "host bound"),
-            (Some(&any), "cmartin", "dormeur", 9_999_999, Ok(1), "unlimited, no expiry"),
+            (Some(&any), "cmartin", "dormeur", 9_999_999, ok(1), "unlimited, no expiry"),
         ];
         for (t, logon, host, now, want, why) in rows {
-            assert_eq!(&s.check(*t, logon, host, *now), want, "{why}");
+            assert_eq!(&s.check(*t, &req(logon, host), true, *now), want, "{why}");
         }
-        s.consume(0);
-        assert_eq!(s.check(Some(&once), "x", "h", 1000), Err(TokenRefusal::UsedUp), "single use");
+        let first = s.check(Some(&once), &req("x", "h"), true, 1000).unwrap();
+        s.consume(first, req("x", "h"));
+        assert_eq!(s.tokens[0].uses_left, Some(0));
+        // After the single use: only the same request gets through again.
+        let rows: &[(TokenUse, u64, Result<Accepted, TokenRefusal>, &str)] = &[
+            (req("x", "h"), 1000, Ok(Accepted { index: 0, repeat: true }), "the same request retried"),
+            (
+                TokenUse::new("h", "x", vec!["SHA256:a".into(), "SHA256:a".into()]),
+                1000,
+                Ok(Accepted { index: 0, repeat: true }),
+                "host keys compared as a set",
+            ),
+            (req("x", "other"), 1000, Err(TokenRefusal::UsedUp), "another host"),
+            (req("y", "h"), 1000, Err(TokenRefusal::UsedUp), "another logon"),
+            (TokenUse::new("h", "x", vec!["SHA256:b".into()]), 1000, Err(TokenRefusal::UsedUp), "other host keys"),
+            (TokenUse::new("h", "x", vec![]), 1000, Err(TokenRefusal::UsedUp), "no host keys"),
+            (req("x", "h"), 4600, Err(TokenRefusal::Expired), "a retry after expiry"),
+        ];
+        for (r, now, want, why) in rows {
+            assert_eq!(&s.check(Some(&once), r, true, *now), want, "{why}");
+        }
+        assert_eq!(
+            s.check(Some(&once), &req("x", "h"), false, 1000),
+            Err(TokenRefusal::UsedUp),
+            "the same host asking for a new key is a new use"
+        );
+        let again = s.check(Some(&once), &req("x", "h"), true, 1000).unwrap();
+        s.consume(again, req("x", "h"));
+        assert_eq!(s.tokens[0].used_by.len(), 1, "a repeat records nothing more");
         assert!(s.revoke(&id[..8]));
-        assert_eq!(s.check(Some(&once), "x", "h", 1000), Err(TokenRefusal::Revoked));
+        assert_eq!(s.check(Some(&once), &req("x", "h"), true, 1000), Err(TokenRefusal::Revoked), "revoked: no retry");
         assert!(!s.revoke("abc"), "prefix too short");
+        // Multi-use: a repeat does not count, a new request does.
+        let (twice, _) = s.create(Some(2), None, None, None, 1000);
+        for (r, left) in [(req("x", "a"), 1), (req("x", "a"), 1), (req("x", "b"), 0)] {
+            let a = s.check(Some(&twice), &r, true, 1000).unwrap();
+            s.consume(a, r);
+            assert_eq!(s.tokens[2].uses_left, Some(left));
+        }
+        let old = r#"{"version":1,"tokens":[{"id":"i","hash":"h","uses_left":1,"expires_at":null,"logon":null,"host":null,"created_at":1,"revoked":false}]}"#;
+        assert!(serde_json::from_str::<TokenStore>(old).unwrap().tokens[0].used_by.is_empty(), "older stores load");
     }
 
     #[test]
