@@ -77,6 +77,15 @@ pub fn run(config: &Path) -> ExitCode {
     let (code, note) = match enroll(&cfg, &env, &audit) {
         Ok(answer) => {
             print!("{}", answer.render());
+            let _ = std::io::stdout().flush();
+            // After the registry lock is released, and once for a burst:
+            // enrollments do not queue behind BackupPC's reloads.
+            let changed = std::time::SystemTime::now();
+            let reloaded = match crate::server::Server::open(&cfg) {
+                Ok(srv) => srv.reload_coalesced(changed),
+                Err(e) => format!("failed ({e})"),
+            };
+            audit.event("reload", json!({ "client": client, "host": answer.host, "backuppc_reload": reloaded }));
             (0, format!("enrolled {} for {request} from {client}", answer.host.as_deref().unwrap_or("?")))
         }
         Err(Outcome::Refused(why)) => {
@@ -547,14 +556,12 @@ fn write_host(
         Err(HostsWriteError::Policy(e)) => return Err(refused(e)),
         Err(e) => return Err(e.into()),
     }
-    let reloaded = srv.reload_backuppc();
     audit.event(
         "accepted",
         json!({
             "client": t.ip.to_string(), "request": request.to_string(), "host": host,
             "protocol": hello.protocol, "host_keys": hello.hostkeys.len(),
             "key": fingerprint, "key_plan": format!("{plan:?}"), "previous_key_kept": keep_previous,
-            "backuppc_reload": reloaded,
         }),
     );
     Ok(Success {

@@ -181,6 +181,25 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// Tell BackupPC to reload after a change that was complete at
+    /// `changed_at`, once for a burst: under a lock beside the registry,
+    /// a reload that began after `changed_at` (its start is the mtime of
+    /// `reload.stamp`) already covers this change, and is not repeated.
+    /// Called after the registry lock is released, so enrollments do not
+    /// wait for BackupPC one after another.
+    pub fn reload_coalesced(&self, changed_at: std::time::SystemTime) -> String {
+        let dir = self.cfg.registry.parent().unwrap_or(Path::new("."));
+        let Ok(_lock) = atomic::Lock::exclusive(&dir.join("reload.lock")) else {
+            return self.reload_backuppc();
+        };
+        let stamp = dir.join("reload.stamp");
+        if reload_covered(std::fs::metadata(&stamp).and_then(|m| m.modified()).ok(), changed_at) {
+            return "ok (by a reload that began after this change)".into();
+        }
+        let _ = std::fs::File::create(&stamp).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        self.reload_backuppc()
+    }
+
     fn tell_daemon(&self) -> String {
         let config_pl = std::fs::read_to_string(self.cfg.backuppc_conf_dir.join("config.pl")).unwrap_or_default();
         let daemon = DaemonAddress::from_config_pl(&config_pl);
@@ -452,9 +471,30 @@ pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Whether a reload that began at `began` (none: never) already covers a
+/// change complete at `changed_at`.
+fn reload_covered(began: Option<std::time::SystemTime>, changed_at: std::time::SystemTime) -> bool {
+    began.is_some_and(|b| b > changed_at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_that_began_after_a_change_covers_it() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let rows = [
+            (None, false, "no reload yet"),
+            (Some(t - Duration::from_millis(1)), false, "began before the change was complete"),
+            (Some(t), false, "began at the same instant: not known to have seen it"),
+            (Some(t + Duration::from_millis(1)), true, "began after: the daemon read the new files"),
+        ];
+        for (began, want, why) in rows {
+            assert_eq!(reload_covered(began, t), want, "{why}");
+        }
+    }
 
     #[test]
     fn daemon_address_from_config_pl() {
