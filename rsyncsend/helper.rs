@@ -7,7 +7,7 @@
 //! with Landlock to the invocation's paths (sandbox::plan) and execs rsync
 //! with a clean environment.
 
-use backuppc_enroll::config::ClientConfig;
+use backuppc_enroll::config::{ClientConfig, ClientState};
 use backuppc_enroll::log::Audit;
 use backuppc_enroll::rsync::{self, Direction, Pin, RealFs, RsyncInvocation, RsyncPolicy};
 use backuppc_enroll::sandbox::{self, Mode, Rule};
@@ -54,9 +54,14 @@ fn prepare(config: &Path, words: &[String]) -> Result<(Vec<String>, Mode, Direct
         return Err(format!("config path {} must be absolute, without '..'", config.display()));
     }
     root_only(config)?;
-    let cfg = ClientConfig::load(config).map_err(|e| e.to_string())?;
+    let mut cfg = ClientConfig::load(config).map_err(|e| e.to_string())?;
     if cfg.shares.is_none() {
-        root_only(&cfg.state_file)?;
+        // The shares of the last enrollment, read once from a file checked
+        // through the descriptor it is read from.
+        let state = read_root_owned(&cfg.state_file)?;
+        let state: ClientState = serde_json::from_slice(&state)
+            .map_err(|e| format!("{} is not an enrollment state: {e}", cfg.state_file.display()))?;
+        cfg.shares = Some(state.shares);
     }
     let policy = super::policy(&cfg, config);
     let inv = rsync::parse_words(words, &policy, &RealFs).map_err(|e| e.0)?;
@@ -91,6 +96,45 @@ fn root_only(path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The contents of a root-owned file that only root can write, opened
+/// without following a symlink and checked through that descriptor.
+///
+/// Its folder should be root's alone too; on a server that enrolls itself
+/// it is shared with the BackupPC account, which writes the registry
+/// there (`/var/lib/backuppc-enroll`). Such a folder is accepted only
+/// while the kernel protects hard links (`fs.protected_hardlinks = 1`):
+/// then whoever else may write the folder can delete or replace the file,
+/// but only by one of their own (refused here, by owner) or by a symlink
+/// (not followed), never by a link to a root-owned file they could not
+/// write.
+fn read_root_owned(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let d = std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let shared = d.uid() != 0 || d.mode() & 0o022 != 0;
+    if shared && !std::fs::read_to_string("/proc/sys/fs/protected_hardlinks").is_ok_and(|v| v.trim() == "1") {
+        root_only(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let m = f.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !m.is_file() || m.uid() != 0 || m.mode() & 0o022 != 0 || m.nlink() != 1 {
+        return Err(format!(
+            "{} must be a file owned by root and writable by root only (it is uid {}, mode {:o}): fix its owner and mode",
+            path.display(),
+            m.uid(),
+            m.mode() & 0o7777
+        ));
+    }
+    let mut bytes = Vec::new();
+    f.by_ref().take(1 << 20).read_to_end(&mut bytes).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 /// A checked invocation and the one rsync runs (its path made relative to
