@@ -344,3 +344,39 @@ fn restore_into_a_new_folder_inside_a_share_only() {
         snapshot(&[&w.data]).into_iter().filter(|(p, _, _)| !p.starts_with(w.data.join("restored"))).collect();
     assert_eq!(data_after, data_before, "nothing else in the share changed");
 }
+
+/// A server that enrolls itself: the state folder is shared with the
+/// BackupPC account, which writes the registry there. Backups still work;
+/// that account replacing the state with one of its own (shares `/`) or
+/// with a symlink gets nothing outside the enrolled shares.
+#[test]
+fn a_state_folder_shared_with_the_backuppc_account_cannot_widen_the_shares() {
+    let w = enrolled(Options::default());
+    let secret = outside(&w);
+    let state_dir = w.state_file.parent().unwrap().to_path_buf();
+    w.server.chown(&state_dir);
+    let dest = w.dir.join("shared-state-pull");
+    let out = w.pull("localhost", &format!("{}/", w.data.display()), &dest, &[]);
+    assert!(out.status.success(), "a shared state folder still serves backups: {}", text(&out.stderr));
+    fs::remove_dir_all(&dest).unwrap();
+
+    let genuine = fs::read(&w.state_file).unwrap();
+    let mut forged: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
+    forged["shares"] = serde_json::json!(["/"]);
+    let planted = state_dir.join("planted.json");
+    fs::write(&planted, serde_json::to_vec(&forged).unwrap()).unwrap();
+    w.server.chown(&planted);
+    let decoy = w.dir.join("decoy-state.json");
+    fs::write(&decoy, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let attempts: [&dyn Fn(); 2] = [&|| fs::rename(&planted, &w.state_file).unwrap(), &|| {
+        fs::remove_file(&w.state_file).unwrap();
+        std::os::unix::fs::symlink(&decoy, &w.state_file).unwrap();
+    }];
+    for (i, replace) in attempts.iter().enumerate() {
+        replace();
+        let out = w.pull("localhost", &format!("{}/", secret.display()), &dest, &[]);
+        assert!(!out.status.success(), "attempt {i}: the forged state was trusted");
+        assert!(leaks(&dest, &out).is_empty(), "attempt {i}: leaked");
+        let _ = fs::remove_dir_all(&dest);
+    }
+}
