@@ -16,7 +16,6 @@ use nix::sys::stat::{fstat, mkdirat, Mode as Perm};
 use serde_json::json;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Component, Path};
 use std::process::ExitCode;
 
@@ -33,12 +32,7 @@ pub fn exec_rsync(config: &Path, words: &[String]) -> ExitCode {
                 "accepted",
                 json!({ "helper": "exec-rsync", "direction": format!("{direction:?}"), "confinement": mode.describe(), "argv": argv }),
             );
-            let err = std::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .exec();
-            refuse(&format!("cannot run {}: {err}", argv[0]))
+            refuse(&super::exec_clean(&argv))
         }
         Err(why) => refuse(&why),
     }

@@ -94,12 +94,18 @@ fn main() -> ExitCode {
         "checked",
         json!({ "client": client, "direction": format!("{:?}", invocation.direction), "argv": argv }),
     );
+    refuse(&exec_clean(&argv))
+}
+
+/// Exec `argv` with a cleared environment (only a fixed PATH); returns
+/// only on failure, with the reason.
+fn exec_clean(argv: &[String]) -> String {
     let err = std::process::Command::new(&argv[0])
         .args(&argv[1..])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .exec();
-    refuse(&format!("cannot run {}: {err}", argv[0]))
+    format!("cannot run {}: {err}", argv[0])
 }
 
 /// The policy of `cfg`: shares canonical (as the running account resolves
