@@ -27,7 +27,7 @@ use std::path::PathBuf;
   enroll --logon jdupont --yes    # unattended
   enroll --token 7f3k...          # a server that enrolls with tokens
   enroll --dry-run                # show the plan, change nothing
-  enroll --check                  # is the local enrollment intact?
+  enroll --check                  # intact here, and still listed by the server?
   enroll --logon cmartin --yes --reassign   # the machine changes hands
   enroll --uninstall --remove-user
 
@@ -42,7 +42,9 @@ Exit status:
      logon, a re-assignment not confirmed; with --check: the local
      enrollment is incomplete (run enroll to repair it)
   2  the server could not be reached, failed or answered badly
-  3  the server refused the enrollment
+  3  the server refused the enrollment; on a re-run or with --check:
+     the server no longer backs this host up with the key installed
+     here (revoked, forgotten, another key; the message says what to do)
   4  the enrollment waits for the administrator's approval
      (run enroll again once approved)
   With --json, stdout is always one JSON object, an error too:
@@ -73,10 +75,15 @@ pub struct Cli {
     /// to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Check the local enrollment (backup user, sudoers drop-in, key line,
-    /// rsyncsend) and say what cannot be checked from here; change nothing.
+    /// Check the enrollment: on this machine (backup user, sudoers drop-in,
+    /// key line, rsyncsend), then ask the server whether it still lists
+    /// this host with the key installed here (a status query, which never
+    /// enrolls); change nothing.
     #[arg(long, conflicts_with_all = ["uninstall", "rekey", "dry_run", "token", "reassign"])]
     pub check: bool,
+    /// With --check: check this machine only, contact no server.
+    #[arg(long, requires = "check")]
+    pub offline: bool,
     /// Show what would be done, change nothing, contact no server.
     #[arg(long)]
     pub dry_run: bool,

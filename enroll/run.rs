@@ -8,6 +8,7 @@ use backuppc_enroll::names;
 use backuppc_enroll::protocol::answer::{matches_everything, Answer, AnswerError, Success};
 use backuppc_enroll::protocol::hello::Hello;
 use backuppc_enroll::protocol::request::Request;
+use backuppc_enroll::protocol::status::{self, Status, StatusError, MAX_STATUS};
 use backuppc_enroll::ssh::authorized_keys::{self, KeyLine};
 use backuppc_enroll::ssh::client::{Call, CallError};
 use serde_json::json;
@@ -30,11 +31,17 @@ pub struct Pending(String);
 #[error("the backup server refused the enrollment:\n{0}")]
 pub struct Refused(String);
 
+/// The server answered a status query: it no longer backs this host up
+/// with the key installed here (exit 3, like a refusal).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotListed(String);
+
 /// An error already given on stdout as JSON (by `--check --json`): `main`
 /// does not print a second object.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct ReportedAsJson(String);
+pub struct ReportedAsJson(String, u8);
 
 /// The server's answer is well formed but cannot be installed here (a
 /// share that is the whole disk, a key already used for something else);
@@ -44,9 +51,11 @@ pub struct ReportedAsJson(String);
 pub struct Unusable(String);
 
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<Pending>().is_some() {
+    if let Some(ReportedAsJson(_, code)) = e.downcast_ref() {
+        *code
+    } else if e.downcast_ref::<Pending>().is_some() {
         4
-    } else if e.downcast_ref::<Refused>().is_some() {
+    } else if e.downcast_ref::<Refused>().is_some() || e.downcast_ref::<NotListed>().is_some() {
         3
     } else if e.downcast_ref::<CallError>().is_some()
         || e.downcast_ref::<AnswerError>().is_some()
@@ -131,10 +140,81 @@ fn load_config(path: &Path) -> Result<ClientConfig> {
     })
 }
 
-/// What was checked on this machine by a re-run, and what cannot be.
-const NOT_CHECKED: &str = "whether the server still lists this host: the enrollment protocol cannot ask that \
-     without enrolling anew, so a host the administrator revoked looks the same from here (enroll --rekey \
-     enrolls again; the administrator sees the host with `forced-command show HOST`)";
+/// What a status query found out, as the re-run and `--check` report it.
+enum Remote {
+    /// The server answered the query.
+    Told(Status),
+    /// The server's forced-command is older than the status query.
+    Unsupported,
+    /// Not asked (`--offline`), or the server could not be asked: why.
+    NotAsked(String),
+}
+
+impl Remote {
+    /// `(ok, line)` for the list of what was checked, or `None` when the
+    /// question stayed open (then [`Remote::not_checked`] says why).
+    fn checked(&self, server: &str) -> Option<(bool, String)> {
+        match self {
+            Remote::Told(s) => Some((s.healthy(), s.explain(server))),
+            Remote::Unsupported | Remote::NotAsked(_) => None,
+        }
+    }
+
+    fn not_checked(&self, server: &str) -> Option<String> {
+        let why = match self {
+            Remote::Told(_) => return None,
+            Remote::Unsupported => {
+                format!("{server}'s enrollment service is older and cannot answer status queries")
+            }
+            Remote::NotAsked(why) => why.clone(),
+        };
+        Some(format!(
+            "whether {server} still lists this host ({why}); its administrator sees it with `forced-command show HOST`"
+        ))
+    }
+}
+
+/// Ask the server, with the register key, whether it still backs this
+/// host up with the key installed here. Never enrolls: a server without
+/// the query refuses `status` as a malformed request.
+fn ask_status(cfg: &ClientConfig, server: &str, installed: &str) -> Remote {
+    let mut hello = match hello(cfg) {
+        Ok(h) => h,
+        Err(e) => return Remote::NotAsked(format!("{e:#}")),
+    };
+    hello.installed_key = Some(installed.to_string());
+    let call = Call {
+        server,
+        port: cfg.port,
+        user: &cfg.server_user,
+        register_key: &cfg.register_key,
+        host_keys_file: &cfg.server_host_keys,
+        timeout: Duration::from_secs(cfg.timeout.max(1)),
+        source: cfg.source_address,
+        nodelay: true,
+    };
+    let reply = match call.run(status::COMMAND, hello.render().as_bytes()) {
+        Ok(r) => r,
+        Err(e) => return Remote::NotAsked(format!("it could not be asked: {e}")),
+    };
+    match Status::parse(&reply.stdout) {
+        Ok(s) if reply.exit_status == 0 => Remote::Told(s),
+        Ok(_) => Remote::NotAsked(format!("its answer came with exit status {}", reply.exit_status)),
+        Err(StatusError::NotStatus) => {
+            let text = String::from_utf8_lossy(&reply.stdout[..reply.stdout.len().min(MAX_STATUS)]).into_owned();
+            // An older forced-command reads `status` as a malformed OS:logon.
+            if reply.exit_status == 1 && text.contains("OS:logon") {
+                Remote::Unsupported
+            } else {
+                Remote::NotAsked(format!(
+                    "it answered: {}",
+                    names::display_text(text.trim()).lines().next().unwrap_or("(nothing)")
+                ))
+            }
+        }
+        Err(e) => Remote::NotAsked(e.to_string()),
+    }
+}
 
 pub fn main(cli: &Cli) -> Result<()> {
     let cfg = load_config(&cli.config)?;
@@ -163,6 +243,7 @@ pub fn main(cli: &Cli) -> Result<()> {
     // The server is asked first: when it cannot be reached or refuses,
     // nothing has been changed on this machine.
     let reused = reuse.is_some();
+    let mut remote = None;
     let (success, enrolled_at) = match reuse {
         Some(s) => {
             p.step(&format!("Enrollment with {server}"));
@@ -171,6 +252,18 @@ pub fn main(cli: &Cli) -> Result<()> {
                 s.host.as_deref().unwrap_or("?"),
                 s.logon
             )]);
+            // Asked before anything changes here: a host the server no
+            // longer backs up with this key is not reported "enrolled".
+            p.step(&format!("Asking {server} whether it still lists this host"));
+            let told = ask_status(&cfg, &server, &s.key_fingerprint);
+            match told.checked(&server) {
+                Some((true, line)) => p.done(&[line]),
+                Some((false, line)) => {
+                    return Err(NotListed(format!("{line}. Nothing was changed on this machine")).into())
+                }
+                None => p.done(&[format!("not checked: {}", told.not_checked(&server).unwrap_or_default())]),
+            }
+            remote = Some(told);
             let success = Success {
                 key: s.key.clone(),
                 url: s.url.clone(),
@@ -303,16 +396,22 @@ pub fn main(cli: &Cli) -> Result<()> {
 
     let checked =
         "the backup user, the sudoers drop-in and the key line on this machine (repaired where they differed)";
+    let asked = remote.as_ref().and_then(|r| r.checked(&server)).map(|(_, line)| line);
+    let checked = match &asked {
+        Some(line) => format!("{checked}; and {line}"),
+        None => checked.to_string(),
+    };
+    let not_checked = remote.as_ref().and_then(|r| r.not_checked(&server));
     if cli.json {
         let mut v = json!({
             "server": server, "host": success.host, "logon": logon, "url": success.url,
             "from": from, "shares": success.shares, "key_fingerprint": new_state.key_fingerprint,
             "backup_user": cfg.backup_user, "restore": cfg.restore, "notes": notes,
-            "asked_server": !reused,
+            "asked_server": !reused || asked.is_some(),
         });
         if reused {
             v["checked"] = json!(checked);
-            v["not_checked"] = json!(NOT_CHECKED);
+            v["not_checked"] = json!(not_checked);
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -320,7 +419,9 @@ pub fn main(cli: &Cli) -> Result<()> {
         if reused {
             println!("This machine was already enrolled for backups on {server} as {host}.");
             println!("Checked: {checked}.");
-            println!("Not checked: {NOT_CHECKED}.");
+            if let Some(n) = &not_checked {
+                println!("Not checked: {n}.");
+            }
         } else {
             println!("This machine is enrolled for backups on {server} as {host}.");
         }
@@ -466,7 +567,8 @@ fn dry_run(
     Ok(())
 }
 
-/// `--check`: the local enrollment as it is, and what cannot be seen from here.
+/// `--check`: the local enrollment as it is, then the server's status
+/// query (unless `--offline`).
 fn check(cli: &Cli, cfg: &ClientConfig, server: &str, state: Option<&ClientState>) -> Result<()> {
     let Some(state) = state else {
         bail!(
@@ -485,37 +587,68 @@ fn check(cli: &Cli, cfg: &ClientConfig, server: &str, state: Option<&ClientState
         ),
     )];
     rows.extend(local::check(cfg, &std::path::absolute(&cli.config)?, state, &line)?);
-    let problems: Vec<&String> = rows.iter().filter(|(ok, _)| !ok).map(|(_, l)| l).collect();
-    let failed = (!problems.is_empty()).then(|| {
-        format!(
-            "the local enrollment is incomplete ({} problem(s) above): run enroll as root to repair it",
-            problems.len()
-        )
-    });
+    let problems = rows.iter().filter(|(ok, _)| !ok).count();
+    let remote = if cli.offline {
+        Remote::NotAsked("not asked: --offline".into())
+    } else {
+        ask_status(cfg, server, &state.key_fingerprint)
+    };
+    let told = remote.checked(server);
+    let not_checked = remote.not_checked(server);
+    // A broken local enrollment is repaired here first (exit 1); a host
+    // the server no longer backs up needs the server (exit 3).
+    let failed = if problems > 0 {
+        Some((
+            1,
+            format!(
+                "the local enrollment is incomplete ({problems} problem(s) above): run enroll as root to repair it"
+            ),
+        ))
+    } else {
+        match &told {
+            Some((false, line)) => Some((3, line.clone())),
+            _ => None,
+        }
+    };
     if cli.json {
         let mut v = json!({
             "server": server, "host": state.host, "logon": state.logon, "url": state.url,
             "checked": rows.iter().map(|(ok, what)| json!({ "ok": ok, "what": what })).collect::<Vec<_>>(),
-            "not_checked": NOT_CHECKED,
-            "ok": problems.is_empty(),
+            "server_status": match &remote {
+                Remote::Told(s) => json!({
+                    "ok": s.healthy(), "what": s.explain(server), "host": s.host, "state": s.state.as_str(),
+                    "key": s.key.as_str(), "listed": s.listed,
+                }),
+                _ => serde_json::Value::Null,
+            },
+            "not_checked": not_checked,
+            "ok": failed.is_none(),
         });
-        if let Some(f) = &failed {
+        if let Some((code, f)) = &failed {
             v["error"] = json!(f);
-            v["exit_code"] = json!(1);
+            v["exit_code"] = json!(code);
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
-        if let Some(f) = failed {
-            return Err(ReportedAsJson(f).into());
+        if let Some((code, f)) = failed {
+            return Err(ReportedAsJson(f, code).into());
         }
     } else {
+        let mark = |ok: bool| if ok { "ok     " } else { "PROBLEM" };
         println!("Checked on this machine:");
         for (ok, what) in &rows {
-            println!("  {} {what}", if *ok { "ok     " } else { "PROBLEM" });
+            println!("  {} {what}", mark(*ok));
         }
-        println!("Not checked: {NOT_CHECKED}.");
+        if let Some((ok, line)) = &told {
+            println!("Checked with {server}:");
+            println!("  {} {line}", mark(*ok));
+        }
+        if let Some(n) = &not_checked {
+            println!("Not checked: {n}.");
+        }
     }
     match failed {
-        Some(f) => Err(anyhow::anyhow!(f)),
+        Some((3, f)) => Err(NotListed(f).into()),
+        Some((_, f)) => Err(anyhow::anyhow!(f)),
         None => Ok(()),
     }
 }

@@ -8,6 +8,7 @@ mod notify;
 mod serve;
 mod server;
 mod sshd_dropin;
+mod status;
 
 // As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;

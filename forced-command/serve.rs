@@ -11,6 +11,7 @@ use backuppc_enroll::names;
 use backuppc_enroll::protocol::answer::Success;
 use backuppc_enroll::protocol::hello::{Hello, MAX_HELLO};
 use backuppc_enroll::protocol::request::Request;
+use backuppc_enroll::protocol::status;
 use backuppc_enroll::server::policy::{self, AllowList, Approval, Directory, Nss, SystemResolver};
 use backuppc_enroll::server::tokens::{TokenStore, TokenUse};
 use backuppc_enroll::ssh::env::SshEnv;
@@ -40,7 +41,7 @@ impl<E: std::fmt::Display> From<E> for Outcome {
     }
 }
 
-fn refused(why: impl std::fmt::Display) -> Outcome {
+pub(crate) fn refused(why: impl std::fmt::Display) -> Outcome {
     Outcome::Refused(why.to_string())
 }
 
@@ -73,6 +74,9 @@ pub fn run(config: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if env.original_command.as_deref() == Some(status::COMMAND) {
+        return crate::status::run(&cfg, &env, &audit, &client);
+    }
     let request = env.original_command.clone().unwrap_or_default();
     let (code, note) = match enroll(&cfg, &env, &audit) {
         Ok(answer) => {
@@ -119,7 +123,7 @@ pub fn run(config: &Path) -> ExitCode {
 
 /// Read the hello block: at most `MAX_HELLO` bytes until EOF, within the
 /// time bound. A client that sends nothing in time is a seed client.
-fn read_hello(timeout: Duration) -> Result<Hello, Outcome> {
+pub(crate) fn read_hello(timeout: Duration) -> Result<Hello, Outcome> {
     let deadline = Instant::now() + timeout;
     let mut input = backuppc_enroll::rsync::StdinWithDeadline { deadline };
     let mut buf = Vec::new();
@@ -415,16 +419,16 @@ impl FreshKey {
 }
 
 /// A private key file of the host on the server, as read under the lock.
-struct InstalledKey {
+pub(crate) struct InstalledKey {
     bytes: Vec<u8>,
     public: String,
-    fingerprint: String,
+    pub(crate) fingerprint: String,
 }
 
 impl InstalledKey {
     /// `None` when missing or unreadable: a key that cannot be read cannot
     /// be answered again, so a new one is made.
-    fn read(path: &Path) -> Option<InstalledKey> {
+    pub(crate) fn read(path: &Path) -> Option<InstalledKey> {
         let bytes = std::fs::read(path).ok()?;
         let key = PrivateKey::from_openssh(&bytes).ok()?;
         Some(InstalledKey {
@@ -573,7 +577,7 @@ fn write_host(
     })
 }
 
-fn host_key_fingerprints(hello: &Hello) -> Vec<String> {
+pub(crate) fn host_key_fingerprints(hello: &Hello) -> Vec<String> {
     hello.hostkeys.iter().filter_map(|k| names::public_key(k).ok()).map(|k| names::fingerprint(&k)).collect()
 }
 

@@ -155,10 +155,24 @@ fn another_logon_needs_reassign_with_yes() {
 }
 
 #[test]
-fn rerun_and_check_say_what_they_checked() {
+fn rerun_and_check_ask_the_server_whether_it_still_lists_the_host() {
     let w = World::new(Options::default());
     w.enroll_ok(&["--logon", "cmartin", "--yes"]);
-    w.admin_ok(&["revoke", "localhost"]);
+    let out = w.enroll_ok(&["--check"]);
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("PROBLEM"), "{stdout}");
+    assert_eq!(stdout.matches("  ok ").count(), 6, "five local rows and the server's: {stdout}");
+    assert!(stdout.contains("127.0.0.1 lists this machine as host localhost, with the key installed here"), "{stdout}");
+    assert!(!stdout.contains("Not checked"), "{stdout}");
+    let out = w.enroll_ok(&["--check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(
+        (v["server_status"]["state"].as_str(), v["server_status"]["key"].as_str()),
+        (Some("enrolled"), Some("current"))
+    );
+    let out = w.enroll_ok(&["--check", "--offline"]);
+    assert!(text(&out.stdout).contains("Not checked: whether 127.0.0.1 still lists this host (not asked: --offline)"));
+
     let out = w.enroll_ok(&["--logon", "cmartin", "--yes"]);
     let stdout = text(&out.stdout);
     assert!(stdout.contains("already enrolled for backups on 127.0.0.1 as localhost"), "{stdout}");
@@ -166,13 +180,34 @@ fn rerun_and_check_say_what_they_checked() {
         stdout.contains("Checked: the backup user, the sudoers drop-in and the key line on this machine"),
         "{stdout}"
     );
-    assert!(stdout.contains("Not checked: whether the server still lists this host"), "{stdout}");
+    assert!(stdout.contains("and 127.0.0.1 lists this machine as host localhost"), "{stdout}");
 
-    let out = w.enroll_ok(&["--check"]);
-    let stdout = text(&out.stdout);
-    assert!(!stdout.contains("PROBLEM"), "{stdout}");
-    assert_eq!(stdout.matches("  ok ").count(), 5, "{stdout}");
-    assert!(stdout.contains("Not checked: whether the server still lists this host"), "{stdout}");
+    // Revoked by the admin: neither a re-run nor --check says "enrolled",
+    // and neither changes anything here.
+    w.admin_ok(&["revoke", "localhost"]);
+    let before = w.client_files();
+    for args in [&["--logon", "cmartin", "--yes"][..], &["--check"][..]] {
+        let out = w.enroll(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("revoked host localhost"), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("forced-command clear localhost"), "{}", text(&out.stderr));
+    }
+    let out = w.enroll(&["--check", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!((v["ok"].as_bool(), v["exit_code"].as_u64()), (Some(false), Some(3)));
+    assert_eq!(v["server_status"]["state"], "revoked");
+    assert_eq!(w.client_files(), before, "asking changes nothing here");
+    // Forgotten: the server has nothing, the re-run says to enroll again.
+    w.admin_ok(&["clear", "localhost"]);
+    let out = w.enroll(&["--logon", "cmartin", "--yes"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("no enrollment for host localhost"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("enroll --rekey"), "{}", text(&out.stderr));
+    assert!(w.admin_ok(&["list"]).lines().all(|l| !l.contains("localhost")), "a status query enrolls nothing");
+    w.enroll_ok(&["--logon", "cmartin", "--yes", "--rekey"]);
+    w.enroll_ok(&["--check"]);
+
     let before = w.client_files();
     fs::remove_file(w.sudoers_file()).unwrap();
     let out = w.enroll(&["--check"]);
@@ -184,7 +219,6 @@ fn rerun_and_check_say_what_they_checked() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["ok"], false);
     assert_eq!(v["exit_code"], 1);
-    assert!(v["not_checked"].as_str().unwrap().contains("server still lists"));
     assert!(!w.sudoers_file().exists(), "--check changes nothing");
     w.enroll_ok(&["--logon", "cmartin", "--yes"]);
     assert_eq!(w.client_files(), before, "a re-run repairs it");

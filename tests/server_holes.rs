@@ -340,3 +340,24 @@ fn any_hand_made_file_of_a_host_keeps_the_toolkit_off_it() {
         assert_eq!(out.status.code(), Some(0), "{why}: {}", text(&out.stdout));
     }
 }
+
+#[test]
+fn a_status_query_tells_another_machine_nothing_and_changes_nothing() {
+    let w = World::new(Options::default());
+    w.enroll_ok(&["--logon", "cmartin", "--yes"]);
+    let before = w.server_files();
+    // The same address and register key, other host keys: the query is
+    // answered "another machine", without the logon or the key's fate.
+    let other = w.dir.join("other_host_key");
+    keygen(&other, "attacker");
+    set_key(&w.client_toml, "host_keys", &format!("[{:?}]", other.with_extension("pub")));
+    let out = w.enroll(&["--check", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["server_status"]["state"], "other-machine", "{v}");
+    assert_eq!(v["server_status"]["key"], "unknown", "{v}");
+    assert!(text(&out.stderr).contains("other SSH host keys"), "{}", text(&out.stderr));
+    assert_eq!(w.server_files(), before, "a status query writes nothing on the server");
+    let audit = fs::read_to_string(&w.audit_log).unwrap();
+    assert!(audit.contains("\"status\"") && audit.contains("other-machine"), "audited: {audit}");
+}

@@ -1,6 +1,7 @@
 //! The wire protocol between `enroll` and `forced-command`: the request
 //! (`OS:logon` in `SSH_ORIGINAL_COMMAND`), the hello block the client
-//! writes on stdin, and the server's answer.
+//! writes on stdin, and the server's answer; and the status query
+//! (`status`), which asks whether the host is still enrolled.
 //!
 //! Everything here is pure parsing and rendering of bytes that cross the
 //! trust boundary: no I/O, no lookups. Every parser is bounded in size and
@@ -10,3 +11,4 @@
 pub mod answer;
 pub mod hello;
 pub mod request;
+pub mod status;
