@@ -225,11 +225,10 @@ fn make_ca(dir: &Path, name: &str) {
     );
 }
 
-#[test]
-fn ca_file_is_the_whole_trusted_set() {
-    require_root();
-    let tls = TestDir::new("tls");
-    let d = tls.path.as_path();
+/// Two CAs (`site-ca`, `other-ca`), the directory's certificate for
+/// 127.0.0.1 signed by other-ca, and `both.pem` (the two CAs); returns
+/// slapd.conf's TLS lines.
+fn make_tls_files(d: &Path) -> String {
     make_ca(d, "site-ca");
     make_ca(d, "other-ca");
     // The directory's certificate, for 127.0.0.1, signed by other-ca.
@@ -273,13 +272,18 @@ fn ca_file_is_the_whole_trusted_set() {
     );
     let both = [fs::read(d.join("site-ca.pem")).unwrap(), fs::read(d.join("other-ca.pem")).unwrap()].concat();
     fs::write(d.join("both.pem"), both).unwrap();
-    let slapd = Slapd::start_with(
-        &format!(
-            "TLSCACertificateFile {d}/other-ca.pem\nTLSCertificateFile {d}/slapd.pem\nTLSCertificateKeyFile {d}/slapd.key\n",
-            d = d.display()
-        ),
-        "ldaps",
-    );
+    format!(
+        "TLSCACertificateFile {d}/other-ca.pem\nTLSCertificateFile {d}/slapd.pem\nTLSCertificateKeyFile {d}/slapd.key\n",
+        d = d.display()
+    )
+}
+
+#[test]
+fn ca_file_is_the_whole_trusted_set() {
+    require_root();
+    let tls = TestDir::new("tls");
+    let d = tls.path.as_path();
+    let slapd = Slapd::start_with(&make_tls_files(d), "ldaps");
     let f = ForcedBench::new();
     let base = fs::read_to_string(&f.config).unwrap().replace("logon_check = \"file\"", "logon_check = \"ldap\"");
     let audit = f.dir.join("audit.log");
@@ -315,4 +319,45 @@ fn ca_file_is_the_whole_trusted_set() {
             assert!(said.contains("not known to this server's directory"), "{why}: {said}");
         }
     }
+}
+
+/// forced-command's answer to `linux:nosuchuser` with this `[ldap]` table.
+fn ask_directory(f: &ForcedBench, base: &str, ldap: &str) -> (i32, String) {
+    let audit = f.dir.join("audit.log");
+    fs::write(&f.config, format!("{base}audit_log = {audit:?}\n[ldap]\n{ldap}")).unwrap();
+    let cmd = &mut as_sshd_runs(&f.bins.forced_command, &f.config, "linux:nosuchuser", "127.0.0.1");
+    let out = feed(cmd, b"", None).wait_with_output().unwrap();
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), fs::read_to_string(&audit).unwrap_or_default());
+    (out.status.code().unwrap_or(-1), said)
+}
+
+#[test]
+fn starttls_trusts_the_ca_file_and_never_falls_back_to_plain_text() {
+    require_root();
+    let tls = TestDir::new("starttls");
+    let d = tls.path.as_path();
+    // One slapd on ldap:// that offers StartTLS, one that cannot.
+    let with_tls = Slapd::start_with(&make_tls_files(d), "ldap");
+    let plain = Slapd::start();
+    let f = ForcedBench::new();
+    let base = fs::read_to_string(&f.config).unwrap().replace("logon_check = \"file\"", "logon_check = \"ldap\"");
+    let table = |port: u16, ca: &str| {
+        format!(
+            "url = \"ldap://127.0.0.1:{port}\"\nbase = \"ou=people,{BASE_DN}\"\nstarttls = true\nca_file = {:?}\ntimeout = 2\n",
+            d.join(ca)
+        )
+    };
+    let (code, said) = ask_directory(&f, &base, &table(with_tls.port, "other-ca.pem"));
+    assert_eq!(code, 1, "the directory's own CA: it answers over StartTLS: {said}");
+    assert!(said.contains("not known to this server's directory"), "{said}");
+    let (code, said) = ask_directory(&f, &base, &table(with_tls.port, "site-ca.pem"));
+    assert_eq!(code, 2, "a certificate from another CA is refused: {said}");
+    let (code, said) = ask_directory(&f, &base, &table(plain.port, "other-ca.pem"));
+    assert_eq!(code, 2, "no StartTLS offered: refused, never asked in plain text: {said}");
+    assert!(said.contains("directory could not be asked"), "{said}");
+    // The same plain directory without starttls answers: the refusal above
+    // was StartTLS's.
+    let plain_table =
+        format!("url = \"ldap://127.0.0.1:{}\"\nbase = \"ou=people,{BASE_DN}\"\ntimeout = 2\n", plain.port);
+    assert_eq!(ask_directory(&f, &base, &plain_table).0, 1);
 }
