@@ -460,14 +460,16 @@ struct Target<'a> {
 /// Write the host's keys, BackupPC files and registry entry; under the
 /// registry lock, after every check passed.
 ///
-/// Order: a new key is staged beside the current one (which is first kept
-/// as `HOST.key.prev` when the workstation still has it installed), then
-/// pc/HOST.pl, known_hosts and the registry are written, the key is
-/// renamed into place, and the hosts line comes last: BackupPC never
-/// schedules the host without its per-host config, key and registry entry.
-/// A refusal or failure on the way removes the staged key and leaves the
-/// host's working key as it was; a crash leaves files that are each whole,
-/// and re-running finishes the job.
+/// Order: the files are staged in one batch (see [`atomic::Batch`]: one
+/// wait for the disk for all contents, one for all folders) and renamed
+/// in this order: the current key kept as `HOST.key.prev` (when the
+/// workstation still has it installed), pc/HOST.pl, known_hosts, the
+/// registry, the new key and its `.pub`; the hosts line comes last, on
+/// its own: BackupPC never schedules the host without its per-host
+/// config, key and registry entry. A refusal or failure before the
+/// renames removes what was staged and leaves the host's working key as
+/// it was; a crash leaves files that are each whole, and re-running
+/// finishes the job.
 fn write_host(
     srv: &Server,
     reg: &mut Registry,
@@ -487,30 +489,29 @@ fn write_host(
     let previous_path = srv.previous_key_path(host);
     // Under the lock, what a killed run left of the host's key files is
     // stale: a run that answers the same key again writes none of them.
-    let staged_path = StagedKey::path(&key_path);
-    for p in [&key_path, &staged_path, &previous_path, &srv.pub_key_path(host)] {
+    // (`HOST.key.new`: where earlier builds staged a new key.)
+    let legacy_staged = srv.key_dir().join(format!("{host}.key.new"));
+    for p in [&key_path, &legacy_staged, &previous_path, &srv.pub_key_path(host)] {
         if let Some(name) = p.file_name() {
             atomic::remove_stale_temps(&srv.key_dir(), &name.to_string_lossy());
         }
     }
-    if matches!(plan, KeyPlan::Same { .. }) {
-        let _ = std::fs::remove_file(&staged_path);
-    }
+    let _ = std::fs::remove_file(&legacy_staged);
 
-    let (public, fingerprint, staged, keep_previous) = match (plan, keys.current) {
+    let mut batch = atomic::Batch::new();
+    let (public, fingerprint, new_key, keep_previous) = match (plan, keys.current) {
         (KeyPlan::Same { keep_previous }, Some(current)) => {
             (current.public, current.fingerprint, None, keep_previous && keys.previous.is_some())
         }
         (KeyPlan::New { keep_current }, current) => {
             let keep = match current.filter(|_| keep_current) {
                 Some(current) => {
-                    atomic::write(&previous_path, &current.bytes, srv.file(0o600))?;
+                    batch.add(&previous_path, &current.bytes, srv.file(0o600))?;
                     true
                 }
                 None => false,
             };
-            let staged = StagedKey::write(&key_path, fresh.private.as_bytes(), srv.file(0o600))?;
-            (fresh.public, fresh.fingerprint, Some(staged), keep)
+            (fresh.public, fresh.fingerprint, Some(fresh.private), keep)
         }
         (KeyPlan::Same { .. }, None) => unreachable!("key_plan answers the current key only when there is one"),
     };
@@ -535,18 +536,19 @@ fn write_host(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => per_host.render(&timestamp()),
         Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", pl.display()).into()),
     };
-    atomic::write(&pl, per_host_text.as_bytes(), Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)))?;
+    batch.add(&pl, per_host_text.as_bytes(), Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)))?;
     if !hello.hostkeys.is_empty() {
-        srv.pin_host_keys(host, &hello.hostkeys)?;
+        srv.pin_host_keys(&mut batch, host, &hello.hostkeys)?;
     }
     reg.version = 1;
     reg.hosts.insert(host.clone(), record(host, request, t.ip, &fingerprint, hello, "enrolled"));
     reg.requests.remove(host);
-    reg.save(&cfg.registry, srv.file(0o640))?;
-    if let Some(staged) = staged {
-        staged.commit()?;
-        atomic::write(&srv.pub_key_path(host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
+    reg.stage(&mut batch, &cfg.registry, srv.file(0o640))?;
+    if let Some(private) = new_key {
+        batch.add(&key_path, private.as_bytes(), srv.file(0o600))?;
+        batch.add(&srv.pub_key_path(host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
     }
+    batch.commit()?;
     // pc/HOST.pl no longer names the previous key: it can go.
     if !keep_previous {
         match std::fs::remove_file(&previous_path) {
@@ -591,43 +593,6 @@ fn record(host: &str, request: &Request, ip: std::net::IpAddr, key: &str, hello:
         host_key_fingerprints: host_key_fingerprints(hello),
         enrolled_at: timestamp(),
         state: state.to_string(),
-    }
-}
-
-/// A private key written beside its final name, removed again unless
-/// committed (renamed into place).
-struct StagedKey {
-    staged: std::path::PathBuf,
-    target: std::path::PathBuf,
-    committed: bool,
-}
-
-impl StagedKey {
-    /// `HOST.key.new`, beside `target`.
-    fn path(target: &Path) -> std::path::PathBuf {
-        let mut staged = target.as_os_str().to_owned();
-        staged.push(".new");
-        std::path::PathBuf::from(staged)
-    }
-
-    fn write(target: &Path, contents: &[u8], own: Ownership) -> std::io::Result<StagedKey> {
-        let staged = StagedKey::path(target);
-        atomic::write(&staged, contents, own)?;
-        Ok(StagedKey { staged, target: target.to_path_buf(), committed: false })
-    }
-
-    fn commit(mut self) -> std::io::Result<()> {
-        std::fs::rename(&self.staged, &self.target)?;
-        self.committed = true;
-        atomic::sync_dir(self.target.parent().unwrap_or(Path::new(".")))
-    }
-}
-
-impl Drop for StagedKey {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.staged);
-        }
     }
 }
 

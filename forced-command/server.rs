@@ -106,12 +106,14 @@ impl<'a> Server<'a> {
     }
 
     /// Pin `keys` for `host` in known_hosts (replacing that host's lines).
-    pub fn pin_host_keys(&self, host: &str, keys: &[String]) -> io::Result<()> {
+    /// Stage `host`'s lines of known_hosts as `keys` in `batch` (nothing
+    /// when they already are).
+    pub fn pin_host_keys(&self, batch: &mut atomic::Batch, host: &str, keys: &[String]) -> io::Result<()> {
         let kh = self.known_hosts();
         let existing = String::from_utf8_lossy(&atomic::read_or_empty(&kh)?).into_owned();
         let updated = known_hosts::replace(&existing, host, keys);
         if updated != existing {
-            atomic::write(&kh, updated.as_bytes(), Ownership::of_existing_or(&kh, self.file(0o644)))?;
+            batch.add(&kh, updated.as_bytes(), Ownership::of_existing_or(&kh, self.file(0o644)))?;
         }
         Ok(())
     }

@@ -155,6 +155,79 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Several files replaced in one step, for writes made together under one
+/// lock. Each file goes through its own temporary file, as [`write`] does,
+/// flushed before it is renamed over the old one: each file is old or new,
+/// never torn. What a batch saves is waiting: the flushes of all contents
+/// are waited for at once, then the renames are made in the order the files
+/// were added, then the flushes of all their folders are waited for at
+/// once: two waits for the disk instead of two per file. (Concurrent
+/// `fsync`s of changes already made share the file system journal's
+/// commits.) A rename made by a crashed run is durable no later than the
+/// renames before it on journaling file systems (ext4, XFS), which commit
+/// a folder's changes in order. Dropped uncommitted, a batch removes its
+/// temporary files and changes nothing.
+#[derive(Default)]
+pub struct Batch {
+    staged: Vec<(tempfile::NamedTempFile, PathBuf)>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Stage `contents` for `path`, with the given ownership (see [`write`]).
+    pub fn add(&mut self, path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
+        let dir = parent(path)?;
+        let name = file_name(path);
+        remove_stale_temps(&dir, &name);
+        let tmp = locked_temp(&dir, &name)?;
+        let mut f = tmp.as_file();
+        f.write_all(contents)?;
+        chown_if_needed(f, own)?;
+        f.set_permissions(fs::Permissions::from_mode(own.mode))?;
+        self.staged.push((tmp, path.to_path_buf()));
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Flush every staged file, rename each into place in order, flush
+    /// their folders.
+    pub fn commit(self) -> io::Result<()> {
+        sync_all_at_once(self.staged.iter().map(|(tmp, _)| tmp.as_file()))?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (tmp, path) in self.staged {
+            let dir = parent(&path)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        let opened = dirs.iter().map(File::open).collect::<io::Result<Vec<File>>>()?;
+        sync_all_at_once(opened.iter())
+    }
+}
+
+/// `sync_all` of every file, concurrently, so the waits overlap.
+fn sync_all_at_once<'a>(files: impl Iterator<Item = &'a File>) -> io::Result<()> {
+    let files: Vec<&File> = files.collect();
+    if let [one] = files[..] {
+        return one.sync_all();
+    }
+    std::thread::scope(|s| {
+        let waits: Vec<_> = files.iter().map(|f| s.spawn(move || f.sync_all())).collect();
+        waits
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(io::Error::other("a flush thread panicked"))))
+            .collect::<io::Result<Vec<()>>>()
+    })
+    .map(|_| ())
+}
+
 fn parent(path: &Path) -> io::Result<PathBuf> {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => Ok(p.to_path_buf()),
@@ -275,6 +348,30 @@ mod tests {
         for (file, name, want) in rows {
             assert_eq!(is_temp_of(file, name), want, "{file} for {name}");
         }
+    }
+
+    #[test]
+    fn a_batch_replaces_in_order_and_a_dropped_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("sub/b"));
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(&a, b"old a").unwrap();
+        let mut batch = Batch::new();
+        batch.add(&a, b"new a", me(0o640)).unwrap();
+        batch.add(&b, b"new b", me(0o600)).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"old a", "nothing visible before the commit");
+        assert!(!b.exists());
+        batch.commit().unwrap();
+        assert_eq!((fs::read(&a).unwrap(), fs::read(&b).unwrap()), (b"new a".to_vec(), b"new b".to_vec()));
+        assert_eq!(fs::metadata(&a).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(fs::metadata(&b).unwrap().mode() & 0o777, 0o600);
+
+        let mut dropped = Batch::new();
+        dropped.add(&a, b"never", me(0o640)).unwrap();
+        drop(dropped);
+        assert_eq!(fs::read(&a).unwrap(), b"new a");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 2, "no temporary file left: {left:?}");
     }
 
     #[test]

@@ -88,9 +88,18 @@ impl Registry {
     }
 
     pub fn save(&self, path: &Path, own: Ownership) -> io::Result<()> {
+        atomic::write(path, &self.render(), Ownership::of_existing_or(path, own))
+    }
+
+    /// Stage the registry's new contents in `batch` (see [`atomic::Batch`]).
+    pub fn stage(&self, batch: &mut atomic::Batch, path: &Path, own: Ownership) -> io::Result<()> {
+        batch.add(path, &self.render(), Ownership::of_existing_or(path, own))
+    }
+
+    fn render(&self) -> Vec<u8> {
         let mut text = serde_json::to_string_pretty(self).expect("registry serialises");
         text.push('\n');
-        atomic::write(path, text.as_bytes(), Ownership::of_existing_or(path, own))
+        text.into_bytes()
     }
 }
 
