@@ -688,3 +688,53 @@ fn prune_keeps_by_receive_time_not_by_the_names_date() {
     let said = prune(false);
     assert!(!said.contains("deleted"), "{said}");
 }
+
+#[test]
+fn disk_full_refuses_cleanly() {
+    require_root();
+    let dir = TestDir::new("dbxfull");
+    let bin = dir.mkdir("bin").join("dropbox");
+    install_executable(Path::new(env!("CARGO_BIN_EXE_dropbox")), &bin);
+    let folder = dir.mkdir("box");
+    let config = dir.join("dropbox.toml");
+    fs::write(
+        &config,
+        format!("user = \"nobody\"\nfolder = {folder:?}\nhome = {:?}\nkeep_free = 0\n", dir.join("home")),
+    )
+    .unwrap();
+    let data = tar_gz(8 << 20, 1);
+    let mut input = format!("C0644 {} {A}\n", data.len()).into_bytes();
+    input.extend(&data);
+    input.push(0);
+    // A 4 MiB tmpfs over the box, seen only by this dropbox.
+    let script =
+        "mount -t tmpfs -o size=4m dbxfull \"$0\" && mkdir \"$0/.incoming\" \"$0/.quarantine\" \"$0/.receipts\" \
+                  && \"$1\" --config \"$2\"; rc=$?; ls -A \"$0\" \"$0/.incoming\" >&2; exit $rc";
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c", script])
+        .arg(&folder)
+        .arg(&bin)
+        .arg(&config)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("SSH_ORIGINAL_COMMAND", "scp -t .")
+        .env("SSH_CONNECTION", "127.0.0.1 40000 127.0.0.1 22")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a full disk is a failed upload");
+    assert!(said.starts_with("\0\0\x01scp: ") && said.contains("disk is full"), "the client is told: {said:?}");
+    // What the tmpfs held at the end: the folders only, .incoming empty.
+    let listing = String::from_utf8_lossy(&out.stderr);
+    assert!(!listing.contains(A) && !listing.contains(".part"), "nothing kept, no temporary left:\n{listing}");
+    assert!(listing.contains(".incoming"), "{listing}");
+}
