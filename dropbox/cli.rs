@@ -62,6 +62,31 @@ pub enum Command {
         #[arg(long)]
         remove_archives: bool,
     },
+    /// Upload archives into a drop box (the vendor's side): each with its
+    /// NAME.sha256 sidecar, the drop box's host key checked against a
+    /// pinned known_hosts file.
+    Push {
+        /// The drop box's account and host.
+        #[arg(long, value_name = "USER@HOST")]
+        to: String,
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+        /// The private key the drop box's key line names.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Pinned host keys of the drop box (OpenSSH known_hosts format).
+        #[arg(long, value_name = "FILE")]
+        known_hosts: PathBuf,
+        /// Seconds for connecting and for each exchange.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Send no NAME.sha256 sidecar.
+        #[arg(long)]
+        no_sidecar: bool,
+        /// The archives.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Delete archives the retention does not keep (by the time each was
     /// received, never by the date in its name).
     Prune {

@@ -1,8 +1,10 @@
 //! `dropbox`: the forced command of a vendor's key that may only upload
 //! archives into one drop box (serve.rs), and the admin's subcommands to
-//! set it up, remove it and prune it (setup.rs).
+//! set it up, remove it and prune it (setup.rs), and the vendor's
+//! `push` client (push.rs).
 
 mod cli;
+mod push;
 mod serve;
 mod setup;
 
@@ -21,6 +23,17 @@ fn main() -> ExitCode {
         Command::Setup { key, from } => setup::setup(&cli.config, &key, from),
         Command::Uninstall { remove_archives } => setup::uninstall(&cli.config, remove_archives),
         Command::Prune { dry_run } => prune_box(&cli.config, dry_run),
+        Command::Push { to, port, key, known_hosts, timeout, no_sidecar, files } => {
+            let p = push::Push {
+                to,
+                port,
+                key,
+                known_hosts,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+                sidecar: !no_sidecar,
+            };
+            push::push(&p, &files)
+        }
     };
     match result {
         Ok(lines) => {

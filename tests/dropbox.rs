@@ -738,3 +738,51 @@ fn disk_full_refuses_cleanly() {
     assert!(!listing.contains(A) && !listing.contains(".part"), "nothing kept, no temporary left:\n{listing}");
     assert!(listing.contains(".incoming"), "{listing}");
 }
+
+#[test]
+fn push_client() {
+    let w = DropBoxWorld::new("");
+    let push = |known_hosts: &Path, file: &Path| {
+        Command::new(&w.bin)
+            .arg("push")
+            .args(["--to", &format!("{}@127.0.0.1", w.user), "--port", &w.sshd.port.to_string(), "--timeout", "20"])
+            .arg("--key")
+            .arg(&w.key)
+            .arg("--known-hosts")
+            .arg(known_hosts)
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let a = tar_gz(2 << 20, 1);
+    let local = w.put_local("a", A, &a);
+    let out = push(&w.known_hosts, &local);
+    succeeded(&w, &out, "dropbox push");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&sha256(&a)));
+    assert_eq!(w.stored(A).as_deref(), Some(&a[..]));
+    let r = w.receipt(A).unwrap();
+    assert_eq!((r["sidecar"].as_str(), r["sha256"].as_str()), (Some("matched"), Some(sha256(&a).as_str())));
+    // Again: refused, with a sentence.
+    let out = push(&w.known_hosts, &w.put_local("again", A, &tar_gz(1000, 2)));
+    failed(&out, "a second push of one name");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"), "{out:?}");
+    assert_eq!(w.stored(A).as_deref(), Some(&a[..]));
+    // A damaged archive: the close carries the verdict.
+    let out = push(&w.known_hosts, &w.put_local("bad", B, b"not gzip"));
+    failed(&out, "a damaged archive");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not keep"), "{out:?}");
+    assert!(w.quarantined(B));
+    // Another host key pinned: nothing is sent.
+    let other = w.dir.join("other_host_key");
+    keygen(&other, "other");
+    let pinned = w.dir.join("wrong_known_hosts");
+    fs::write(
+        &pinned,
+        format!("[127.0.0.1]:{} {}\n", w.sshd.port, fs::read_to_string(other.with_extension("pub")).unwrap().trim()),
+    )
+    .unwrap();
+    let out = push(&pinned, &w.put_local("c", C, &tar_gz(1000, 3)));
+    failed(&out, "a push to an unpinned host key");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host key"), "{out:?}");
+    assert!(w.stored(C).is_none() && w.stored(&format!("{C}.sha256")).is_none());
+}
