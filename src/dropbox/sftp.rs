@@ -338,7 +338,7 @@ fn now32() -> u32 {
 }
 
 enum Handle<'b> {
-    Upload(Upload<'b>),
+    Upload(Box<Upload<'b>>),
     Dir,
 }
 
@@ -557,7 +557,7 @@ impl<'b> Server<'b> {
             return status(id, fx::FAILURE, "too many files open at once");
         }
         match self.bx.begin(&name) {
-            Ok(u) => match self.new_handle(Handle::Upload(u)) {
+            Ok(u) => match self.new_handle(Handle::Upload(Box::new(u))) {
                 Ok(h) => Reply::new(fxp::HANDLE).u32(id).string(&h.to_be_bytes()).done(),
                 Err(r) => refusal_status(id, &r),
             },

@@ -10,7 +10,7 @@
 //! `.incoming` under its temporary name, never under the final one.
 
 use super::config::DropboxConfig;
-use super::verify;
+use super::verify::{self, Streaming};
 use crate::log::Audit;
 use crate::store::atomic::{self, Ownership};
 use nix::fcntl::{renameat2, RenameFlags};
@@ -27,6 +27,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A sidecar is one `sha256sum` line; anything longer is refused.
 pub const SIDECAR_MAX: u64 = 4096;
+/// How much of an upload is written before its writeback to disk starts.
+const WRITEBACK_EVERY: u64 = 16 << 20;
 /// How much an upload may grow between two checks of the free space.
 const SPACE_CHECK_EVERY: u64 = 8 << 20;
 
@@ -249,6 +251,8 @@ impl DropBox {
             cap,
             quota_left: self.cfg.quota.map(|q| q.saturating_sub(space.used)),
             grown: 0,
+            stream: Streaming::start(),
+            flushed: 0,
             failed: None,
             done: false,
         })
@@ -322,6 +326,10 @@ pub struct Upload<'b> {
     quota_left: Option<u64>,
     /// Growth since the free space was last checked.
     grown: u64,
+    /// The verifier fed as the bytes arrive in order, while they do.
+    stream: Option<Streaming>,
+    /// Bytes whose writeback to disk was started.
+    flushed: u64,
     /// The first refusal; once set, the upload can only fail.
     failed: Option<Refusal>,
     done: bool,
@@ -400,6 +408,13 @@ impl Upload<'_> {
             return Err(self.fail(r));
         }
         self.end = self.end.max(new_end);
+        if self.stream.as_mut().is_some_and(|s| !s.feed(offset, data)) {
+            self.stream = None;
+        }
+        if self.end >= self.flushed + WRITEBACK_EVERY {
+            crate::sys::start_writeback(&self.file, self.flushed, self.end - self.flushed);
+            self.flushed = self.end;
+        }
         Ok(())
     }
 
@@ -415,6 +430,9 @@ impl Upload<'_> {
             return Err(self.fail(r));
         }
         self.end = size;
+        if self.stream.as_ref().is_some_and(|s| s.next != size) {
+            self.stream = None;
+        }
         Ok(())
     }
 
@@ -456,14 +474,21 @@ impl Upload<'_> {
         Refusal::failure(format!("{} failed verification ({reason}): it was not kept (quarantined)", self.name))
     }
 
-    fn finish_archive(self, session: &Session, protocol: &str) -> Result<Receipt, Refusal> {
+    fn finish_archive(mut self, session: &Session, protocol: &str) -> Result<Receipt, Refusal> {
         let bx = self.bx;
-        let mut f = match self.file.try_clone() {
-            Ok(f) => f,
-            Err(e) => return Err(io_refusal("cannot read the upload back", &e)),
+        // Verified as it arrived when every byte came in order, else
+        // read back from the flushed file.
+        let verdict = match self.stream.take().filter(|s| s.next == self.end) {
+            Some(s) => s.finish(),
+            None => match self.file.try_clone() {
+                Ok(mut f) => {
+                    let _ = f.rewind();
+                    verify::archive(&f)
+                }
+                Err(e) => return Err(io_refusal("cannot read the upload back", &e)),
+            },
         };
-        let _ = f.rewind();
-        let v = match verify::archive(&f) {
+        let v = match verdict {
             Ok(v) => v,
             Err(reason) => return Err(self.verify_failed(session, &reason)),
         };

@@ -78,6 +78,88 @@ pub fn archive(r: impl Read) -> Result<Verified, String> {
     Ok(Verified { size: hashing.size, sha256: hex(&hashing.hash.finalize()), members })
 }
 
+/// Verification while the upload arrives: bytes written in order are
+/// handed to a thread that reads them as [`archive`] reads a file, on the
+/// other core, so closing a large upload does not wait for a second pass.
+/// The channel is bounded (memory stays a few MiB whatever the size). A
+/// client that writes out of order gets its file read back at close
+/// instead.
+pub struct Streaming {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<Result<Verified, String>>>,
+    /// The next offset expected in order.
+    pub next: u64,
+}
+
+struct Chunks {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Streaming {
+    pub fn start() -> Option<Streaming> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let thread = std::thread::Builder::new()
+            .name("verify".into())
+            .spawn(move || archive(Chunks { rx, cur: Vec::new(), pos: 0 }))
+            .ok()?;
+        Some(Streaming { tx: Some(tx), thread: Some(thread), next: 0 })
+    }
+
+    /// Feed bytes at `offset`; `false` when they are not the next ones in
+    /// order (or the verifier is gone): the stream is then useless.
+    pub fn feed(&mut self, offset: u64, data: &[u8]) -> bool {
+        if offset != self.next {
+            return false;
+        }
+        match &self.tx {
+            Some(tx) if tx.send(data.to_vec()).is_ok() => {
+                self.next += data.len() as u64;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The verdict on everything fed, once the input has ended.
+    pub fn finish(mut self) -> Result<Verified, String> {
+        drop(self.tx.take());
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err("the verifier stopped".into()),
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        // Ends the verifier: its reader sees the end of input.
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The digest a `NAME.sha256` sidecar states for `archive_name`: the
 /// format `sha256sum` writes (`HEX  NAME` or `HEX *NAME`, one line), or
 /// the bare 64 hex digits. Lower-cased.
@@ -168,6 +250,22 @@ pub(crate) mod tests {
         for (data, why) in rows {
             assert!(archive(&data[..]).is_err(), "{why} must fail verification");
         }
+    }
+
+    #[test]
+    fn streaming_agrees_with_reading_back() {
+        let good = tar_gz(300_000);
+        let mut s = Streaming::start().unwrap();
+        for (i, c) in good.chunks(7000).enumerate() {
+            assert!(s.feed((i * 7000) as u64, c));
+        }
+        assert_eq!(s.finish(), archive(&good[..]));
+        let mut s = Streaming::start().unwrap();
+        assert!(s.feed(0, &good[..100]));
+        assert!(!s.feed(50, &good[50..100]), "out of order");
+        let mut s = Streaming::start().unwrap();
+        assert!(s.feed(0, &good[..good.len() / 2]));
+        assert!(s.finish().is_err(), "a truncated stream fails");
     }
 
     #[test]
