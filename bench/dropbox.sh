@@ -7,7 +7,10 @@
 # .tar.gz through each, alternated (AB, BA, …) for BENCH_ROUNDS (default
 # 3) rounds. dropbox's time includes its verification (gzip and tar read
 # to the end) and flushes; both servers run under /usr/bin/time for their
-# peak memory. Prints min / median / max of each and the ratio of medians.
+# peak memory. A third side is sftp-server followed by an fsync of the
+# uploaded file (`sync FILE`): the time until the upload is on disk, which
+# dropbox guarantees before it answers the close and sftp-server does not.
+# Prints min / median / max of each and the ratios of medians.
 # Results: BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,29 +70,41 @@ head -c "$size" /dev/urandom >"$w/src/data.bin"
 tar -C "$w/src" -cf - data.bin | gzip -1 >"$w/local/$name"
 rm -rf "$w/src"
 echo "put $w/local/$name" >"$w/batch"
-run() { # side → seconds, peak KiB
+run() { # side (dropbox, plain, durable) → seconds, peak KiB
     rm -f "$w/box/$name" "$w/box/.receipts/$name.json" "$w/plain/$name"
     sync
-    local t0 t1
+    local t0 t1 key=$1
+    [ "$1" = durable ] && key=plain
     t0=$(date +%s.%N)
-    sftp -q -F /dev/null -i "$w/key_$1" -o IdentitiesOnly=yes -o BatchMode=yes \
+    sftp -q -F /dev/null -i "$w/key_$key" -o IdentitiesOnly=yes -o BatchMode=yes \
         -o UserKnownHostsFile="$w/known_hosts" -P "$port" -b "$w/batch" "$user@127.0.0.1" >/dev/null
+    [ "$1" = durable ] && sync "$w/plain/$name"
     t1=$(date +%s.%N)
     sleep 0.2
     echo "$(echo "$t1 - $t0" | bc) $(tail -1 "$w/rss")"
 }
 [ "$(run dropbox | cut -d' ' -f1)" ] && [ -s "$w/box/.receipts/$name.json" ] || { echo "dropbox did not accept the archive" >&2; exit 1; }
-declare -a A B MA MB
+declare -a A B C MA MB
 for i in $(seq "$rounds"); do
-    if [ $((i % 2)) = 1 ]; then order="plain dropbox"; else order="dropbox plain"; fi
+    case $((i % 3)) in
+        1) order="plain durable dropbox" ;;
+        2) order="dropbox plain durable" ;;
+        0) order="durable dropbox plain" ;;
+    esac
     for side in $order; do
         read -r t m < <(run "$side")
-        if [ "$side" = plain ]; then A+=("$t"); MA+=("$m"); else B+=("$t"); MB+=("$m"); fi
+        case $side in
+            plain) A+=("$t"); MA+=("$m") ;;
+            durable) C+=("$t") ;;
+            dropbox) B+=("$t"); MB+=("$m") ;;
+        esac
     done
 done
 stats() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "%.2f / %.2f / %.2f", v[1], v[int((NR+1)/2)], v[NR]}'; }
 med() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 echo "archive: $(stat -c %s "$w/local/$name") bytes, $rounds rounds"
 echo "sftp-server s (min/med/max): $(stats "${A[@]}")   peak RSS KiB: $(stats "${MA[@]}")"
+echo "sftp-server + fsync s:       $(stats "${C[@]}")"
 echo "dropbox     s (min/med/max): $(stats "${B[@]}")   peak RSS KiB: $(stats "${MB[@]}")"
 echo "ratio of medians dropbox/sftp-server: $(echo "scale=3; $(med "${B[@]}") / $(med "${A[@]}")" | bc)"
+echo "ratio of medians dropbox/(sftp-server + fsync): $(echo "scale=3; $(med "${B[@]}") / $(med "${C[@]}")" | bc)"
