@@ -26,6 +26,20 @@ pub fn landlock_abi() -> Result<u32, nix::errno::Errno> {
     }
 }
 
+/// Start writing `len` bytes of `file` from `offset` back to disk, without
+/// waiting (`SYNC_FILE_RANGE_WRITE`): a large upload reaches the disk as
+/// it arrives, so the `fsync` at its end has little left to do. Advisory:
+/// an error only means the later `fsync` does all the work.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    // SAFETY: sync_file_range only reads its integer arguments; the
+    // descriptor is open for as long as `file` is borrowed.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
