@@ -28,8 +28,14 @@ mod forced_command_cli;
 #[path = "rsyncsend/cli.rs"]
 mod rsyncsend_cli;
 
+#[allow(dead_code)]
+#[path = "dropbox/cli.rs"]
+mod dropbox_cli;
+
 fn main() -> io::Result<()> {
-    for input in ["build.rs", "src/paths.rs", "enroll/cli.rs", "forced-command/cli.rs", "rsyncsend/cli.rs"] {
+    for input in
+        ["build.rs", "src/paths.rs", "enroll/cli.rs", "forced-command/cli.rs", "rsyncsend/cli.rs", "dropbox/cli.rs"]
+    {
         println!("cargo:rerun-if-changed={input}");
     }
     println!("cargo:rerun-if-env-changed=BACKUPPC_ENROLL_GIT_REVISION");
@@ -39,11 +45,13 @@ fn main() -> io::Result<()> {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let assets = out.join("assets");
     let _ = fs::remove_dir_all(&assets);
-    // enroll and forced-command are run by root to administer the machine
-    // (section 8); rsyncsend is run by sshd, never by a person, likewise.
+    // enroll, forced-command and dropbox are run by root to administer the
+    // machine (section 8); rsyncsend is run by sshd, never by a person,
+    // likewise. The first three get completions.
     let commands = [
         enroll_cli::Cli::command().version(version.clone()),
         forced_command_cli::Cli::command().version(version.clone()),
+        dropbox_cli::Cli::command().version(version.clone()),
         rsyncsend_cli::Cli::command().version(version.clone()),
     ];
     for cmd in &commands {
@@ -51,7 +59,7 @@ fn main() -> io::Result<()> {
     }
     let completions = assets.join("completions");
     fs::create_dir_all(&completions)?;
-    for mut cmd in commands.into_iter().take(2) {
+    for mut cmd in commands.into_iter().take(3) {
         let name = cmd.get_name().to_string();
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let file = clap_complete::generate_to(shell, &mut cmd, &name, &completions)?;
@@ -148,7 +156,7 @@ fn man_pages(cmd: &Command, parents: &[&str], dir: &Path) -> io::Result<()> {
     }
     roff.control("SH", ["SEE ALSO"]);
     let see_also: Vec<String> = if parents.is_empty() {
-        ["enroll", "forced-command", "rsyncsend"]
+        ["enroll", "forced-command", "rsyncsend", "dropbox"]
             .iter()
             .filter(|n| **n != name)
             .map(|n| format!("{n}(8)"))

@@ -47,6 +47,9 @@ pub enum Command {
     /// Create the account, its root-owned home, the box's folders and the
     /// vendor's key line (as root; running it again changes only what
     /// differs).
+    #[command(after_help = "Examples:
+  dropbox --config /etc/backuppc-enroll/dropbox-jpro.toml setup --key vendor.pub
+  dropbox --config /etc/backuppc-enroll/dropbox-jpro.toml setup --key vendor.pub --from 203.0.113.0/24")]
     Setup {
         /// The vendor's public key (one OpenSSH line).
         #[arg(long, value_name = "FILE")]
@@ -57,6 +60,9 @@ pub enum Command {
     },
     /// Remove what setup made: the key line, and the account and its home
     /// when setup created them. Archives are kept unless asked.
+    #[command(after_help = "Examples:
+  dropbox --config /etc/backuppc-enroll/dropbox-jpro.toml uninstall
+  dropbox --config /etc/backuppc-enroll/dropbox-jpro.toml uninstall --remove-archives")]
     Uninstall {
         /// Also delete the box's folder with every archive in it.
         #[arg(long)]
@@ -65,6 +71,10 @@ pub enum Command {
     /// Upload archives into a drop box (the vendor's side): each with its
     /// NAME.sha256 sidecar, the drop box's host key checked against a
     /// pinned known_hosts file.
+    #[command(after_help = "Examples:
+  # on the vendor's side, with the drop box's host key pinned
+  dropbox push --to jpro@backup.example.org --key ~/.ssh/dropbox --known-hosts dropbox.known_hosts \\
+      jpro_instance-042-2026-03-01_02h-30-00.tar.gz")]
     Push {
         /// The drop box's account and host.
         #[arg(long, value_name = "USER@HOST")]
@@ -89,6 +99,9 @@ pub enum Command {
     },
     /// Delete archives the retention does not keep (by the time each was
     /// received, never by the date in its name).
+    #[command(after_help = "Examples:
+  dropbox --config /etc/backuppc-enroll/dropbox-jpro.toml prune --dry-run
+  dropbox --config /etc/backuppc-enroll/dropbox-jpro.toml prune      # what the systemd timer runs daily")]
     Prune {
         /// Say what would be deleted, delete nothing.
         #[arg(long)]

@@ -94,7 +94,7 @@ dpkg -L $client $server | sort > "$workdir/files"
 echo "== installed programs"
 revision=$(git rev-parse --short=12 HEAD 2>/dev/null || true)
 expect_version="$version${revision:+ (git $revision)}"
-for cmd in enroll forced-command /usr/lib/backuppc-enroll/rsyncsend; do
+for cmd in enroll forced-command dropbox /usr/lib/backuppc-enroll/rsyncsend; do
     got=$("$cmd" --version)
     [ "$got" = "$(basename "$cmd") $expect_version" ] || fail "$cmd --version: got '$got', want '$(basename "$cmd") $expect_version'"
     echo "$got"
@@ -104,13 +104,14 @@ done
     || fail "registry folder: $(stat -c '%U:%G %a' /var/lib/backuppc-enroll), want backuppc:backuppc 755"
 [ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml)" = "root:backuppc 640" ] \
     || fail "server.toml: $(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml), want root:backuppc 640"
-for page in enroll enroll-bundle rsyncsend forced-command forced-command-check-config forced-command-token-create; do
+for page in enroll enroll-bundle rsyncsend forced-command forced-command-check-config forced-command-token-create dropbox dropbox-setup; do
     file=$(man -w "$page") || fail "man $page: not found"
     warnings=$(MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$file" 2>&1 >/dev/null)
     [ -z "$warnings" ] || fail "man $page: $warnings"
 done
 for f in /usr/share/bash-completion/completions/enroll /usr/share/bash-completion/completions/forced-command \
-    /usr/share/zsh/vendor-completions/_enroll /usr/share/fish/vendor_completions.d/forced-command.fish; do
+    /usr/share/zsh/vendor-completions/_enroll /usr/share/fish/vendor_completions.d/forced-command.fish \
+    /usr/share/bash-completion/completions/dropbox /lib/systemd/system/dropbox-prune@.timer; do
     [ -s "$f" ] || fail "$f missing"
 done
 [ ! -e /etc/backuppc-enroll/register-key ] || fail "the client package must not ship a register key"

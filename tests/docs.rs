@@ -56,6 +56,8 @@ fn a_man_page_per_command_and_subcommand_rendering_without_warnings() {
         "forced-command.8.gz",
         "forced-command-token-create.8.gz",
         "rsyncsend.8.gz",
+        "dropbox.8.gz",
+        "dropbox-setup.8.gz",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }
@@ -92,8 +94,9 @@ fn a_man_page_per_command_and_subcommand_rendering_without_warnings() {
             links += 1;
         }
     }
-    // forced-command's 12 + token's 3 + enroll's bundle + rsyncsend's exec-rsync.
-    assert_eq!(links, 17, "subcommand links found");
+    // forced-command's 12 + token's 3 + enroll's bundle + rsyncsend's
+    // exec-rsync + dropbox's setup, uninstall, push, prune.
+    assert_eq!(links, 21, "subcommand links found");
 }
 
 #[test]
@@ -118,7 +121,7 @@ fn version_names_the_git_revision() {
     let manifest = env!("CARGO_MANIFEST_DIR");
     let rev = Command::new("git").args(["-C", manifest, "rev-parse", "--short=12", "HEAD"]).output().ok();
     let rev = rev.filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    for page in ["enroll.8.gz", "forced-command.8.gz", "rsyncsend.8.gz"] {
+    for page in ["enroll.8.gz", "forced-command.8.gz", "rsyncsend.8.gz", "dropbox.8.gz"] {
         let (bin, _) = command_of(&assets().join("man").join(page));
         let out = run_ok(Command::new(&bin).arg("--version"));
         let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -141,6 +144,9 @@ fn completions_parse_and_complete() {
         ("zsh", "_forced-command"),
         ("fish", "enroll.fish"),
         ("fish", "forced-command.fish"),
+        ("bash", "dropbox.bash"),
+        ("zsh", "_dropbox"),
+        ("fish", "dropbox.fish"),
     ] {
         require_program(shell);
         let out = Command::new(shell).arg("-n").arg(dir.join(file)).output().unwrap();
