@@ -280,7 +280,7 @@ impl Ran {
         let said = String::from_utf8_lossy(&self.stderr);
         let said: Vec<&str> = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         let tail = said.iter().rev().take(2).rev().cloned().collect::<Vec<_>>().join(" / ");
-        let tail: String = crate::names::printable(&tail).chars().take(400).collect();
+        let tail: String = crate::names::display_text(&tail).chars().take(400).collect();
         let what = if let Some(t) = self.timed_out {
             format!("{tool} did not finish within {} s and was killed", t.as_secs())
         } else if let Some(max) = self.too_big {

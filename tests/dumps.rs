@@ -1,0 +1,362 @@
+//! Application dumps before a backup, with the real parts: a private
+//! PostgreSQL 15 cluster from Debian (its own folder and Unix socket, run
+//! as `postgres`, stopped by pid), a real BackupPC 4 (as in
+//! backuppc_e2e.rs) backing up a workstation enrolled on loopback, and
+//! the server asking for the dumps only through the per-host key.
+
+mod common;
+
+use common::backuppc::*;
+use common::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn require_postgresql() {
+    for p in ["initdb", "pg_ctl", "psql", "pg_dump", "pg_dumpall", "pg_restore"] {
+        let p = Path::new(PG_BIN).join(p);
+        assert!(p.exists(), "{} is missing: run the README's test command, which installs postgresql", p.display());
+    }
+}
+
+/// A private PostgreSQL cluster: data and socket in the test folder, no
+/// TCP listener, peer authentication on the socket.
+struct Pg {
+    data: PathBuf,
+    sock: PathBuf,
+    port: u16,
+    log: PathBuf,
+}
+
+fn as_postgres(program: &str) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).arg(Path::new(PG_BIN).join(program)).current_dir("/").env("LC_ALL", "C");
+    c
+}
+
+impl Pg {
+    fn init(dir: &TestDir) -> Pg {
+        let root = dir.mkdir("pg");
+        let data = root.join("data");
+        let sock = root.join("sock");
+        fs::create_dir(&sock).unwrap();
+        run_ok(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&root));
+        chmod(&sock, 0o755);
+        run_ok(as_postgres("initdb").arg("-D").arg(&data).args([
+            "--auth-local=peer",
+            "--auth-host=reject",
+            "-U",
+            "postgres",
+        ]));
+        let port = 20000 + (std::process::id() % 10000) as u16;
+        let pg = Pg { data, sock, port, log: root.join("postgres.log") };
+        pg.start();
+        pg
+    }
+
+    fn start(&self) {
+        let opts = format!("-k {} -p {} -c listen_addresses=", self.sock.display(), self.port);
+        run_ok(
+            as_postgres("pg_ctl").arg("-D").arg(&self.data).arg("-l").arg(&self.log).args(["-o", &opts, "-w", "start"]),
+        );
+    }
+
+    fn pid(&self) -> Option<i32> {
+        let text = fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// Fast shutdown by the postmaster's pid; returns once it is gone.
+    fn stop(&self) {
+        let Some(pid) = self.pid() else { return };
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while nix::sys::signal::kill(pid, None).is_ok() {
+            if Instant::now() > deadline {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> String {
+        let out = run_ok(as_postgres("psql").arg("-h").arg(&self.sock).args([
+            "-p",
+            &self.port.to_string(),
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            sql,
+        ]));
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const ROWS: &str = "SELECT id || ':' || body FROM posts ORDER BY id";
+
+/// A root-owned file only root can write.
+fn write_root(path: &Path, contents: &str, mode: u32) {
+    fs::write(path, contents).unwrap();
+    chmod(path, mode);
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let out = run_ok(Command::new("sha256sum").arg(path));
+    text(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+fn status(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The rows of BackupPC's `backups` file: (num, type, xferErrs).
+fn backups(top: &Path) -> Vec<(String, String, u64)> {
+    let text = fs::read_to_string(top.join("pc/localhost/backups")).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[1].to_string(), f[10].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn postgresql_dump_taken_before_the_backup_restores_to_the_backup_moment() {
+    require_backuppc();
+    require_postgresql();
+    let dir = TestDir::new("dumps");
+    let bins = install_bins(&dir);
+    let backup_user = unique("bpdb");
+    let _cleanup = UserGuard(backup_user.clone());
+    let pg = Pg::init(&dir);
+
+    // The application: its database, a config folder and a data folder,
+    // and the folder its dump goes to, all in one share.
+    let app = dir.mkdir("app");
+    let (config, data, dumps) = (dir.mkdir("app/config"), dir.mkdir("app/data"), dir.mkdir("app/dumps"));
+    chmod(&dumps, 0o700);
+    pg.psql("postgres", "CREATE DATABASE mattermost");
+    pg.psql("mattermost", "CREATE TABLE posts (id int PRIMARY KEY, body text); INSERT INTO posts VALUES (1, 'one'), (2, 'two'), (3, 'three')");
+    fs::write(config.join("config.json"), "{\"SiteURL\": \"https://chat.example.org\", \"v\": 1}\n").unwrap();
+    fs::write(data.join("attachment.bin"), vec![1u8; 50_000]).unwrap();
+
+    let bpc = BackupPc::new(&dir, &bins.forced_command, &format!("[shares]\nlinux = [{app:?}]\n"));
+    let top = bpc.top.clone();
+    let sshd = bpc.sshd(&dir.join("sshd"), &["backuppc", &backup_user], "");
+    let ns = sshd.pid();
+    let daemon = bpc.start_daemon(&dir, ns);
+
+    // The workstation declares the dump (root-owned drop-in) and enrolls.
+    let dumps_d = dir.mkdir("dumps.d");
+    let declaration = dumps_d.join("mattermost.toml");
+    let declare = |on_failure: &str| {
+        write_root(
+            &declaration,
+            &format!(
+                "[dump]\nname = \"mattermost\"\nkind = \"postgresql\"\noutput = {dumps:?}\ndatabase = \"mattermost\"\n\
+                 host = {:?}\nport = {}\nbin_dir = {PG_BIN:?}\ntimeout = 120\non_failure = {on_failure:?}\n",
+                pg.sock, pg.port
+            ),
+            0o644,
+        )
+    };
+    declare("fail");
+    let client_etc = dir.mkdir("etc-client");
+    fs::write(client_etc.join("server_host_keys"), sshd.known_hosts_line()).unwrap();
+    let client_toml = client_etc.join("client.toml");
+    fs::write(
+        &client_toml,
+        format!(
+            "server = \"127.0.0.1\"\nport = {port}\nserver_host_keys = {:?}\nregister_key = {:?}\nbackup_user = {backup_user:?}\n\
+             backup_home = {:?}\nrsyncsend = {:?}\nstate_file = {:?}\nhostname = \"localhost\"\nsshd_port = {port}\n\
+             host_keys = [{:?}]\ndumps_dir = {dumps_d:?}\n",
+            client_etc.join("server_host_keys"),
+            bpc.register_key,
+            dir.join("clienthome"),
+            bins.rsyncsend,
+            dir.mkdir("state").join("client-state.json"),
+            sshd.host_pub_path,
+            port = sshd.port
+        ),
+    )
+    .unwrap();
+    let out = Command::new(&bins.enroll)
+        .arg("--config")
+        .arg(&client_toml)
+        .args(["--logon", "cmartin", "--yes"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "enroll: {}\n{}", text(&out.stdout), text(&out.stderr));
+    let per_host = fs::read_to_string(bpc.etc.join("localhost.pl")).unwrap();
+    assert!(per_host.contains("$Conf{UserCmdCheckStatus} = 1;"), "{per_host}");
+    assert!(per_host.contains(" $hostIP run-dumps';"), "{per_host}");
+
+    let dump = |flag: &str| {
+        within(as_backuppc(ns, &format!("{BIN}/BackupPC_dump"), &[flag, "-v", "localhost"]), Duration::from_secs(240))
+    };
+    // A full backup: the dump is taken first, then copied with the files.
+    let out = dump("-f");
+    assert!(out.status.success(), "BackupPC_dump -f: {}\n{}", text(&out.stdout), text(&out.stderr));
+    let rows = backups(&top);
+    assert_eq!(rows.len(), 1, "one backup: {}", text(&out.stdout));
+    assert_eq!((rows[0].1.as_str(), rows[0].2), ("full", 0), "a full backup without transfer errors");
+    let first_num = rows[0].0.clone();
+    let dump_file = dumps.join("mattermost.pgdump");
+    let first_sha = sha256_hex(&dump_file);
+    let st = status(&dumps.join("mattermost.status.json"));
+    assert_eq!(st["ok"], true, "{st}");
+    assert_eq!(st["sha256"], first_sha.as_str(), "the status records the dump's sha256");
+    assert_eq!(st["size"], fs::metadata(&dump_file).unwrap().len());
+    assert!(st["tool_version"].as_str().unwrap().starts_with("pg_dump (PostgreSQL) 15"), "{st}");
+    let m = fs::metadata(&dump_file).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600), "the dump is root's alone");
+    assert!(fs::read_to_string(dumps.join("mattermost.globals.sql")).unwrap().contains("CREATE ROLE postgres"));
+
+    // The application goes on after the backup.
+    pg.psql("mattermost", "INSERT INTO posts VALUES (4, 'four'); UPDATE posts SET body = 'ONE' WHERE id = 1; DELETE FROM posts WHERE id = 2");
+    fs::write(config.join("config.json"), "{\"v\": 2}\n").unwrap();
+    fs::write(data.join("attachment.bin"), b"changed").unwrap();
+
+    // Restore the share from the full backup with BackupPC's own tool and
+    // load the dump into a fresh database: exactly the rows of the moment.
+    let restored = restore_share(ns, &first_num, &app, &dir.mkdir("restored"));
+    assert_eq!(
+        fs::read_to_string(restored.join("config/config.json")).unwrap(),
+        "{\"SiteURL\": \"https://chat.example.org\", \"v\": 1}\n"
+    );
+    assert_eq!(fs::read(restored.join("data/attachment.bin")).unwrap(), vec![1u8; 50_000]);
+    let in_backup = status(&restored.join("dumps/mattermost.status.json"));
+    assert_eq!(in_backup["ok"], true);
+    assert_eq!(
+        sha256_hex(&restored.join("dumps/mattermost.pgdump")),
+        first_sha,
+        "the dump in the backup is the one taken"
+    );
+    pg.psql("postgres", "CREATE DATABASE scratch");
+    let load = restored.join("dumps/mattermost.pgdump");
+    let readable = pg.data.parent().unwrap().join("load.pgdump");
+    fs::copy(&load, &readable).unwrap();
+    run_ok(Command::new("chown").arg("postgres").arg(&readable));
+    run_ok(
+        as_postgres("pg_restore")
+            .arg("-h")
+            .arg(&pg.sock)
+            .args(["-p", &pg.port.to_string(), "-d", "scratch"])
+            .arg(&readable),
+    );
+    assert_eq!(pg.psql("scratch", ROWS), "1:one\n2:two\n3:three\n", "the rows at the backup moment");
+    assert_eq!(pg.psql("mattermost", ROWS), "1:ONE\n3:three\n4:four\n", "the live database moved on");
+
+    // PostgreSQL down: the backup fails, BackupPC's log names the dump and
+    // the reason, and the previous dump stays.
+    pg.stop();
+    let good = |top: &Path| backups(top).into_iter().filter(|r| r.1 != "partial").count();
+    let before = good(&top);
+    let out = dump("-i");
+    let log = xfer_log(ns, &top, &latest_xfer_log(&top));
+    assert!(text(&out.stdout).contains("dump failed: DumpPreUserCmd returned error status"), "{}", text(&out.stdout));
+    assert_eq!(good(&top), before, "no new good backup (at most a partial one): {:?}", backups(&top));
+    assert!(log.contains("DumpPreUserCmd returned error status"), "BackupPC's XferLOG: {log}");
+    assert!(log.contains("dump mattermost failed: pg_dump"), "the dump is named: {log}");
+    assert!(log.contains("sock") && log.contains("connection"), "the reason is given: {log}");
+    assert!(log.contains("the previous dump is kept"), "{log}");
+    assert_eq!(sha256_hex(&dump_file), first_sha, "the previous dump is still there");
+    let st = status(&dumps.join("mattermost.status.json"));
+    assert_eq!(st["ok"], false, "{st}");
+    assert!(st["error"].as_str().unwrap().contains("pg_dump exited with status 1"), "{st}");
+    assert_eq!(st["sha256"], first_sha.as_str(), "the status points at the dump still in place");
+    assert!(
+        fs::read_dir(&dumps).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")),
+        "no temporary file left"
+    );
+
+    // With on_failure = "continue" the next backup succeeds and carries
+    // the previous dump and the status saying the last run failed.
+    declare("continue");
+    let out = dump("-f");
+    assert!(out.status.success(), "BackupPC_dump: {}\n{}", text(&out.stdout), text(&out.stderr));
+    let rows = backups(&top);
+    assert_eq!(good(&top), before + 1, "{rows:?}");
+    assert_eq!((rows.last().unwrap().1.as_str(), rows.last().unwrap().2), ("full", 0), "{rows:?}");
+    let log = xfer_log(ns, &top, &format!("XferLOG.{}.z", rows.last().unwrap().0));
+    assert!(log.contains("dump mattermost failed"), "the failure is said in the log: {log}");
+    let again = restore_share(ns, &rows.last().unwrap().0, &app, &dir.mkdir("restored2"));
+    assert_eq!(
+        sha256_hex(&again.join("dumps/mattermost.pgdump")),
+        first_sha,
+        "the previous dump is in the next backup"
+    );
+    assert_eq!(status(&again.join("dumps/mattermost.status.json"))["ok"], false);
+
+    // PostgreSQL back: a fresh dump of the current rows.
+    pg.start();
+    declare("fail");
+    let out = dump("-i");
+    assert!(out.status.success(), "BackupPC_dump -i: {}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_ne!(sha256_hex(&dump_file), first_sha, "a new dump");
+    assert_eq!(status(&dumps.join("mattermost.status.json"))["ok"], true);
+    drop(daemon);
+}
+
+/// The share `share` of backup `num`, through BackupPC_tarCreate (as
+/// backuppc, in the namespace of process `ns`), unpacked into `dest`.
+fn restore_share(ns: u32, num: &str, share: &Path, dest: &Path) -> PathBuf {
+    let share = share.display().to_string();
+    let out = within(
+        as_backuppc(ns, &format!("{BIN}/BackupPC_tarCreate"), &["-h", "localhost", "-n", num, "-s", &share, "/"]),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "BackupPC_tarCreate: {}", text(&out.stderr));
+    let tar = dest.with_extension("tar");
+    fs::write(&tar, &out.stdout).unwrap();
+    run_ok(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(dest));
+    dest.to_path_buf()
+}
+
+/// The name of the XferLOG BackupPC wrote last for localhost.
+fn latest_xfer_log(top: &Path) -> String {
+    let dir = top.join("pc/localhost");
+    let mut logs: Vec<(std::time::SystemTime, String)> = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| (e.metadata().unwrap().modified().unwrap(), e.file_name().to_string_lossy().into_owned()))
+        .filter(|(_, n)| n.starts_with("XferLOG"))
+        .collect();
+    logs.sort();
+    logs.pop().map(|(_, n)| n).unwrap_or_else(|| panic!("no XferLOG in {}", dir.display()))
+}
+
+/// A compressed XferLOG of localhost, through BackupPC_zcat.
+fn xfer_log(ns: u32, top: &Path, name: &str) -> String {
+    let path = top.join("pc/localhost").join(name);
+    let out = within(
+        as_backuppc(ns, &format!("{BIN}/BackupPC_zcat"), &[&path.display().to_string()]),
+        Duration::from_secs(30),
+    );
+    text(&out.stdout)
+}
+
+/// Removes the backup user `enroll` created, whatever happens.
+struct UserGuard(String);
+
+impl Drop for UserGuard {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(Path::new("/etc/sudoers.d").join(format!("backuppc-enroll-{}", self.0)));
+        delete_user(&self.0);
+    }
+}
