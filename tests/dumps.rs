@@ -313,6 +313,171 @@ fn postgresql_dump_taken_before_the_backup_restores_to_the_backup_moment() {
     drop(daemon);
 }
 
+/// A workstation enrolled on loopback with a `command` dump that counts
+/// its runs in a marker file, for the refusals below.
+struct Hostile {
+    w: common::world::World,
+    dumps_d: PathBuf,
+    out: PathBuf,
+    marker: PathBuf,
+}
+
+impl Hostile {
+    fn new() -> Hostile {
+        let w = common::world::World::new(common::world::Options::default());
+        let dumps_d = w.dir.mkdir("dumps.d");
+        let mut c = fs::read_to_string(&w.client_toml).unwrap();
+        c.push_str(&format!("dumps_dir = {dumps_d:?}\n"));
+        fs::write(&w.client_toml, c).unwrap();
+        w.enroll_ok(&["--logon", "cmartin", "--yes"]);
+        let out = w.data.join("dumps");
+        fs::create_dir(&out).unwrap();
+        chmod(&out, 0o700);
+        let marker = w.dir.join("marker.log");
+        let h = Hostile { w, dumps_d, out, marker };
+        h.declare("marker.toml", "marker", &h.out, "/bin/sh");
+        h
+    }
+
+    /// A command dump `name` running `program -c 'echo ran; echo x >> MARKER'`.
+    fn declare(&self, file: &str, name: &str, out: &Path, program: &str) {
+        write_root(
+            &self.dumps_d.join(file),
+            &format!(
+                "[dump]\nname = {name:?}\nkind = \"command\"\noutput = {out:?}\nuser = \"root\"\ntimeout = 20\n\
+                 argv = [{program:?}, \"-c\", \"echo ran; echo {name} >> {}\"]\n",
+                self.marker.display()
+            ),
+            0o644,
+        );
+    }
+
+    fn runs(&self) -> usize {
+        fs::read_to_string(&self.marker).map(|t| t.lines().count()).unwrap_or(0)
+    }
+
+    /// `command` over the per-host key must be refused with `why` in its
+    /// one line, and run nothing.
+    fn refused(&self, command: &str, why: &str) {
+        let before = self.runs();
+        let out = self.w.ssh_as_server("localhost", command);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{command:?} must be refused: {err}");
+        assert!(err.contains(why), "{command:?}: {why:?} not in {err:?}");
+        assert!(err.contains("rsyncsend: refused"), "{command:?}: {err}");
+        assert_eq!(self.runs(), before, "{command:?}: nothing ran");
+    }
+}
+
+#[test]
+fn the_server_can_trigger_the_declared_dumps_and_nothing_else() {
+    let h = Hostile::new();
+    let out = h.w.ssh_as_server("localhost", "run-dumps");
+    assert!(out.status.success(), "run-dumps: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("dump marker: ok, 4 bytes"), "{}", text(&out.stderr));
+    assert_eq!(fs::read_to_string(h.out.join("marker.out")).unwrap(), "ran\n");
+    assert_eq!(h.runs(), 1);
+
+    for (command, why) in [
+        ("run-dumps marker", "takes no arguments"),
+        ("run-dumps --all", "takes no arguments"),
+        ("run-dumps;id", "takes no arguments"),
+        ("run-dumps && touch /tmp/pwned", "takes no arguments"),
+        ("run-dumps $(id)", "takes no arguments"),
+        ("run-dumps\nrun-dumps", "takes no arguments"),
+        (" run-dumps", "takes no arguments"),
+        ("RUN-DUMPS", "takes no arguments"),
+        ("'run-dumps'", "refused"),
+        ("rsyncsend run-dumps", "refused"),
+        ("sudo -n rsyncsend run-dumps", "refused"),
+        ("/bin/sh -c run-dumps", "refused"),
+    ] {
+        h.refused(command, why);
+    }
+
+    // A shell as the backup account gets no further through sudo: the
+    // line allows exactly `run-dumps` with the fixed config.
+    let cfg = h.w.client_toml.display().to_string();
+    let rs = h.w.bins.rsyncsend.display().to_string();
+    for args in [
+        vec!["-n", "--", &rs, "--config", &cfg, "run-dumps", "marker"],
+        vec!["-n", "--", &rs, "--config", "/tmp/other.toml", "run-dumps"],
+        vec!["-n", "--", &rs, "--config", &cfg, "run-dumps", "--help"],
+    ] {
+        let out =
+            Command::new("runuser").args(["-u", &h.w.backup_user, "--", "/usr/bin/sudo"]).args(&args).output().unwrap();
+        assert!(!out.status.success(), "sudo {args:?} must be refused");
+        assert!(
+            text(&out.stderr).contains("password is required") || text(&out.stderr).contains("not allowed"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = Command::new("runuser")
+        .args(["-u", &h.w.backup_user, "--", "/usr/bin/sudo", "-n", "--", &rs, "--config", &cfg, "run-dumps"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the exact line is allowed: {}", text(&out.stderr));
+    assert_eq!(h.runs(), 2);
+}
+
+#[test]
+fn declarations_someone_else_could_change_are_refused_and_nothing_runs() {
+    let h = Hostile::new();
+    let (uid, gid) = {
+        let u = nix::unistd::User::from_name(&h.w.backup_user).unwrap().unwrap();
+        (u.uid.as_raw(), u.gid.as_raw())
+    };
+    let bad = h.dumps_d.join("zz-bad.toml");
+
+    // Output folder outside the shares.
+    let outside = h.w.dir.mkdir("outside");
+    chmod(&outside, 0o700);
+    h.declare("zz-bad.toml", "outside", &outside, "/bin/sh");
+    h.refused("run-dumps", "is outside the shares");
+    fs::remove_file(&bad).unwrap();
+
+    // A declaration writable by others, or owned by the backup account.
+    h.declare("zz-bad.toml", "other", &h.out, "/bin/sh");
+    chmod(&bad, 0o646);
+    h.refused("run-dumps", "must be owned by root and writable by root only");
+    chmod(&bad, 0o644);
+    std::os::unix::fs::chown(&bad, Some(uid), Some(gid)).unwrap();
+    h.refused("run-dumps", "must be owned by root and writable by root only");
+    fs::remove_file(&bad).unwrap();
+
+    // The dumps folder or the output folder writable by others.
+    chmod(&h.dumps_d, 0o777);
+    h.refused("run-dumps", "the dumps folder");
+    chmod(&h.dumps_d, 0o755);
+    chmod(&h.out, 0o777);
+    h.refused("run-dumps", "the output folder of dump marker");
+    chmod(&h.out, 0o700);
+
+    // A program that is a symlink (in a root-owned folder) to a file the
+    // backup account can write, or a root-owned program in a folder it
+    // can write.
+    let user_bin = h.w.dir.mkdir("user-bin");
+    std::os::unix::fs::chown(&user_bin, Some(uid), Some(gid)).unwrap();
+    let evil = user_bin.join("tool");
+    fs::copy("/bin/sh", &evil).unwrap();
+    chmod(&evil, 0o755);
+    std::os::unix::fs::chown(&evil, Some(uid), Some(gid)).unwrap();
+    let root_bin = h.w.dir.mkdir("root-bin");
+    std::os::unix::fs::symlink(&evil, root_bin.join("tool")).unwrap();
+    h.declare("zz-bad.toml", "linked", &h.out, &root_bin.join("tool").display().to_string());
+    h.refused("run-dumps", &format!("(the target of {}) must be owned by root", root_bin.join("tool").display()));
+    std::os::unix::fs::chown(&evil, Some(0), Some(0)).unwrap();
+    h.refused("run-dumps", "the folder of the program of dump linked");
+    assert!(!text(&fs::read(&h.marker).unwrap_or_default()).contains("linked"), "the linked program never ran");
+    fs::remove_file(&bad).unwrap();
+
+    // Put right, the dumps run again.
+    let out = h.w.ssh_as_server("localhost", "run-dumps");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(h.runs(), 1);
+}
+
 /// The share `share` of backup `num`, through BackupPC_tarCreate (as
 /// backuppc, in the namespace of process `ns`), unpacked into `dest`.
 fn restore_share(ns: u32, num: &str, share: &Path, dest: &Path) -> PathBuf {

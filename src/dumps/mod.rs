@@ -100,6 +100,20 @@ impl Dump {
     pub fn status_file(&self) -> PathBuf {
         status_file(&self.output, &self.name)
     }
+
+    /// The programs the dump runs, as declared.
+    pub fn programs(&self) -> Vec<PathBuf> {
+        match &self.kind {
+            Kind::Postgresql { bin_dir, globals, .. } => {
+                let mut p = vec![bin_dir.join("pg_dump")];
+                if *globals {
+                    p.push(bin_dir.join("pg_dumpall"));
+                }
+                p
+            }
+            Kind::Command { argv, .. } => vec![PathBuf::from(&argv[0])],
+        }
+    }
 }
 
 /// Where the status of dump `name` with output folder `output` is.
@@ -342,9 +356,10 @@ pub fn check_root_owned(what: &str, path: &Path) -> Result<PathBuf, DumpError> {
     Ok(real)
 }
 
-/// The declarations of folder `dir` (`*.toml`, in name order), every file
-/// and the folder checked to be root's alone, names unique, output
-/// folders canonical and inside `shares`. A missing folder declares
+/// The declarations of folder `dir` (`*.toml`, in name order), every file,
+/// the folder and every program checked to be root's alone, names
+/// unique, output folders canonical and inside `shares`: one bad
+/// declaration refuses them all, before anything runs. A missing folder declares
 /// nothing.
 pub fn load(dir: &Path, shares: &[PathBuf]) -> Result<Vec<Dump>, DumpError> {
     let m = match std::fs::metadata(dir) {
@@ -383,6 +398,9 @@ pub fn load(dir: &Path, shares: &[PathBuf]) -> Result<Vec<Dump>, DumpError> {
                 return err(format!("the output folder {} of dump {} is not a folder", d.output.display(), d.name));
             }
             inside_shares(&d.output, shares).map_err(|e| DumpError(format!("dump {}: {}", d.name, e.0)))?;
+            for program in d.programs() {
+                check_root_owned(&format!("the program of dump {}", d.name), &program)?;
+            }
             dumps.push(d);
         }
     }
