@@ -4,11 +4,11 @@
 //! its root helper through the fixed sudoers line; the root helper reads
 //! the declarations only root can write and takes them (`dumps::run`).
 
-use backuppc_enroll::config::{ClientConfig, ClientState};
+use backuppc_enroll::config::ClientConfig;
 use backuppc_enroll::dumps;
 use backuppc_enroll::log::Audit;
 use serde_json::json;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::process::ExitCode;
 
 /// For a command of the `run-dumps` family: the argv that runs the root
@@ -72,12 +72,5 @@ pub fn load(config: &Path) -> Result<Vec<dumps::Dump>, String> {
     }
     dumps::check_root_owned("the config", config).map_err(|e| e.0)?;
     let cfg = ClientConfig::load(config).map_err(|e| e.to_string())?;
-    dumps::load(&cfg.dumps_dir, &shares(&cfg)).map_err(|e| e.0)
-}
-
-/// The shares, canonical: the config's, else the last enrollment's.
-pub fn shares(cfg: &ClientConfig) -> Vec<PathBuf> {
-    let shares =
-        cfg.shares.clone().unwrap_or_else(|| ClientState::load(&cfg.state_file).map(|s| s.shares).unwrap_or_default());
-    shares.iter().filter_map(|s| std::fs::canonicalize(s).ok()).collect()
+    dumps::load(&cfg.dumps_dir, &dumps::shares(&cfg)).map_err(|e| e.0)
 }

@@ -352,6 +352,18 @@ impl Hostile {
         );
     }
 
+    /// `enroll SUBCOMMAND… --config CLIENT` (the option after the
+    /// subcommand: before it, clap takes it for an enrollment's).
+    fn enroll(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.w.bins.enroll)
+            .args(args)
+            .arg("--config")
+            .arg(&self.w.client_toml)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     fn runs(&self) -> usize {
         fs::read_to_string(&self.marker).map(|t| t.lines().count()).unwrap_or(0)
     }
@@ -476,6 +488,58 @@ fn declarations_someone_else_could_change_are_refused_and_nothing_runs() {
     let out = h.w.ssh_as_server("localhost", "run-dumps");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(h.runs(), 1);
+}
+
+#[test]
+fn a_person_takes_and_lists_the_dumps_by_hand() {
+    let h = Hostile::new();
+    let out = h.enroll(&["dumps"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(listed.contains("marker") && listed.contains("never"), "not run yet: {listed}");
+
+    let out = h.enroll(&["dump", "marker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("dump marker: ok, 4 bytes"), "{}", text(&out.stdout));
+    assert_eq!(h.runs(), 1);
+
+    // A failing second dump: --all runs both, says which failed, exits 1.
+    write_root(
+        &h.dumps_d.join("broken.toml"),
+        &format!(
+            "[dump]\nname = \"broken\"\nkind = \"command\"\noutput = {:?}\nuser = \"nobody\"\n\
+             argv = [\"/bin/sh\", \"-c\", \"echo half; echo cannot reach the app >&2; exit 3\"]\n",
+            h.out
+        ),
+        0o644,
+    );
+    let out = h.enroll(&["dump", "--all"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("exited with status 3: cannot reach the app (no previous dump)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stderr).contains("broken failed"), "{}", text(&out.stderr));
+    assert_eq!(h.runs(), 2, "the other dump ran too");
+    assert!(!h.out.join("broken.out").exists(), "a failed dump leaves no file");
+
+    let out = h.enroll(&["dumps", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_name = |n: &str| list.as_array().unwrap().iter().find(|d| d["name"] == n).unwrap().clone();
+    assert_eq!(by_name("marker")["status"]["ok"], true);
+    assert_eq!(by_name("broken")["status"]["ok"], false);
+    assert_eq!(by_name("broken")["status"]["exit_status"], 3);
+    assert!(text(&h.enroll(&["dumps"]).stdout).contains("FAILED"));
+
+    let out = h.enroll(&["dump", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no dump named \"nosuch\" is declared (declared: broken, marker)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(h.runs(), 2);
 }
 
 /// The share `share` of backup `num`, through BackupPC_tarCreate (as

@@ -317,6 +317,16 @@ pub fn inside_shares(output: &Path, shares: &[PathBuf]) -> Result<(), DumpError>
     ))
 }
 
+/// The shares the dumps' output folders must lie in, canonical: the
+/// client config's `shares`, else those of the last enrollment.
+pub fn shares(cfg: &crate::config::ClientConfig) -> Vec<PathBuf> {
+    let shares = cfg
+        .shares
+        .clone()
+        .unwrap_or_else(|| crate::config::ClientState::load(&cfg.state_file).map(|s| s.shares).unwrap_or_default());
+    shares.iter().filter_map(|s| std::fs::canonicalize(s).ok()).collect()
+}
+
 /// Owner and mode as read from a file's metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
