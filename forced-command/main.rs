@@ -8,6 +8,7 @@ mod notify;
 mod serve;
 mod server;
 mod sshd_dropin;
+mod verify;
 
 // As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;
@@ -19,6 +20,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.admin {
         None => serve::run(&cli.config),
+        Some(cli::Admin::Verify { hosts, max_age, json, top_dir, bin_dir }) => verify::run(
+            &cli.config,
+            &verify::Args { hosts: &hosts, max_age_hours: max_age, json, top_dir: &top_dir, bin_dir: &bin_dir },
+        ),
         Some(cmd) => match admin::run_at_a_shell(cmd, &cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -209,6 +209,17 @@ fn postgresql_dump_taken_before_the_backup_restores_to_the_backup_moment() {
     let dump = |flag: &str| {
         within(as_backuppc(ns, &format!("{BIN}/BackupPC_dump"), &[flag, "-v", "localhost"]), Duration::from_secs(240))
     };
+    // forced-command verify, in the namespace where BackupPC's folders are.
+    let verify = |extra: &[&str]| -> (bool, serde_json::Value) {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--target={ns}")).args(["--mount", "--"]).arg(&bins.forced_command);
+        c.arg("--config").arg(&bpc.server_toml).arg("verify").args(extra).arg("--json");
+        let out = within(c, Duration::from_secs(120));
+        let report = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("verify --json: {e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+        (out.status.success(), report)
+    };
+    let problems = |r: &serde_json::Value| r[0]["problems"].to_string();
     // A full backup: the dump is taken first, then copied with the files.
     let out = dump("-f");
     assert!(out.status.success(), "BackupPC_dump -f: {}\n{}", text(&out.stdout), text(&out.stderr));
@@ -226,6 +237,19 @@ fn postgresql_dump_taken_before_the_backup_restores_to_the_backup_moment() {
     let m = fs::metadata(&dump_file).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600), "the dump is root's alone");
     assert!(fs::read_to_string(dumps.join("mattermost.globals.sql")).unwrap().contains("CREATE ROLE postgres"));
+
+    // verify: healthy, its dump found inside the backup; too old for a
+    // zero-hour threshold.
+    let (ok, r) = verify(&[]);
+    assert!(ok, "every enrolled host healthy: {r}");
+    assert_eq!(r[0]["host"], "localhost");
+    assert_eq!(r[0]["last_backup"]["type"], "full");
+    assert_eq!(r[0]["dumps"][0]["status"]["name"], "mattermost", "{r}");
+    assert_eq!(r[0]["dumps"][0]["status"]["ok"], true);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (ok, r) = verify(&["localhost", "--max-age", "0"]);
+    assert!(!ok, "stale: {r}");
+    assert!(problems(&r).contains("more than 0 h"), "{r}");
 
     // The application goes on after the backup.
     pg.psql("mattermost", "INSERT INTO posts VALUES (4, 'four'); UPDATE posts SET body = 'ONE' WHERE id = 1; DELETE FROM posts WHERE id = 2");
@@ -285,6 +309,9 @@ fn postgresql_dump_taken_before_the_backup_restores_to_the_backup_moment() {
         "no temporary file left"
     );
 
+    let (ok, r) = verify(&["localhost"]);
+    assert!(!ok && problems(&r).contains("did not finish"), "the failed backup is reported: {r}");
+
     // With on_failure = "continue" the next backup succeeds and carries
     // the previous dump and the status saying the last run failed.
     declare("continue");
@@ -303,6 +330,11 @@ fn postgresql_dump_taken_before_the_backup_restores_to_the_backup_moment() {
     );
     assert_eq!(status(&again.join("dumps/mattermost.status.json"))["ok"], false);
 
+    let (ok, r) = verify(&["localhost"]);
+    assert!(!ok, "a failed dump inside the last backup: {r}");
+    assert!(problems(&r).contains("dump mattermost failed at"), "{r}");
+    assert!(problems(&r).contains("pg_dump exited with status 1"), "{r}");
+
     // PostgreSQL back: a fresh dump of the current rows.
     pg.start();
     declare("fail");
@@ -310,6 +342,8 @@ fn postgresql_dump_taken_before_the_backup_restores_to_the_backup_moment() {
     assert!(out.status.success(), "BackupPC_dump -i: {}\n{}", text(&out.stdout), text(&out.stderr));
     assert_ne!(sha256_hex(&dump_file), first_sha, "a new dump");
     assert_eq!(status(&dumps.join("mattermost.status.json"))["ok"], true);
+    let (ok, r) = verify(&["localhost"]);
+    assert!(ok, "healthy again: {r}");
     drop(daemon);
 }
 
