@@ -518,10 +518,20 @@ fn declarations_someone_else_could_change_are_refused_and_nothing_runs() {
     assert!(!text(&fs::read(&h.marker).unwrap_or_default()).contains("linked"), "the linked program never ran");
     fs::remove_file(&bad).unwrap();
 
-    // Put right, the dumps run again.
+    // Put right, the dumps run again; an output folder of root's inside
+    // a folder of the application's account (/opt/mattermost/dumps) is
+    // accepted.
+    let app_dir = h.w.data.join("app-owned");
+    fs::create_dir(&app_dir).unwrap();
+    std::os::unix::fs::chown(&app_dir, Some(uid), Some(gid)).unwrap();
+    let app_dumps = app_dir.join("dumps");
+    fs::create_dir(&app_dumps).unwrap();
+    chmod(&app_dumps, 0o700);
+    h.declare("app.toml", "app", &app_dumps, "/bin/sh");
     let out = h.w.ssh_as_server("localhost", "run-dumps");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(h.runs(), 1);
+    assert_eq!(h.runs(), 2);
+    assert_eq!(fs::read_to_string(app_dumps.join("app.out")).unwrap(), "ran\n");
 }
 
 #[test]

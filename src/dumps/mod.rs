@@ -403,10 +403,19 @@ pub fn load(dir: &Path, shares: &[PathBuf]) -> Result<Vec<Dump>, DumpError> {
                     f.display()
                 ));
             }
-            d.output = check_root_owned(&format!("the output folder of dump {}", d.name), &d.output)?;
-            if !d.output.is_dir() {
-                return err(format!("the output folder {} of dump {} is not a folder", d.output.display(), d.name));
+            // The folder itself must be root's; its parent may be the
+            // application's (/opt/mattermost): the dump is written through
+            // a descriptor of the folder, checked again once opened
+            // (run::open_output), so a rename above it changes nothing.
+            let what = format!("the output folder of dump {}", d.name);
+            d.output = std::fs::canonicalize(&d.output)
+                .map_err(|e| DumpError(format!("cannot resolve {what} {}: {e}", d.output.display())))?;
+            let m = std::fs::metadata(&d.output)
+                .map_err(|e| DumpError(format!("cannot read {what} {}: {e}", d.output.display())))?;
+            if !m.is_dir() {
+                return err(format!("{what} {} is not a folder", d.output.display()));
             }
+            root_only(&what, &d.output, Owner { uid: m.uid(), mode: m.mode() })?;
             inside_shares(&d.output, shares).map_err(|e| DumpError(format!("dump {}: {}", d.name, e.0)))?;
             for program in d.programs() {
                 check_root_owned(&format!("the program of dump {}", d.name), &program)?;
