@@ -576,6 +576,36 @@ fn a_person_takes_and_lists_the_dumps_by_hand() {
     assert_eq!(by_name("broken")["status"]["exit_status"], 3);
     assert!(text(&h.enroll(&["dumps"]).stdout).contains("FAILED"));
 
+    // Bounded in time (the whole process group killed) and in size.
+    for (name, limit, script, why) in [
+        ("slow", "timeout = 1", "sleep 30 & sleep 30", "did not finish within 1 s and was killed"),
+        (
+            "big",
+            "max_size = 1000",
+            "head -c 100000 /dev/zero",
+            "output grew past max_size (1000 bytes) and it was killed",
+        ),
+    ] {
+        write_root(
+            &h.dumps_d.join(format!("{name}.toml")),
+            &format!(
+                "[dump]\nname = {name:?}\nkind = \"command\"\noutput = {:?}\nuser = \"nobody\"\n{limit}\n\
+                 argv = [\"/bin/sh\", \"-c\", {script:?}]\n",
+                h.out
+            ),
+            0o644,
+        );
+        let started = Instant::now();
+        let out = h.enroll(&["dump", name]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out.stdout));
+        assert!(text(&out.stdout).contains(why), "{name}: {}", text(&out.stdout));
+        assert!(started.elapsed() < Duration::from_secs(20), "{name}: stopped in time");
+        assert!(!h.out.join(format!("{name}.out")).exists());
+        let left = Command::new("pgrep").args(["-u", "nobody", "-f", "sleep 30"]).output().unwrap().stdout;
+        assert!(left.is_empty(), "{name}: nothing of its process group left: {}", text(&left));
+        fs::remove_file(h.dumps_d.join(format!("{name}.toml"))).unwrap();
+    }
+
     let out = h.enroll(&["dump", "nosuch"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
