@@ -58,7 +58,7 @@ Files:
 )]
 pub struct Cli {
     /// Client config file.
-    #[arg(long, value_name = "FILE", default_value = CLIENT_CONFIG)]
+    #[arg(long, value_name = "FILE", default_value = CLIENT_CONFIG, global = true)]
     pub config: PathBuf,
     /// Logon of the workstation's main user (skips the question).
     #[arg(long)]
@@ -126,6 +126,47 @@ pub enum Command {
   # on each workstation, as root, once the client package is installed
   tar -xpzf site.tar.gz -C / && enroll")]
     Bundle(BundleArgs),
+    /// Take declared dumps now, as the backup server's `run-dumps` does
+    /// before each backup (as root).
+    ///
+    /// Reads the declarations in the client config's `dumps_dir` (every
+    /// file, its folder and each program must be root's alone), runs the
+    /// named dump or all of them, and writes each one's status file beside
+    /// it. One line per dump says what happened.
+    #[command(after_help = "Examples:
+  enroll dump mattermost      # one dump, by its name
+  enroll dump --all           # every declared dump, in file-name order
+  enroll dump --all --config /etc/backuppc-enroll/client.toml   # --config after the subcommand
+
+Exit status:
+  0  every dump taken
+  1  a dump failed (the previous one is kept), the name is not declared,
+     or the declarations are refused")]
+    Dump(DumpArgs),
+    /// List the declared dumps with the last status of each.
+    #[command(after_help = "Examples:
+  enroll dumps
+  enroll dumps --json | jq -r '.[] | select(.status.ok != true) | .name'
+
+Exit status:
+  0  listed (whatever the dumps' statuses say)
+  1  the declarations are refused")]
+    Dumps {
+        /// One JSON array: name, kind, output, on_failure and the status
+        /// file's contents (null before the first run).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// The dump's name (its `name = …` in dumps.d).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<String>,
+    /// Every declared dump.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Args, Debug)]

@@ -218,7 +218,8 @@ pub fn sudoers_content(cfg: &ClientConfig, config: &Path) -> Result<String> {
          # root helper, which checks the rsync invocation again and runs rsync\n\
          # confined to the shares, without a password or a tty.\n\
          Defaults:{u} !requiretty\n\
-         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} exec-rsync -- *\n"
+         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} exec-rsync -- *\n\
+         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} run-dumps\n"
     ))
 }
 
@@ -339,6 +340,13 @@ mod tests {
             let cfg = ClientConfig { rsyncsend: rsyncsend.into(), ..ClientConfig::default() };
             assert!(sudoers_content(&cfg, Path::new(config)).is_err(), "{why}");
         }
+        // No wildcard: sudo then allows these arguments exactly, nothing
+        // after them (the server cannot name a dump or add an option).
+        assert_eq!(
+            text.lines().filter(|l| l.contains("NOPASSWD")).nth(1).unwrap(),
+            "bckpciuem ALL=(root) NOPASSWD: /usr/lib/backuppc-enroll/rsyncsend \
+             --config /etc/backuppc-enroll/client.toml run-dumps"
+        );
         if Path::new("/usr/sbin/visudo").exists() {
             let d = tempfile::tempdir().unwrap();
             let p = d.path().join("dropin");

@@ -4,6 +4,7 @@
 
 mod bundle;
 mod cli;
+mod dumps;
 mod local;
 mod logon;
 mod run;
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Some(cli::Command::Bundle(args)) => bundle::run(args),
+        Some(cli::Command::Dump(args)) => dumps::dump(&cli.config, args),
+        Some(cli::Command::Dumps { json }) => dumps::list(&cli.config, *json),
         None => run::main(&cli),
     };
     match result {

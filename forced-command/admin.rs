@@ -159,6 +159,7 @@ fn run(cmd: Admin, config: &Path) -> Result<()> {
             }
         }
         Admin::CheckConfig { .. } => unreachable!("handled above"),
+        Admin::Verify { .. } => unreachable!("main.rs dispatches verify"),
     }
     Ok(())
 }

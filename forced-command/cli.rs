@@ -152,6 +152,36 @@ Exit status:
         #[arg(long)]
         remove: bool,
     },
+    /// Check the hosts' backups from BackupPC's own files: the age, type
+    /// and errors of the last finished backup (the host's `backups`
+    /// file), and every dump status file inside it (through BackupPC's
+    /// library and BackupPC_tarCreate, run as the BackupPC account).
+    #[command(after_help = "Examples:
+  forced-command verify                       # every enrolled host
+  forced-command verify dormeur.example.org --max-age 48
+  forced-command verify --json | jq -r '.[] | select(.healthy | not) | .host'
+
+Exit status:
+  0  every host is healthy
+  1  a host has no recent finished backup, a backup with errors, a later
+     backup that did not finish, or a dump whose status says it failed
+  2  the check itself failed (config, registry)")]
+    Verify {
+        /// Hosts to check (default: every host enrolled or adopted here).
+        hosts: Vec<String>,
+        /// Hours after which the last finished backup is too old.
+        #[arg(long, value_name = "HOURS", default_value_t = 26)]
+        max_age: u64,
+        /// One JSON array of reports.
+        #[arg(long)]
+        json: bool,
+        /// BackupPC's TopDir (holds pc/HOST/backups).
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/backuppc")]
+        top_dir: PathBuf,
+        /// BackupPC's programs (its Perl library is in ../lib).
+        #[arg(long, value_name = "DIR", default_value = "/usr/share/backuppc/bin")]
+        bin_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,6 +9,7 @@ mod serve;
 mod server;
 mod sshd_dropin;
 mod status;
+mod verify;
 
 // As `crate::paths` for cli.rs, which build.rs compiles too.
 use backuppc_enroll::paths;
@@ -20,6 +21,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.admin {
         None => serve::run(&cli.config),
+        Some(cli::Admin::Verify { hosts, max_age, json, top_dir, bin_dir }) => verify::run(
+            &cli.config,
+            &verify::Args { hosts: &hosts, max_age_hours: max_age, json, top_dir: &top_dir, bin_dir: &bin_dir },
+        ),
         Some(cmd) => match admin::run_at_a_shell(cmd, &cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

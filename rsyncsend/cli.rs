@@ -63,4 +63,22 @@ Exit status:
         #[arg(last = true, required = true, value_name = "RSYNC WORDS")]
         words: Vec<String>,
     },
+    /// Take the dumps declared in the client config's `dumps_dir`, as
+    /// root, before a backup copies them.
+    ///
+    /// What the server's `run-dumps` (BackupPC's DumpPreUserCmd) leads
+    /// to, through the one sudoers line that allows it without arguments:
+    /// the server cannot choose which dump runs or how. Every declaration
+    /// file, its folder and each program must be root's alone; each dump
+    /// runs as its account, without environment or terminal, bounded in
+    /// time and size, and lands atomically beside its status file. One
+    /// line per dump on stderr names it and says what happened.
+    #[command(after_help = "Examples:
+  # what rsyncsend runs for the server's `run-dumps`, through sudo
+  sudo -n -- /usr/lib/backuppc-enroll/rsyncsend --config /etc/backuppc-enroll/client.toml run-dumps
+
+Exit status:
+  0  every dump succeeded, or failed with on_failure = \"continue\"
+  1  a dump with on_failure = \"fail\" failed, or the declarations were refused")]
+    RunDumps,
 }

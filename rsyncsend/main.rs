@@ -6,6 +6,7 @@
 //! confined to the shares (helper.rs).
 
 mod cli;
+mod dumps;
 mod helper;
 
 use backuppc_enroll::config::ClientConfig;
@@ -28,6 +29,9 @@ fn main() -> ExitCode {
     if let Some(Command::ExecRsync { words }) = cli.command {
         return helper::exec_rsync(&cli.config, &words);
     }
+    if let Some(Command::RunDumps) = cli.command {
+        return dumps::run_dumps(&cli.config);
+    }
     let env = SshEnv::from_process();
     let audit = Audit::new(c"rsyncsend", None);
     let client = env.client.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
@@ -47,6 +51,12 @@ fn main() -> ExitCode {
     let Some(cmd) = env.original_command.as_deref() else {
         return refuse("no command: this key only allows rsync for backups");
     };
+    if let Some(argv) = dumps::trigger(cmd, &cfg, &config) {
+        return match argv {
+            Ok(argv) => refuse(&exec_clean(&argv)),
+            Err(why) => refuse(&why),
+        };
+    }
     let policy = policy(&cfg, &config);
     if cmd == "status" {
         let shares: Vec<String> = policy.shares.iter().map(|s| s.display().to_string()).collect();

@@ -47,7 +47,7 @@ if [ "$setup_purpose" = test ]; then
     # man pages and completions are rendered and parsed by the tests;
     # lintian and dpkg-dev check the packages; hyperfine runs the benches;
     # strace injects the crash tests' kills.
-    setup_packages+=(hyperfine strace slapd man-db groff-base zsh fish lintian dpkg-dev python3-paramiko)
+    setup_packages+=(hyperfine strace slapd man-db groff-base zsh fish lintian dpkg-dev python3-paramiko postgresql-15)
 fi
 
 # Services (systemd units, or init scripts without systemd) of the

@@ -61,6 +61,9 @@ pub struct ClientConfig {
     pub sshd_port: u16,
     /// Public host keys of this machine's sshd, sent in the hello block.
     pub host_keys: Vec<PathBuf>,
+    /// Folder of the root-owned dump declarations (`*.toml`) run before
+    /// each backup.
+    pub dumps_dir: PathBuf,
 }
 
 impl Default for ClientConfig {
@@ -92,6 +95,7 @@ impl Default for ClientConfig {
                 "/etc/ssh/ssh_host_ecdsa_key.pub".into(),
                 "/etc/ssh/ssh_host_rsa_key.pub".into(),
             ],
+            dumps_dir: "/etc/backuppc-enroll/dumps.d".into(),
         }
     }
 }

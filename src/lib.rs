@@ -19,6 +19,7 @@ pub mod backuppc;
 pub mod bundle;
 pub mod config;
 pub mod dropbox;
+pub mod dumps;
 pub mod log;
 pub mod names;
 pub mod paths;

@@ -40,6 +40,24 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     }
 }
 
+/// Have the child `cmd` spawns start a session of its own (`setsid`):
+/// no controlling terminal, and a process group the parent can kill as a
+/// whole (a dump tool's own children included).
+pub fn new_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only setsid(2), which is async-signal-safe and touches no memory of
+    // the parent; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

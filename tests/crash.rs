@@ -222,6 +222,8 @@ fn sigkill_at_every_file_changing_call_then_rerun() {
 /// The fingerprints of the keys `pc/localhost.pl` has ssh offer, in order.
 fn offered_keys(f: &ForcedBench) -> Vec<String> {
     let text = fs::read_to_string(f.dir.join("backuppc/pc/localhost.pl")).unwrap();
+    // The rsync command's keys (DumpPreUserCmd names the same ones).
+    let text = text.lines().find(|l| l.starts_with("$Conf{RsyncSshArgs}")).unwrap();
     let words: Vec<&str> = text.split([' ', '\'']).collect();
     words
         .windows(2)

@@ -6,6 +6,7 @@
 //! comments, settings the CGI saved) and go through `store::atomic` under
 //! BackupPC's own lock. Nothing here decides who may enroll.
 
+pub mod backups;
 pub mod hosts;
 pub mod names;
 pub mod perhost;

@@ -91,8 +91,20 @@ impl PerHostConfig {
             ("XferMethod", "'rsync'".into()),
             ("RsyncClientPath", perl_quote(&self.rsync_client_path)),
             ("RsyncSshArgs", perl_list(&["-e".into(), self.ssh_command()])),
+            ("DumpPreUserCmd", perl_quote(&self.dump_command())),
+            ("UserCmdCheckStatus", "1".into()),
             ("RsyncRestoreArgs", perl_list(&restore)),
         ]
+    }
+
+    /// `DumpPreUserCmd`: the host's restricted key sending the one fixed
+    /// word `run-dumps`, so the workstation takes the dumps it declared
+    /// before any file is copied. BackupPC splits it on spaces and
+    /// substitutes `$sshPath` and `$hostIP` (the address rsync uses too);
+    /// with `UserCmdCheckStatus` a failed dump fails the backup, and its
+    /// output (the dump's name and reason) lands in the XferLOG.
+    pub fn dump_command(&self) -> String {
+        format!("{} $hostIP {}", self.ssh_command(), crate::dumps::TRIGGER)
     }
 
     /// Settings written when the file has none of their own: the host's
@@ -160,7 +172,8 @@ impl PerHostConfig {
 }
 
 /// The settings the toolkit owns in a per-host config.
-pub const OWNED: &[&str] = &["XferMethod", "RsyncClientPath", "RsyncSshArgs", "RsyncRestoreArgs"];
+pub const OWNED: &[&str] =
+    &["XferMethod", "RsyncClientPath", "RsyncSshArgs", "DumpPreUserCmd", "UserCmdCheckStatus", "RsyncRestoreArgs"];
 
 /// Settings a re-enrollment removes: each would send the host's backups
 /// somewhere other than the enrolled host (the toolkit never writes them).
@@ -293,11 +306,13 @@ mod tests {
         assert_eq!(
             c.render("2026-01-01T00:00:00Z"),
             "# Written by backuppc-enroll for host dormeur (logon cmartin), 2026-01-01T00:00:00Z.\n\
-             # Re-enrolling the host rewrites only $Conf{XferMethod}, $Conf{RsyncClientPath}, $Conf{RsyncSshArgs}, $Conf{RsyncRestoreArgs}; every other setting is kept.\n\
+             # Re-enrolling the host rewrites only $Conf{XferMethod}, $Conf{RsyncClientPath}, $Conf{RsyncSshArgs}, $Conf{DumpPreUserCmd}, $Conf{UserCmdCheckStatus}, $Conf{RsyncRestoreArgs}; every other setting is kept.\n\
              $Conf{XferMethod} = 'rsync';\n\
              $Conf{RsyncClientPath} = '/usr/bin/rsync';\n\
              $Conf{RsyncSshArgs} = ['-e', '$sshPath -l bckpciuem -p 22 -i /var/lib/backuppc/.ssh/backuppc-enroll/dormeur -o HostKeyAlias=dormeur -o UserKnownHostsFile=/var/lib/backuppc/.ssh/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes -o ServerAliveInterval=60'];\n\
              $Conf{RsyncShareName} = ['/home', '/etc'];\n\
+             $Conf{DumpPreUserCmd} = '$sshPath -l bckpciuem -p 22 -i /var/lib/backuppc/.ssh/backuppc-enroll/dormeur -o HostKeyAlias=dormeur -o UserKnownHostsFile=/var/lib/backuppc/.ssh/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes -o ServerAliveInterval=60 $hostIP run-dumps';\n\
+             $Conf{UserCmdCheckStatus} = 1;\n\
              $Conf{RsyncRestoreArgs} = ['--recursive', '--super', '--protect-args', '--numeric-ids', '--perms', '--owner', '--group', '-D', '--times', '--links', '--hard-links', '--partial', '--log-format=log: %o %i %B %8U,%8G %9l %f%L', '--stats'];\n"
         );
     }

@@ -1,0 +1,400 @@
+//! Taking the declared dumps, as root: each tool runs as its configured
+//! account (supplementary groups dropped, then the group, then the user),
+//! with a cleared environment, stdin from /dev/null, in a session of its
+//! own (no terminal; the whole process group is killed on a timeout or
+//! when the output grows past its limit). Its stdout goes to a temporary
+//! file created exclusively in the output folder, which is fsynced and
+//! renamed into place only when the tool succeeded; the folder is fsynced
+//! and a status file written beside it atomically. A failed run leaves the
+//! previous dump in place and says so in the status file.
+
+use super::{check_root_owned, Dump, FileStatus, Kind, OnFailure, Status};
+use crate::store::atomic::{self, Ownership};
+use nix::fcntl::{open, openat, renameat, OFlag};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::stat::{fstat, Mode};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::{unlinkat, Pid, UnlinkatFlags, User};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+/// Dumps and their status are root's; they may hold every secret of the
+/// application.
+const DUMP_FILE: Ownership = Ownership { uid: 0, gid: 0, mode: 0o600 };
+
+/// What one run of a dump gave.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub name: String,
+    pub on_failure: OnFailure,
+    pub status: Status,
+}
+
+impl Outcome {
+    /// One line for a person or BackupPC's log.
+    pub fn line(&self) -> String {
+        let s = &self.status;
+        if s.ok {
+            format!(
+                "dump {}: ok, {} bytes, sha256 {}",
+                self.name,
+                s.size.unwrap_or(0),
+                s.sha256.as_deref().unwrap_or("-")
+            )
+        } else {
+            let kept = if s.files.is_empty() { "no previous dump" } else { "the previous dump is kept" };
+            format!("dump {} failed: {} ({kept})", self.name, s.error.as_deref().unwrap_or("unknown error"))
+        }
+    }
+
+    /// Whether this outcome fails the backup.
+    pub fn fails_backup(&self) -> bool {
+        !self.status.ok && self.on_failure == OnFailure::Fail
+    }
+}
+
+/// Run `dumps` one after the other (their order in the folder), each
+/// whatever became of the ones before.
+pub fn run_all(dumps: &[Dump]) -> Vec<Outcome> {
+    dumps.iter().map(run_one).collect()
+}
+
+/// Run one dump and write its status file.
+pub fn run_one(d: &Dump) -> Outcome {
+    let start = crate::log::timestamp();
+    let previous = std::fs::read(d.status_file()).ok().and_then(|b| Status::parse(&b).ok());
+    let result = take(d);
+    let end = crate::log::timestamp();
+    let mut status = match result {
+        Ok(t) => Status {
+            name: d.name.clone(),
+            kind: d.kind.name().into(),
+            ok: true,
+            start,
+            exit_status: Some(0),
+            size: t.files.first().map(|f| f.size),
+            sha256: t.files.first().map(|f| f.sha256.clone()),
+            tool_version: t.tool_version,
+            files: t.files,
+            error: None,
+            last_success: Some(end.clone()),
+            end,
+        },
+        Err(f) => {
+            let prev = previous.filter(|p| !p.files.is_empty());
+            Status {
+                name: d.name.clone(),
+                kind: d.kind.name().into(),
+                ok: false,
+                start,
+                end,
+                exit_status: f.exit_status,
+                size: prev.as_ref().and_then(|p| p.size),
+                sha256: prev.as_ref().and_then(|p| p.sha256.clone()),
+                tool_version: f.tool_version,
+                files: prev.as_ref().map(|p| p.files.clone()).unwrap_or_default(),
+                error: Some(f.reason),
+                last_success: prev.and_then(|p| p.last_success),
+            }
+        }
+    };
+    let json = serde_json::to_vec_pretty(&status).unwrap_or_default();
+    if let Err(e) = atomic::write(&d.status_file(), &json, DUMP_FILE) {
+        let why = format!("cannot write the status file {}: {e}", d.status_file().display());
+        status.ok = false;
+        status.error = Some(match status.error.take() {
+            Some(first) => format!("{first}; {why}"),
+            None => why,
+        });
+    }
+    Outcome { name: d.name.clone(), on_failure: d.on_failure, status }
+}
+
+struct Taken {
+    files: Vec<FileStatus>,
+    tool_version: Option<String>,
+}
+
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    exit_status: Option<i32>,
+    tool_version: Option<String>,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Failure { reason, exit_status: None, tool_version: None }
+    }
+}
+
+/// One output of a dump: the program and its final file name.
+struct Step {
+    argv: Vec<String>,
+    file: String,
+}
+
+fn take(d: &Dump) -> Result<Taken, Failure> {
+    let (user, steps, version_argv) = match &d.kind {
+        Kind::Postgresql { os_user, database, host, port, bin_dir, globals } => {
+            let pg_dump = check_root_owned("the program", &bin_dir.join("pg_dump")).map_err(|e| e.0)?;
+            let mut conn = vec!["--no-password".to_string()];
+            conn.extend(host.iter().map(|h| format!("--host={h}")));
+            conn.extend(port.iter().map(|p| format!("--port={p}")));
+            let mut main = vec![pg_dump.display().to_string(), "--format=custom".into()];
+            main.extend(conn.iter().cloned());
+            main.push(format!("--dbname={database}"));
+            let mut steps = vec![Step { argv: main, file: file_name(&d.file()) }];
+            if *globals {
+                let all = check_root_owned("the program", &bin_dir.join("pg_dumpall")).map_err(|e| e.0)?;
+                let mut argv = vec![all.display().to_string(), "--globals-only".into()];
+                argv.extend(conn);
+                steps.push(Step { argv, file: file_name(&d.globals_file().unwrap_or_default()) });
+            }
+            (os_user, steps, Some(vec![pg_dump.display().to_string(), "--version".into()]))
+        }
+        Kind::Command { argv, user } => {
+            let program = check_root_owned("the program", Path::new(&argv[0])).map_err(|e| e.0)?;
+            let mut run = vec![program.display().to_string()];
+            run.extend(argv[1..].iter().cloned());
+            (user, vec![Step { argv: run, file: file_name(&d.file()) }], None)
+        }
+    };
+    let account = User::from_name(user)
+        .map_err(|e| format!("cannot look up the account {user}: {e}"))?
+        .ok_or_else(|| format!("the account {user} does not exist: create it or fix the dump's user"))?;
+    let tool_version = match version_argv {
+        Some(argv) => {
+            let ran = run_bounded(&argv, &account, None, Duration::from_secs(30), 1 << 16)?;
+            Some(String::from_utf8_lossy(&ran.stdout).lines().next().unwrap_or("").trim().to_string())
+        }
+        None => None,
+    };
+    let fail =
+        |reason: String, exit_status: Option<i32>| Failure { reason, exit_status, tool_version: tool_version.clone() };
+    let dir = open_output(&d.output).map_err(|r| fail(r, None))?;
+    let mut done: Vec<(String, String, FileStatus)> = Vec::new();
+    let mut result = Ok(());
+    for step in &steps {
+        let tmp = format!(".{}.tmp", step.file);
+        let file = match create_exclusive(&dir, &tmp, &d.output) {
+            Ok(f) => f,
+            Err(r) => {
+                result = Err(fail(r, None));
+                break;
+            }
+        };
+        let timeout = Duration::from_secs(d.timeout);
+        match run_bounded(&step.argv, &account, Some(file), timeout, d.max_size) {
+            Ok(ran) if ran.exit == Some(0) => {
+                done.push((
+                    tmp,
+                    step.file.clone(),
+                    FileStatus { file: step.file.clone(), size: ran.size, sha256: ran.sha256 },
+                ));
+            }
+            Ok(ran) => {
+                result = Err(fail(ran.reason(&step.argv[0]), ran.exit));
+                let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                break;
+            }
+            Err(r) => {
+                result = Err(fail(r, None));
+                let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                break;
+            }
+        }
+    }
+    if let Err(f) = result {
+        for (tmp, _, _) in &done {
+            let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        return Err(f);
+    }
+    for (tmp, name, _) in &done {
+        renameat(&dir, tmp.as_str(), &dir, name.as_str())
+            .map_err(|e| fail(format!("cannot rename {tmp} to {name} in {}: {e}", d.output.display()), None))?;
+    }
+    nix::unistd::fsync(&dir).map_err(|e| fail(format!("cannot sync {}: {e}", d.output.display()), None))?;
+    Ok(Taken { files: done.into_iter().map(|(_, _, f)| f).collect(), tool_version })
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The output folder, opened without following a symlink and checked
+/// through the descriptor: still the canonical folder that was checked,
+/// root's alone, so nobody else can plant or swap a name in it.
+fn open_output(output: &Path) -> Result<OwnedFd, String> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = open(output, flags, Mode::empty())
+        .map_err(|e| format!("cannot open the output folder {}: {e}", output.display()))?;
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("cannot check the opened {}: {e}", output.display()))?;
+    if opened != output {
+        return Err(format!("the output folder {} changed while it was being checked", output.display()));
+    }
+    let st = fstat(&fd).map_err(|e| format!("cannot check {}: {e}", output.display()))?;
+    super::root_only("the output folder", output, super::Owner { uid: st.st_uid, mode: st.st_mode })
+        .map_err(|e| e.0)?;
+    Ok(fd)
+}
+
+/// A new file `name` in `dir`, created exclusively (a leftover of an
+/// interrupted run is removed first: only root can have made it).
+fn create_exclusive(dir: &OwnedFd, name: &str, shown: &Path) -> Result<std::fs::File, String> {
+    let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))
+        .map_err(|e| format!("cannot create {}: {e}", shown.join(name).display()))?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// How a bounded run ended.
+#[derive(Debug)]
+struct Ran {
+    /// Exit code; None when killed by a signal.
+    exit: Option<i32>,
+    signal: Option<i32>,
+    size: u64,
+    sha256: String,
+    /// stdout when it was kept in memory.
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    timed_out: Option<Duration>,
+    too_big: Option<u64>,
+}
+
+impl Ran {
+    fn reason(&self, program: &str) -> String {
+        let tool = Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let said = String::from_utf8_lossy(&self.stderr);
+        let said: Vec<&str> = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let tail = said.iter().rev().take(2).rev().cloned().collect::<Vec<_>>().join(" / ");
+        let tail: String = crate::names::display_text(&tail).chars().take(400).collect();
+        let what = if let Some(t) = self.timed_out {
+            format!("{tool} did not finish within {} s and was killed", t.as_secs())
+        } else if let Some(max) = self.too_big {
+            format!("{tool}'s output grew past max_size ({max} bytes) and it was killed")
+        } else if let Some(code) = self.exit {
+            format!("{tool} exited with status {code}")
+        } else {
+            format!("{tool} was killed by signal {}", self.signal.unwrap_or(0))
+        };
+        if tail.is_empty() {
+            what
+        } else {
+            format!("{what}: {tail}")
+        }
+    }
+}
+
+/// Run `argv` as `user` (see the module's paragraph), its stdout into
+/// `out` (or memory), stopped after `timeout` or `max` bytes.
+fn run_bounded(
+    argv: &[String],
+    user: &User,
+    out: Option<std::fs::File>,
+    timeout: Duration,
+    max: u64,
+) -> Result<Ran, String> {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", PATH)
+        .env("LC_ALL", "C")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .gid(user.gid.as_raw())
+        .uid(user.uid.as_raw());
+    crate::sys::new_session(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let too_big = Arc::new(AtomicBool::new(false));
+    let flag = too_big.clone();
+    let reader = std::thread::spawn(move || -> Result<(u64, String, Vec<u8>), String> {
+        let mut out = out;
+        let mut kept = Vec::new();
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("cannot read the dump's output: {e}")),
+            };
+            size += n as u64;
+            if size > max {
+                flag.store(true, Ordering::SeqCst);
+                break;
+            }
+            hash.update(&buf[..n]);
+            match out.as_mut() {
+                Some(f) => f.write_all(&buf[..n]).map_err(|e| format!("cannot write the dump: {e}"))?,
+                None => kept.extend_from_slice(&buf[..n]),
+            }
+        }
+        if let Some(f) = out {
+            f.sync_all().map_err(|e| format!("cannot sync the dump: {e}"))?;
+        }
+        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok((size, hex, kept))
+    });
+    let errors = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&buf[..n]);
+            if kept.len() > 16 << 10 {
+                kept.drain(..kept.len() - (8 << 10));
+            }
+        }
+        kept
+    });
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = None;
+    // Wait without reaping, so the process group id cannot be reused
+    // before the group is killed.
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("cannot wait for {}: {e}", argv[0])),
+        }
+        if Instant::now() >= deadline {
+            timed_out = Some(timeout);
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+        if too_big.load(Ordering::SeqCst) {
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Whatever the tool left behind in its group goes with it.
+    let _ = killpg(pid, Signal::SIGKILL);
+    let status = child.wait().map_err(|e| format!("cannot wait for {}: {e}", argv[0]))?;
+    let (size, sha256, stdout) = reader.join().map_err(|_| "the output reader failed".to_string())??;
+    let stderr = errors.join().unwrap_or_default();
+    let too_big = too_big.load(Ordering::SeqCst).then_some(max);
+    let exit = if timed_out.is_some() || too_big.is_some() { None } else { status.code() };
+    Ok(Ran { exit, signal: status.signal(), size, sha256, stdout, stderr, timed_out, too_big })
+}
