@@ -4,6 +4,7 @@
 
 mod admin;
 mod cli;
+mod fleet;
 mod notify;
 mod serve;
 mod server;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.admin {
         None => serve::run(&cli.config),
+        Some(cli::Admin::Fleet(op)) => fleet::run(op, &cli.config),
         Some(cmd) => match admin::run_at_a_shell(cmd, &cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -18,6 +18,7 @@
 pub mod backuppc;
 pub mod bundle;
 pub mod config;
+pub mod fleet;
 pub mod log;
 pub mod names;
 pub mod paths;

@@ -92,8 +92,8 @@ fn a_man_page_per_command_and_subcommand_rendering_without_warnings() {
             links += 1;
         }
     }
-    // forced-command's 12 + token's 3 + enroll's bundle + rsyncsend's exec-rsync.
-    assert_eq!(links, 17, "subcommand links found");
+    // forced-command's 13 + token's 3 + fleet's 2 + enroll's bundle + rsyncsend's exec-rsync.
+    assert_eq!(links, 20, "subcommand links found");
 }
 
 #[test]
