@@ -4,7 +4,7 @@
 
 mod admin;
 mod cli;
-mod fleet;
+mod fleet_exec;
 mod notify;
 mod serve;
 mod server;
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.admin {
         None => serve::run(&cli.config),
-        Some(cli::Admin::Fleet(op)) => fleet::run(op, &cli.config),
+        Some(cli::Admin::Fleet(_)) => fleet_exec::run(),
         Some(cmd) => match admin::run_at_a_shell(cmd, &cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

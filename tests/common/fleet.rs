@@ -40,6 +40,11 @@ impl FleetServer {
         require_root();
         let dir = TestDir::new("fleet");
         let bins = install_bins(&dir);
+        // What `forced-command fleet` execs, beside it.
+        install_executable(
+            Path::new(env!("CARGO_BIN_EXE_forced-command-fleet")),
+            &bins.forced_command.with_file_name("forced-command-fleet"),
+        );
         let server = SystemUser::create(&unique("bpfs"), &dir.join("srvhome"));
         let backup = SystemUser::create(&unique("bpfc"), &dir.join("clienthome"));
         let owned = |name: &str| {
