@@ -15,9 +15,12 @@
 #      distinct hosts against the same burst of trivial sessions, with
 #      Debian's default MaxStartups and a raised one;
 #   5. enroll's ssh2 session with and without TCP_NODELAY.
+#   6. `forced-command fleet check` over 200 hosts against a sequential
+#      ssh loop (bench/fleet.sh).
 # BENCH_ROUNDS (default 15) sets the number of rounds. Results: BENCHMARKS.md.
 # Fuzzing for a bounded time is bench/fuzz.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo test --release --locked --test bench -- --ignored --nocapture --test-threads=1 2>&1 | grep -v '^running\|^test \|^$'
+bench/fleet.sh

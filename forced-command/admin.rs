@@ -38,6 +38,8 @@ fn run(cmd: Admin, config: &Path) -> Result<()> {
     let audit = Audit::new(c"forced-command", cfg.audit_log.clone());
     let admin = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "admin".into());
     match cmd {
+        // main.rs runs it, for its own exit statuses.
+        Admin::Fleet(_) => unreachable!("fleet is dispatched by main"),
         Admin::List { json } => {
             let reg = Registry::load(&cfg.registry)?;
             let all: Vec<_> = reg.hosts.values().chain(reg.requests.values()).collect();

@@ -3,7 +3,7 @@
 //! clap and `crate::paths`.
 
 use crate::paths::SERVER_CONFIG;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Enrollment handler for the BackupPC register key, and its admin tool.
@@ -103,6 +103,21 @@ pub enum Admin {
   forced-command token revoke 3f9a1c"
     )]
     Token(TokenCmd),
+    /// Operations over the enrolled hosts, from this server, with each
+    /// host's per-host key and pinned host key (what BackupPC uses): in
+    /// parallel, each host bounded by timeouts, reported host by host.
+    #[command(
+        subcommand,
+        disable_help_subcommand = true,
+        after_help = "Examples:
+  forced-command fleet check
+  forced-command fleet status --hosts @/var/lib/backuppc-enroll/fleet.retry --json
+
+Exit status:
+  0  every host succeeded; 1 the run could not start; 2 some hosts
+  unreachable, the others fine; 3 some hosts failed"
+    )]
+    Fleet(FleetCmd),
     /// Check the config, BackupPC's folder, permissions and the logon
     /// directory, and print the authorized_keys line for the register key.
     #[command(after_help = "Examples:
@@ -182,6 +197,89 @@ Exit status:
         #[arg(long, value_name = "DIR", default_value = "/usr/share/backuppc/bin")]
         bin_dir: PathBuf,
     },
+}
+
+/// The exit statuses of `fleet`, for every operation's --help.
+macro_rules! fleet_exit {
+    () => {
+        "Outcomes: ok, refused, timeout, unreachable, auth-failed, host-key-mismatch,
+no-pinned-key, failed, not-set-up, unknown-host.
+
+Exit status:
+  0  every host succeeded
+  1  the run could not start (config, registry, arguments, not root or
+     the BackupPC account)
+  2  some hosts could not be reached (refused, timeout, unreachable) and
+     every host reached succeeded
+  3  some hosts failed (auth-failed, host-key-mismatch, no-pinned-key,
+     failed, not-set-up, unknown-host), whether or not others were
+     unreachable
+
+Files:
+  fleet.retry beside the registry   the hosts that did not succeed, for
+                                    --hosts @FILE"
+    };
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Check every host: its per-host key opens a session, its host key is
+    /// the pinned one, and its rsyncsend answers (`true`).
+    #[command(after_help = concat!(
+        "Examples:
+  forced-command fleet check
+  forced-command fleet check --hosts dormeur.example.org,grincheux.example.org
+  forced-command fleet check --hosts @/var/lib/backuppc-enroll/fleet.retry
+  forced-command fleet check --json | jq -r 'select(.outcome? and .outcome != \"ok\") | .host'
+
+",
+        fleet_exit!()
+    ))]
+    Check(FleetArgs),
+    /// Gather what each host's rsyncsend reports (version, shares,
+    /// restore and delete policy, confinement, rsync version), identical
+    /// answers folded together.
+    #[command(after_help = concat!(
+        "Examples:
+  forced-command fleet status
+  forced-command fleet status --hosts @hosts.txt --parallel 64 --json
+
+",
+        fleet_exit!()
+    ))]
+    Status(FleetArgs),
+}
+
+/// What every fleet operation takes.
+#[derive(Args, Debug)]
+pub struct FleetArgs {
+    /// The hosts: `a,b,c`, or `@FILE` with one name a line (`#` comments;
+    /// a retry file reads back). Default: every enrolled host.
+    #[arg(long, value_name = "HOSTS|@FILE")]
+    pub hosts: Option<String>,
+    /// Hosts worked on at once.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub parallel: u16,
+    /// Seconds for the TCP connection and the SSH key exchange of a host.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = seconds)]
+    pub connect_timeout: f64,
+    /// Seconds for everything done with one host.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = seconds)]
+    pub timeout: f64,
+    /// One JSON object a line per host as it finishes, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to write the names of the hosts that did not succeed
+    /// (default: fleet.retry beside the registry).
+    #[arg(long, value_name = "FILE")]
+    pub retry_file: Option<PathBuf>,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+    }
 }
 
 #[derive(Subcommand, Debug)]

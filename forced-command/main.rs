@@ -4,6 +4,7 @@
 
 mod admin;
 mod cli;
+mod fleet_exec;
 mod notify;
 mod serve;
 mod server;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
             &cli.config,
             &verify::Args { hosts: &hosts, max_age_hours: max_age, json, top_dir: &top_dir, bin_dir: &bin_dir },
         ),
+        Some(cli::Admin::Fleet(_)) => fleet_exec::run(),
         Some(cmd) => match admin::run_at_a_shell(cmd, &cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
         println!("shares: {}", shares.join(" "));
         println!("restore: {}\ndelete: {}", cfg.restore, cfg.delete);
         println!("confinement: {}", Mode::from_abi(backuppc_enroll::sys::landlock_abi()).describe());
+        println!("rsync: {}", rsync_version(&cfg.rsync));
         audit.event("status", json!({ "client": client }));
         return ExitCode::SUCCESS;
     }
@@ -105,6 +106,26 @@ fn main() -> ExitCode {
         json!({ "client": client, "direction": format!("{:?}", invocation.direction), "argv": argv }),
     );
     refuse(&exec_clean(&argv))
+}
+
+/// The first line of `rsync --version` (`rsync  version 3.2.7  protocol
+/// version 31`), or why there is none.
+fn rsync_version(rsync: &str) -> String {
+    let out = std::process::Command::new(rsync)
+        .arg("--version")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.lines().next().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).unwrap_or_default()
+        }
+        Ok(o) => format!("{rsync} --version exited {}", o.status),
+        Err(e) => format!("cannot run {rsync}: {e}"),
+    }
 }
 
 /// Exec `argv` with a cleared environment (only a fixed PATH); returns

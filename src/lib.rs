@@ -20,6 +20,7 @@ pub mod bundle;
 pub mod config;
 pub mod dropbox;
 pub mod dumps;
+pub mod fleet;
 pub mod log;
 pub mod names;
 pub mod paths;

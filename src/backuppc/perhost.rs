@@ -171,6 +171,22 @@ impl PerHostConfig {
     }
 }
 
+/// The text of the `$Conf{NAME} = …;` statement of a per-host config
+/// that Perl keeps (the last one), from `$Conf` to its `;`, if the file
+/// has one. What reads how BackupPC reaches a host (`forced-command
+/// fleet`) starts from this.
+pub fn setting_text<'a>(text: &'a str, name: &str) -> Result<Option<&'a str>, PerlError> {
+    let found = pieces(text)?.into_iter().rev().find_map(|p| match p {
+        Piece::Setting { name: n, text } if n == name => Some(text),
+        _ => None,
+    });
+    Ok(found.map(|t| {
+        let start = t.find("$Conf{").unwrap_or(0);
+        let end = setting_start(&t[start..]).and_then(|(_, at)| statement_end(t, start + at)).unwrap_or(t.len());
+        &t[start..end]
+    }))
+}
+
 /// The settings the toolkit owns in a per-host config.
 pub const OWNED: &[&str] =
     &["XferMethod", "RsyncClientPath", "RsyncSshArgs", "DumpPreUserCmd", "UserCmdCheckStatus", "RsyncRestoreArgs"];

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A number in [0, 1) from the OS's randomness, for backoff jitter.
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     use ssh_key::rand_core::{OsRng, RngCore};
     (OsRng.next_u32() as f64) / (u32::MAX as f64 + 1.0)
 }
@@ -60,7 +60,7 @@ pub struct Call<'a> {
 }
 
 /// libssh2's LIBSSH2_ERROR_TIMEOUT: a blocking call waited `set_timeout`.
-fn timed_out(e: &ssh2::Error) -> bool {
+pub(crate) fn timed_out(e: &ssh2::Error) -> bool {
     e.code() == ErrorCode::Session(-9)
 }
 

@@ -465,5 +465,6 @@ fn compare_trees(a: &Path, b: &Path, owners: bool) {
     }
 }
 pub mod backuppc;
+pub mod fleet;
 pub mod forced;
 pub mod world;

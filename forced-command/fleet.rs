@@ -1,0 +1,213 @@
+//! `forced-command fleet`: the command-line side of fleet operations. It
+//! finds the targets (registry, `--hosts`), reads how BackupPC reaches
+//! each one, runs the sessions on a bounded pool of threads, shows each
+//! host as it finishes (a progress bar on a terminal, plain lines
+//! otherwise), then the folded report, the counts and the retry file.
+
+use crate::cli::{FleetArgs, FleetCmd};
+use crate::server::Server;
+use anyhow::{bail, Context, Result};
+use backuppc_enroll::config::ServerConfig;
+use backuppc_enroll::fleet::report::{self, HostResult, Outcome, EXIT_ERROR};
+use backuppc_enroll::fleet::selection::{self, Selected};
+use backuppc_enroll::fleet::session::{self, Limits};
+use backuppc_enroll::fleet::target::{self, Defaults, SshTarget};
+use backuppc_enroll::fleet::trust::{self, Pinned};
+use backuppc_enroll::log::{timestamp, Audit};
+use backuppc_enroll::store::atomic::{self, Ownership};
+use backuppc_enroll::store::registry::Registry;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+pub fn run(op: FleetCmd, config: &Path) -> ExitCode {
+    backuppc_enroll::restore_sigpipe();
+    match run_op(op, config) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("forced-command: fleet: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// A host's work: a session to run, or a result known without one.
+enum Work {
+    Session(SshTarget, Arc<Pinned>),
+    Known(HostResult),
+}
+
+fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
+    let (name, command, args) = match op {
+        FleetCmd::Check(a) => ("check", "true", a),
+        FleetCmd::Status(a) => ("status", "status", a),
+    };
+    let cfg = ServerConfig::load(config)?;
+    let srv = Server::open(&cfg).map_err(anyhow::Error::msg)?;
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() && euid.as_raw() != srv.uid {
+        bail!("run fleet as root or as {} (uid {}): it reads the per-host private keys", cfg.backuppc_user, srv.uid);
+    }
+    let reg = Registry::load(&cfg.registry)?;
+    let names = match args.hosts.as_deref() {
+        None => None,
+        Some(spec) => Some(match spec.strip_prefix('@') {
+            Some(file) => selection::parse_file(
+                &std::fs::read_to_string(file).with_context(|| format!("cannot read the host file {file}"))?,
+            ),
+            None => selection::parse_list(spec),
+        }),
+    };
+    let selected = selection::select(names, reg.hosts.keys().map(String::as_str), |h| {
+        reg.hosts.get(h).or_else(|| reg.requests.get(h)).map(|e| e.state.as_str())
+    });
+    let work = plan(&srv, &selected);
+    let limits =
+        Limits { connect: Duration::from_secs_f64(args.connect_timeout), total: Duration::from_secs_f64(args.timeout) };
+    let started = Instant::now();
+    let results = run_all(work, command, limits, &args);
+    let elapsed = started.elapsed();
+
+    let retry_path = args.retry_file.clone().unwrap_or_else(|| default_retry_file(&cfg.registry));
+    let retry_text = report::retry_file(name, &timestamp(), &results);
+    let retry_written =
+        atomic::write(&retry_path, retry_text.as_bytes(), Ownership::of_existing_or(&retry_path, srv.file(0o644)));
+    let code = report::exit_status(&results);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let shown = retry_written.is_ok().then(|| retry_path.display().to_string());
+        writeln!(out, "{}", report::summary_json(name, &results, elapsed, shown.as_deref()))?;
+    } else {
+        write!(out, "{}", report::render(&results))?;
+        if retry_written.is_ok() {
+            let n = report::retry_hosts(&results).len();
+            writeln!(out, "retry file: {} ({n} host{})", retry_path.display(), if n == 1 { "" } else { "s" })?;
+        }
+    }
+    out.flush()?;
+    if let Err(e) = retry_written {
+        eprintln!("forced-command: fleet: cannot write the retry file {}: {e}", retry_path.display());
+    }
+    let audit = Audit::new(c"forced-command", cfg.audit_log.clone());
+    let counts: serde_json::Map<String, serde_json::Value> =
+        report::counts(&results).into_iter().map(|(o, n)| (o.as_str().to_string(), json!(n))).collect();
+    audit.event(
+        "fleet",
+        json!({ "operation": name, "hosts": results.len(), "counts": counts, "elapsed_ms": elapsed.as_millis() as u64 }),
+    );
+    Ok(code)
+}
+
+fn default_retry_file(registry: &Path) -> PathBuf {
+    registry.parent().unwrap_or(Path::new(".")).join("fleet.retry")
+}
+
+/// How each selected host is reached, read before any connection: each
+/// per-host config once, each known_hosts file once.
+fn plan(srv: &Server, selected: &[Selected]) -> Vec<Work> {
+    let mut known_hosts: HashMap<PathBuf, String> = HashMap::new();
+    selected
+        .iter()
+        .map(|s| {
+            let host = match s {
+                Selected::Host(h) => h,
+                Selected::Unknown { name, why } => {
+                    return Work::Known(HostResult::new(name, Outcome::UnknownHost, Duration::ZERO, why.clone()))
+                }
+            };
+            let not_set_up = |why: String| Work::Known(HostResult::new(host, Outcome::NotSetUp, Duration::ZERO, why));
+            let pl = srv.per_host_config(host);
+            let text = match std::fs::read_to_string(&pl) {
+                Ok(t) => t,
+                Err(e) => return not_set_up(format!("cannot read its per-host config {}: {e}", pl.display())),
+            };
+            let defaults =
+                Defaults { user: srv.cfg.client_user.clone(), key: srv.key_path(host), known_hosts: srv.known_hosts() };
+            let t = match target::from_per_host_config(host, &text, &defaults) {
+                Ok(t) => t,
+                Err(e) => return not_set_up(format!("{}: {e}", pl.display())),
+            };
+            let kh = known_hosts
+                .entry(t.known_hosts.clone())
+                .or_insert_with(|| std::fs::read_to_string(&t.known_hosts).unwrap_or_default());
+            let pinned = Arc::new(trust::pinned(kh, &t.alias));
+            Work::Session(t, pinned)
+        })
+        .collect()
+}
+
+/// Run every host's work on `parallel` threads; show each result as it
+/// comes; return them all, in the order of the selection.
+fn run_all(work: Vec<Work>, command: &str, limits: Limits, args: &FleetArgs) -> Vec<HostResult> {
+    let total = work.len();
+    let threads = (args.parallel as usize).min(total.max(1));
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, HostResult)>();
+    // A bar for a person at a terminal; plain lines (or JSON) for a pipe.
+    let terminal = if args.json { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
+    let bar = terminal.then(|| {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} hosts, {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let mut results: Vec<Option<HostResult>> = vec![None; total];
+    let work = &work;
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let next = &next;
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(w) = work.get(i) else { break };
+                let r = match w {
+                    Work::Known(r) => r.clone(),
+                    Work::Session(t, pinned) => session::run(t, pinned, command, limits),
+                };
+                if tx.send((i, r)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut finished = 0;
+        let mut problems = 0;
+        let mut out = std::io::stdout();
+        for (i, r) in rx {
+            finished += 1;
+            if r.outcome != Outcome::Ok {
+                problems += 1;
+            }
+            if args.json {
+                let _ = writeln!(out, "{}", r.json());
+            }
+            match &bar {
+                Some(b) => {
+                    if r.outcome != Outcome::Ok && !args.json {
+                        b.println(r.line(finished));
+                    }
+                    b.set_message(format!("{problems} not ok"));
+                    b.inc(1);
+                }
+                None if !args.json => {
+                    let _ = writeln!(out, "{}", r.line(finished));
+                }
+                None => {}
+            }
+            results[i] = Some(r);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    results.into_iter().flatten().collect()
+}
