@@ -100,6 +100,7 @@ for cmd in enroll forced-command dropbox /usr/lib/backuppc-enroll/rsyncsend; do
     echo "$got"
 done
 [ "$(command -v enroll)" = /usr/bin/enroll ] || fail "enroll is not on the PATH"
+[ -x /usr/bin/forced-command-fleet ] || fail "forced-command-fleet (which forced-command fleet runs) is not installed beside forced-command"
 [ "$(stat -c '%U:%G %a' /var/lib/backuppc-enroll)" = "backuppc:backuppc 755" ] \
     || fail "registry folder: $(stat -c '%U:%G %a' /var/lib/backuppc-enroll), want backuppc:backuppc 755"
 [ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml)" = "root:backuppc 640" ] \
