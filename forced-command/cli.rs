@@ -248,6 +248,35 @@ pub enum FleetCmd {
         fleet_exit!()
     ))]
     Status(FleetArgs),
+    /// What each host's rsyncsend reports, joined with BackupPC's own view
+    /// of it (the last finished backup from its `backups` file: age, type,
+    /// transfer errors), hosts whose backups are stale or failing, or that
+    /// do not answer, first.
+    #[command(after_help = concat!(
+        "Examples:
+  forced-command fleet report
+  forced-command fleet report --max-age 48 --json | jq -r 'select(.healthy == false) | .host'
+
+A host counts as failed (exit status 3) when its backups are stale or
+failing, even when it answers.
+
+",
+        fleet_exit!()
+    ))]
+    Report(ReportArgs),
+}
+
+/// `fleet report`'s own options.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Hours after which a host's last finished backup is stale.
+    #[arg(long, value_name = "HOURS", default_value_t = 26)]
+    pub max_age: u64,
+    /// BackupPC's TopDir (holds pc/HOST/backups).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/backuppc")]
+    pub top_dir: PathBuf,
 }
 
 /// What every fleet operation takes.

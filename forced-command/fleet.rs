@@ -7,7 +7,9 @@
 use crate::cli::{FleetArgs, FleetCmd};
 use crate::server::Server;
 use anyhow::{bail, Context, Result};
+use backuppc_enroll::backuppc::backups;
 use backuppc_enroll::config::ServerConfig;
+use backuppc_enroll::fleet::health::{self, HostHealth};
 use backuppc_enroll::fleet::report::{self, HostResult, Outcome, EXIT_ERROR};
 use backuppc_enroll::fleet::selection::{self, Selected};
 use backuppc_enroll::fleet::session::{self, Limits};
@@ -44,9 +46,10 @@ enum Work {
 }
 
 fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
-    let (name, command, args) = match op {
-        FleetCmd::Check(a) => ("check", "true", a),
-        FleetCmd::Status(a) => ("status", "status", a),
+    let (name, command, args, report) = match op {
+        FleetCmd::Check(a) => ("check", "true", a, None),
+        FleetCmd::Status(a) => ("status", "status", a, None),
+        FleetCmd::Report(r) => ("report", "status", r.fleet, Some((r.max_age, r.top_dir))),
     };
     let cfg = ServerConfig::load(config)?;
     let srv = Server::open(&cfg).map_err(anyhow::Error::msg)?;
@@ -71,8 +74,12 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
     let limits =
         Limits { connect: Duration::from_secs_f64(args.connect_timeout), total: Duration::from_secs_f64(args.timeout) };
     let started = Instant::now();
-    let results = run_all(work, command, limits, &args);
+    // The report's lines come after the join with BackupPC's view.
+    let results = run_all(work, command, limits, &args, report.is_none());
     let elapsed = started.elapsed();
+    if let Some((max_age, top_dir)) = report {
+        return write_report(&results, max_age, &top_dir, &args, elapsed, &srv);
+    }
 
     let retry_path = args.retry_file.clone().unwrap_or_else(|| default_retry_file(&cfg.registry));
     let retry_text = report::retry_file(name, &timestamp(), &results);
@@ -102,6 +109,68 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
         json!({ "operation": name, "hosts": results.len(), "counts": counts, "elapsed_ms": elapsed.as_millis() as u64 }),
     );
     Ok(code)
+}
+
+/// `fleet report`: each host's answer joined with its `backups` file,
+/// worst first; the retry file names the hosts that are not healthy.
+fn write_report(
+    results: &[HostResult],
+    max_age: u64,
+    top_dir: &Path,
+    args: &FleetArgs,
+    elapsed: Duration,
+    srv: &Server,
+) -> Result<u8> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let pc = top_dir.join("pc");
+    let mut hosts: Vec<HostHealth> = results
+        .iter()
+        .map(|r| {
+            let rows = match r.outcome {
+                Outcome::UnknownHost => Err("not a host of this server".to_string()),
+                _ => backups::read(&pc, &r.host).map_err(|e| e.to_string()),
+            };
+            HostHealth::new(r.clone(), rows, now, max_age)
+        })
+        .collect();
+    health::sort(&mut hosts);
+    let unhealthy: Vec<HostResult> = hosts
+        .iter()
+        .filter(|h| !h.healthy())
+        .map(|h| HostResult {
+            outcome: if h.reach.outcome == Outcome::Ok { Outcome::Failed } else { h.reach.outcome },
+            ..h.reach.clone()
+        })
+        .collect();
+    let retry_path = args.retry_file.clone().unwrap_or_else(|| default_retry_file(&srv.cfg.registry));
+    let retry_text = report::retry_file("report", &timestamp(), &unhealthy);
+    let retry_written =
+        atomic::write(&retry_path, retry_text.as_bytes(), Ownership::of_existing_or(&retry_path, srv.file(0o644)));
+    let mut out = std::io::stdout().lock();
+    let (healthy, stale) = health::counts(&hosts);
+    if args.json {
+        for h in &hosts {
+            writeln!(out, "{}", h.json())?;
+        }
+        let mut summary = report::summary_json("report", results, elapsed, None);
+        summary["summary"]["healthy"] = json!(healthy);
+        summary["summary"]["backups_stale_or_failing"] = json!(stale);
+        summary["summary"]["max_age_hours"] = json!(max_age);
+        if retry_written.is_ok() {
+            summary["summary"]["retry_file"] = json!(retry_path.display().to_string());
+        }
+        writeln!(out, "{summary}")?;
+    } else {
+        write!(out, "{}", health::render(&hosts, max_age))?;
+        if retry_written.is_ok() {
+            writeln!(out, "retry file: {} ({} host(s))", retry_path.display(), unhealthy.len())?;
+        }
+    }
+    out.flush()?;
+    if let Err(e) = retry_written {
+        eprintln!("forced-command: fleet: cannot write the retry file {}: {e}", retry_path.display());
+    }
+    Ok(health::exit_status(&hosts))
 }
 
 fn default_retry_file(registry: &Path) -> PathBuf {
@@ -144,7 +213,9 @@ fn plan(srv: &Server, selected: &[Selected]) -> Vec<Work> {
 
 /// Run every host's work on `parallel` threads; show each result as it
 /// comes; return them all, in the order of the selection.
-fn run_all(work: Vec<Work>, command: &str, limits: Limits, args: &FleetArgs) -> Vec<HostResult> {
+/// `stream`: print each result as it comes (JSON or a plain line);
+/// otherwise only the progress bar shows.
+fn run_all(work: Vec<Work>, command: &str, limits: Limits, args: &FleetArgs, stream: bool) -> Vec<HostResult> {
     let total = work.len();
     let threads = (args.parallel as usize).min(total.max(1));
     let next = AtomicUsize::new(0);
@@ -187,7 +258,7 @@ fn run_all(work: Vec<Work>, command: &str, limits: Limits, args: &FleetArgs) -> 
             if r.outcome != Outcome::Ok {
                 problems += 1;
             }
-            if args.json {
+            if args.json && stream {
                 let _ = writeln!(out, "{}", r.json());
             }
             match &bar {
@@ -198,7 +269,7 @@ fn run_all(work: Vec<Work>, command: &str, limits: Limits, args: &FleetArgs) -> 
                     b.set_message(format!("{problems} not ok"));
                     b.inc(1);
                 }
-                None if !args.json => {
+                None if !args.json && stream => {
                     let _ = writeln!(out, "{}", r.line(finished));
                 }
                 None => {}

@@ -290,3 +290,86 @@ fn exit_status_by_class_status_folds_and_the_backuppc_account_may_run_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A `backups` line as BackupPC 4.4 writes it: backup `num` of `kind`
+/// that ended `hours_ago`, with `errs` transfer errors.
+fn backups_line(num: u64, kind: &str, hours_ago: u64, errs: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let end = now - hours_ago * 3600;
+    format!(
+        "{num}\t{kind}\t{}\t{end}\t120\t4096000\t0\t0\t120\t4096000\t{errs}\t0\t0\t0\t3\t0\t1200000\t0\t\t1\trsync\t0\tutf8\t4.4.0\t130\t0\t\n",
+        end - 300
+    )
+}
+
+#[test]
+fn report_joins_backuppcs_view_worst_first() {
+    let f = setup();
+    let top = f.srv.dir.mkdir("backuppc-top");
+    for (host, lines) in [
+        ("127.0.0.41", backups_line(0, "full", 30, 0) + &backups_line(1, "incr", 2, 0)),
+        ("127.0.0.42", backups_line(0, "full", 80, 0)),
+        ("127.0.0.48", backups_line(0, "full", 3, 7)),
+        ("127.0.0.43", backups_line(0, "full", 1, 0)),
+    ] {
+        let d = top.join("pc").join(host);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("backups"), lines).unwrap();
+    }
+    let retry = f.srv.dir.join("report.retry");
+    let hosts = "127.0.0.41,127.0.0.42,127.0.0.43,127.0.0.47,127.0.0.48";
+    let args = |json: bool| {
+        let mut a = vec!["report", "--hosts", hosts, "--connect-timeout", "2", "--timeout", "3", "--max-age", "26"];
+        a.extend(["--top-dir", top.to_str().unwrap(), "--retry-file", retry.to_str().unwrap()]);
+        if json {
+            a.push("--json");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let argv = args(true);
+    let out = f.srv.fleet(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stale and failing backups fail the run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = lines_of(&out);
+    let rows: Vec<&Value> = json.iter().filter(|v| v.get("host").is_some()).collect();
+    let order: Vec<&str> = rows.iter().map(|v| v["host"].as_str().unwrap()).collect();
+    // 47 (no pinned key) and 48 (its rsyncsend refuses, errors in its
+    // backup) neither answer ok nor have good backups; 47 never backed up,
+    // so it is first. Then 42 (answers, stale), 43 (refused, fresh).
+    assert_eq!(order, ["127.0.0.47", "127.0.0.48", "127.0.0.42", "127.0.0.43", "127.0.0.41"], "{json:?}");
+    let by = |h: &str| rows.iter().find(|v| v["host"] == h).copied().unwrap();
+    assert_eq!(by("127.0.0.41")["healthy"], true);
+    assert_eq!(by("127.0.0.41")["last_backup"]["num"], 1, "the last finished backup is the incremental");
+    assert_eq!(by("127.0.0.41")["last_backup"]["type"], "incr");
+    let age = by("127.0.0.42")["age_hours"].as_f64().unwrap();
+    assert!((79.9..80.2).contains(&age), "age of 42's backup: {age}");
+    assert!(by("127.0.0.42")["backup_problems"][0].as_str().unwrap().contains("more than 26 h"));
+    assert_eq!(by("127.0.0.42")["outcome"], "ok", "it answers; its backups are stale");
+    assert!(by("127.0.0.48")["backup_problems"][0].as_str().unwrap().contains("xferErrs 7"));
+    assert_eq!(by("127.0.0.43")["outcome"], "refused");
+    assert_eq!(by("127.0.0.43")["backup_problems"].as_array().unwrap().len(), 0);
+    assert_eq!(by("127.0.0.47")["backup_problems"][0], "no finished backup");
+    let summary = &json.last().unwrap()["summary"];
+    assert_eq!((summary["hosts"].as_u64(), summary["healthy"].as_u64()), (Some(5), Some(1)));
+    assert_eq!(summary["backups_stale_or_failing"], 3);
+    // The retry file names every host that is not healthy.
+    let named: Vec<String> =
+        fs::read_to_string(&retry).unwrap().lines().filter(|l| !l.starts_with('#')).map(String::from).collect();
+    assert_eq!(named, ["127.0.0.42", "127.0.0.43", "127.0.0.47", "127.0.0.48"]);
+
+    // The table: the same hosts, the same order, the counts.
+    let argv = args(false);
+    let out = f.srv.fleet(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let table_order: Vec<&str> =
+        text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).filter(|w| w.starts_with("127.")).collect();
+    assert_eq!(table_order, order, "{text}");
+    assert!(
+        text.contains("5 host(s): 1 healthy, 3 with backups stale or failing (threshold 26 h), 3 not answering ok"),
+        "{text}"
+    );
+}

@@ -9,6 +9,7 @@
 //! `rsyncsend` serves), never accepts a host key other than the pinned
 //! one, and never leaves a targeted host out of the report.
 
+pub mod health;
 pub mod report;
 pub mod selection;
 pub mod session;
