@@ -759,6 +759,9 @@ fn hello(cfg: &ClientConfig) -> Result<Hello> {
         user: Some(cfg.backup_user.clone()),
         port: Some(cfg.sshd_port),
         version: Some(backuppc_enroll::VERSION.into()),
+        // This machine's rsyncsend (installed with this enroll) serves the
+        // dumps trigger; the server sets it up only when told so.
+        accepts: vec![backuppc_enroll::dumps::TRIGGER.into()],
         ..Hello::default()
     })
 }

@@ -527,6 +527,7 @@ fn write_host(
         known_hosts: srv.known_hosts().to_string_lossy().into_owned(),
         rsync_client_path: cfg.rsync_client_path.clone(),
         shares: t.shares.clone(),
+        dumps: hello.accepts.iter().any(|a| a == backuppc_enroll::dumps::TRIGGER),
     };
     let pl = srv.per_host_config(host);
     // A re-enrollment keeps what the host's user saved in the web

@@ -27,6 +27,10 @@ pub struct PerHostConfig {
     pub known_hosts: String,
     pub rsync_client_path: String,
     pub shares: Vec<String>,
+    /// The workstation's rsyncsend serves `run-dumps` (it said so in its
+    /// hello): only then is the dumps trigger set, since an older one
+    /// would refuse it and fail every backup.
+    pub dumps: bool,
 }
 
 /// A Perl single-quoted string literal: only `\` and `'` are special.
@@ -87,14 +91,17 @@ impl PerHostConfig {
     /// The settings the toolkit owns, in the order a new file has them.
     fn owned(&self) -> Vec<(&'static str, String)> {
         let restore: Vec<String> = RESTORE_ARGS.iter().map(|s| s.to_string()).collect();
-        vec![
+        let mut owned = vec![
             ("XferMethod", "'rsync'".into()),
             ("RsyncClientPath", perl_quote(&self.rsync_client_path)),
             ("RsyncSshArgs", perl_list(&["-e".into(), self.ssh_command()])),
-            ("DumpPreUserCmd", perl_quote(&self.dump_command())),
-            ("UserCmdCheckStatus", "1".into()),
-            ("RsyncRestoreArgs", perl_list(&restore)),
-        ]
+        ];
+        if self.dumps {
+            owned.push(("DumpPreUserCmd", perl_quote(&self.dump_command())));
+            owned.push(("UserCmdCheckStatus", "1".into()));
+        }
+        owned.push(("RsyncRestoreArgs", perl_list(&restore)));
+        owned
     }
 
     /// `DumpPreUserCmd`: the host's restricted key sending the one fixed
@@ -152,6 +159,9 @@ impl PerHostConfig {
                         if !seen.contains(&name) {
                             let _ = writeln!(out, "$Conf{{{name}}} = {value};");
                         }
+                    } else if OWNED.contains(&name) {
+                        // The toolkit's, not wanted now (the dumps trigger
+                        // of a workstation that no longer serves it).
                     } else {
                         out.push_str(text);
                     }
@@ -318,6 +328,7 @@ mod tests {
             known_hosts: "/var/lib/backuppc/.ssh/known_hosts".into(),
             rsync_client_path: "/usr/bin/rsync".into(),
             shares: vec!["/home".into(), "/etc".into()],
+            dumps: true,
         };
         assert_eq!(
             c.render("2026-01-01T00:00:00Z"),
@@ -344,7 +355,25 @@ mod tests {
             known_hosts: "/k/known_hosts".into(),
             rsync_client_path: "/usr/bin/rsync".into(),
             shares: vec!["/home".into()],
+            dumps: true,
         }
+    }
+
+    #[test]
+    fn the_dumps_trigger_only_for_a_workstation_that_serves_it() {
+        let old = PerHostConfig { dumps: false, ..host() };
+        let fresh = old.render("now");
+        assert!(!fresh
+            .lines()
+            .any(|l| l.starts_with("$Conf{DumpPreUserCmd}") || l.starts_with("$Conf{UserCmdCheckStatus}")));
+        // Re-enrolled from a workstation that no longer serves it: the
+        // toolkit's trigger goes, the user's settings stay.
+        let with = host().update("$Conf{BackupFilesExclude} = ['/tmp'];\n").unwrap();
+        assert!(with.contains("$Conf{DumpPreUserCmd} = '") && with.contains("$Conf{UserCmdCheckStatus} = 1;"));
+        let without = old.update(&with).unwrap();
+        assert!(!without.contains("$Conf{DumpPreUserCmd}") && !without.contains("UserCmdCheckStatus"), "{without}");
+        assert!(without.contains("$Conf{BackupFilesExclude} = ['/tmp'];"), "{without}");
+        assert_eq!(old.update(&without).unwrap(), without, "stable");
     }
 
     /// What BackupPC's CGI saves (Data::Dumper, Indent 1, sorted keys)

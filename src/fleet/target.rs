@@ -170,6 +170,7 @@ mod tests {
             known_hosts: "/s/known_hosts".into(),
             rsync_client_path: "/usr/bin/rsync".into(),
             shares: vec!["/home".into()],
+            dumps: true,
         }
         .render("2026-01-01T00:00:00Z");
         let t = from_per_host_config("dormeur", &pl, &defaults()).unwrap();

@@ -27,6 +27,11 @@ pub struct Hello {
     /// `rekey: finish`: the workstation installed the key it was answered
     /// last; the server stops accepting the one before.
     pub finish_rekey: bool,
+    /// `accepts: WORD …`: the fixed commands besides rsync that the
+    /// workstation's rsyncsend serves (`run-dumps`), so the server sets up
+    /// only what the workstation can answer. Words it does not know are
+    /// kept and ignored.
+    pub accepts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +116,16 @@ impl Hello {
                     "finish" => hello.finish_rekey = true,
                     _ => return Err(invalid("the only value is \"finish\"".into())),
                 },
+                "accepts" => {
+                    let words: Vec<&str> = value.split(' ').collect();
+                    let word_ok = |w: &&str| {
+                        (1..=32).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+                    };
+                    if words.len() > 16 || !words.iter().all(word_ok) {
+                        return Err(invalid("must be at most 16 words of a-z and '-', one space apart".into()));
+                    }
+                    hello.accepts = words.into_iter().map(str::to_string).collect();
+                }
                 _ => {} // unknown names are ignored, for newer clients
             }
         }
@@ -148,6 +163,9 @@ impl Hello {
         if self.finish_rekey {
             line("rekey", "finish");
         }
+        if !self.accepts.is_empty() {
+            line("accepts", &self.accepts.join(" "));
+        }
         out
     }
 }
@@ -181,6 +199,7 @@ mod tests {
             token: None,
             installed_key: Some(FP.into()),
             finish_rekey: true,
+            accepts: vec!["run-dumps".into(), "rotate-key".into()],
         };
         assert_eq!(Hello::parse(h.render().as_bytes()).unwrap(), h);
         assert!(Hello::parse(b"").unwrap().is_empty(), "seed protocol sends nothing");
@@ -217,6 +236,13 @@ mod tests {
             (format!("installed-key: {FP}\ninstalled-key: {FP}\n"), false, "two installed keys"),
             ("rekey: finish\n".into(), true, "finishing a rekey"),
             ("rekey: start\n".into(), false, "unknown rekey step"),
+            ("accepts: run-dumps\n".into(), true, "the dumps trigger"),
+            ("accepts: run-dumps some-future-verb\n".into(), true, "words it does not know"),
+            ("accepts: run-dumps;id\n".into(), false, "shell syntax"),
+            ("accepts: run-dumps  x\n".into(), false, "two spaces"),
+            ("accepts: \n".into(), false, "empty"),
+            ("accepts: Run-Dumps\n".into(), false, "upper case"),
+            (format!("accepts: {}\n", vec!["a"; 17].join(" ")), false, "too many words"),
         ];
         for (input, ok, why) in rows {
             assert_eq!(Hello::parse(input.as_bytes()).is_ok(), ok, "{why}: {input:?}");

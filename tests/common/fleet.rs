@@ -141,6 +141,7 @@ impl FleetServer {
                 known_hosts: self.known_hosts().display().to_string(),
                 rsync_client_path: "/usr/bin/rsync".into(),
                 shares: vec![self.data.display().to_string()],
+                dumps: true,
             };
             let pl_path = self.conf_dir.join("pc").join(format!("{}.pl", h.host));
             atomic::write(&pl_path, pl.render("2026-01-01T00:00:00Z").as_bytes(), self.own(0o644)).unwrap();
