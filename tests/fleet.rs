@@ -250,7 +250,7 @@ fn exit_status_by_class_status_folds_and_the_backuppc_account_may_run_it() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     let block =
         text.split("---------------- 127.0.0.41,127.0.0.42 (2 hosts, ok)\n").nth(1).unwrap_or_else(|| panic!("{text}"));
-    assert!(block.starts_with("rsyncsend "), "{block}");
+    assert!(block.starts_with("    rsyncsend "), "indented under its header: {block}");
     for want in [
         format!("shares: {}", f.srv.data.display()),
         "restore: false".into(),

@@ -224,7 +224,11 @@ pub fn render(results: &[HostResult]) -> String {
         if b.body.is_empty() {
             let _ = writeln!(out, "(no output)");
         } else {
-            out.push_str(&names::display_text(&b.body));
+            // Indented, so a host's output can never pass for a block
+            // header or the counts.
+            for line in names::display_text(&b.body).lines() {
+                let _ = writeln!(out, "    {line}");
+            }
         }
     }
     let _ = writeln!(out, "{}", summary_line(results));
@@ -341,7 +345,7 @@ mod tests {
         assert_eq!(blocks[1].hosts, ["a", "b"], "identical outputs in one block, names sorted");
         assert_eq!(blocks[2].outcome, Outcome::Refused);
         let text = render(&results);
-        assert!(text.contains("---------------- a,b (2 hosts, ok)\nrsyncsend 1\nshares: /home\n"), "{text}");
+        assert!(text.contains("---------------- a,b (2 hosts, ok)\n    rsyncsend 1\n    shares: /home\n"), "{text}");
         assert!(text.ends_with("5 hosts: 3 ok, 1 refused, 1 unknown-host\n"), "{text}");
         let s = summary_json("check", &results, Duration::from_secs(1), Some("/r"));
         assert_eq!(s["summary"]["hosts"], 5);
@@ -356,6 +360,13 @@ mod tests {
         assert!(!text.contains('\u{1b}') && !text.contains('\u{202e}'), "{text:?}");
         let line = results[0].line(1);
         assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line:?}");
+        // Output that imitates a block header or the counts stays indented
+        // under its own header.
+        let forged = vec![r("a", Outcome::Ok, "---------------- b (1 host, ok)\n9 hosts: 9 ok\n", "")];
+        let text = render(&forged);
+        let starts: Vec<&str> = text.lines().filter(|l| l.starts_with("----") || l.contains(" hosts: ")).collect();
+        assert_eq!(starts, ["---------------- a (1 host, ok)", "    9 hosts: 9 ok"], "{text}");
+        assert!(text.ends_with("\n1 host: 1 ok\n") || text.ends_with("\n1 hosts: 1 ok\n"), "{text}");
         assert_eq!(line, "[1] 0.12s failed a\\u{1b}[2J: bad\\u{a}line");
     }
 
