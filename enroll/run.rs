@@ -174,6 +174,20 @@ impl Remote {
     }
 }
 
+/// A call of the server with the register key, as the client config says.
+fn register_call<'a>(cfg: &'a ClientConfig, server: &'a str) -> Call<'a> {
+    Call {
+        server,
+        port: cfg.port,
+        user: &cfg.server_user,
+        register_key: &cfg.register_key,
+        host_keys_file: &cfg.server_host_keys,
+        timeout: Duration::from_secs(cfg.timeout.max(1)),
+        source: cfg.source_address,
+        nodelay: true,
+    }
+}
+
 /// Ask the server, with the register key, whether it still backs this
 /// host up with the key installed here. Never enrolls: a server without
 /// the query refuses `status` as a malformed request.
@@ -183,16 +197,7 @@ fn ask_status(cfg: &ClientConfig, server: &str, installed: &str) -> Remote {
         Err(e) => return Remote::NotAsked(format!("{e:#}")),
     };
     hello.installed_key = Some(installed.to_string());
-    let call = Call {
-        server,
-        port: cfg.port,
-        user: &cfg.server_user,
-        register_key: &cfg.register_key,
-        host_keys_file: &cfg.server_host_keys,
-        timeout: Duration::from_secs(cfg.timeout.max(1)),
-        source: cfg.source_address,
-        nodelay: true,
-    };
+    let call = register_call(cfg, server);
     let reply = match call.run(status::COMMAND, hello.render().as_bytes()) {
         Ok(r) => r,
         Err(e) => return Remote::NotAsked(format!("it could not be asked: {e}")),
@@ -794,16 +799,7 @@ fn call_server(
     hello.token = token.map(str::to_string);
     hello.installed_key = installed.map(str::to_string);
     hello.finish_rekey = finish;
-    let call = Call {
-        server,
-        port: cfg.port,
-        user: &cfg.server_user,
-        register_key: &cfg.register_key,
-        host_keys_file: &cfg.server_host_keys,
-        timeout: Duration::from_secs(cfg.timeout.max(1)),
-        source: cfg.source_address,
-        nodelay: true,
-    };
+    let call = register_call(cfg, server);
     eprintln!(
         "    connecting to {server} port {} as {} … (timeout {} s)",
         cfg.port,

@@ -15,15 +15,7 @@ use std::process::ExitCode;
 /// helper, or why the command is refused. None: not a dump command.
 pub fn trigger(cmd: &str, cfg: &ClientConfig, config: &Path) -> Option<Result<Vec<String>, String>> {
     match dumps::trigger(cmd)? {
-        Ok(()) => Some(Ok(vec![
-            cfg.sudo.clone(),
-            "-n".into(),
-            "--".into(),
-            cfg.rsyncsend.display().to_string(),
-            "--config".into(),
-            config.display().to_string(),
-            "run-dumps".into(),
-        ])),
+        Ok(()) => Some(Ok(crate::root_helper(cfg, config, "run-dumps"))),
         Err(e) => Some(Err(e.0)),
     }
 }

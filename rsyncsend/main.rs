@@ -90,16 +90,8 @@ fn main() -> ExitCode {
         }
         Err(e) => return refuse(&e.0),
     };
-    let mut argv = vec![
-        cfg.sudo.clone(),
-        "-n".into(),
-        "--".into(),
-        cfg.rsyncsend.display().to_string(),
-        "--config".into(),
-        config.display().to_string(),
-        "exec-rsync".into(),
-        "--".into(),
-    ];
+    let mut argv = root_helper(&cfg, &config, "exec-rsync");
+    argv.push("--".into());
     argv.extend(invocation.words(&cfg.rsync));
     audit.event(
         "checked",
@@ -126,6 +118,20 @@ fn rsync_version(rsync: &str) -> String {
         Ok(o) => format!("{rsync} --version exited {}", o.status),
         Err(e) => format!("cannot run {rsync}: {e}"),
     }
+}
+
+/// `sudo -n -- rsyncsend --config CONFIG VERB`: the start of every call
+/// of the root helper, as the sudoers drop-in names it.
+pub fn root_helper(cfg: &ClientConfig, config: &std::path::Path, verb: &str) -> Vec<String> {
+    vec![
+        cfg.sudo.clone(),
+        "-n".into(),
+        "--".into(),
+        cfg.rsyncsend.display().to_string(),
+        "--config".into(),
+        config.display().to_string(),
+        verb.into(),
+    ]
 }
 
 /// Exec `argv` with a cleared environment (only a fixed PATH); returns

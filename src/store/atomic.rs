@@ -36,6 +36,15 @@ impl Ownership {
 /// unlocked: the next writer of the same file removes it (see
 /// [`remove_stale_temps`]), as BackupPC's own writer cleans up after itself.
 pub fn write(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
+    let tmp = stage(path, contents, own)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(&parent(path)?)
+}
+
+/// `contents` in a new locked temporary file beside `path`, with its
+/// ownership, not flushed yet; stale temporary files of `path` removed.
+fn stage(path: &Path, contents: &[u8], own: Ownership) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent(path)?;
     let name = file_name(path);
     remove_stale_temps(&dir, &name);
@@ -44,9 +53,7 @@ pub fn write(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
     f.write_all(contents)?;
     chown_if_needed(f, own)?;
     f.set_permissions(fs::Permissions::from_mode(own.mode))?;
-    f.sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(&dir)
+    Ok(tmp)
 }
 
 /// A new temporary file for `name` in `dir`, locked. Between its creation
@@ -179,15 +186,7 @@ impl Batch {
 
     /// Stage `contents` for `path`, with the given ownership (see [`write`]).
     pub fn add(&mut self, path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
-        let dir = parent(path)?;
-        let name = file_name(path);
-        remove_stale_temps(&dir, &name);
-        let tmp = locked_temp(&dir, &name)?;
-        let mut f = tmp.as_file();
-        f.write_all(contents)?;
-        chown_if_needed(f, own)?;
-        f.set_permissions(fs::Permissions::from_mode(own.mode))?;
-        self.staged.push((tmp, path.to_path_buf()));
+        self.staged.push((stage(path, contents, own)?, path.to_path_buf()));
         Ok(())
     }
 
