@@ -16,7 +16,9 @@
 #      Debian's default MaxStartups and a raised one;
 #   5. enroll's ssh2 session with and without TCP_NODELAY.
 #   6. `forced-command fleet check` over 200 hosts against a sequential
-#      ssh loop (bench/fleet.sh).
+#      ssh loop (bench/fleet.sh);
+#   7. a 1 GiB upload through dropbox against OpenSSH's sftp-server
+#      (bench/dropbox.sh; its BENCH_ROUNDS default is 3).
 # BENCH_ROUNDS (default 15) sets the number of rounds. Results: BENCHMARKS.md.
 # Fuzzing for a bounded time is bench/fuzz.sh.
 set -euo pipefail
@@ -24,3 +26,4 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo test --release --locked --test bench -- --ignored --nocapture --test-threads=1 2>&1 | grep -v '^running\|^test \|^$'
 bench/fleet.sh
+BENCH_ROUNDS="${BENCH_DROPBOX_ROUNDS:-3}" bench/dropbox.sh
