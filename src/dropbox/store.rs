@@ -532,8 +532,8 @@ impl Upload<'_> {
     }
 
     /// A sidecar: its digest must parse; it is kept beside its archive,
-    /// and checked against it when the archive is already there (the
-    /// archive and its receipt go to quarantine when they disagree).
+    /// and checked against it when the archive is already there: one that
+    /// disagrees is refused and alerted, the archive and its receipt stay.
     fn finish_sidecar(self, session: &Session, archive: &str) -> Result<Receipt, Refusal> {
         let bx = self.bx;
         let mut text = Vec::new();
@@ -552,24 +552,19 @@ impl Upload<'_> {
         let existing = bx.read_receipt(archive);
         if let Some(r) = &existing {
             if r.sha256 != digest {
-                let qname = format!("{archive}.{}.{}", now_unix(), std::process::id());
-                if let Ok(q) = File::open(bx.cfg.quarantine()) {
-                    let _ = renameat2(&bx.folder, archive, &q, qname.as_str(), RenameFlags::RENAME_NOREPLACE);
-                    let _ = fs::write(
-                        bx.cfg.quarantine().join(format!("{qname}.reason")),
-                        format!("its SHA-256 {} is not the sidecar's {digest}\n", r.sha256),
-                    );
-                    let _ = fs::remove_file(bx.receipt_path(archive));
-                    let _ = q.sync_all();
-                }
+                // The archive was verified and accepted: a sidecar sent
+                // after it never moves or removes it (that would free its
+                // name for another upload). Refused and raised as an alert.
                 let _ = fs::remove_file(bx.cfg.incoming().join(&self.temp_name));
                 bx.audit(
-                    "refused-quarantine",
-                    json!({ "client": session.client.map(|c| c.to_string()), "name": archive, "reason": "sidecar mismatch", "quarantine": qname }),
+                    "alert-sidecar-mismatch",
+                    json!({ "client": session.client.map(|c| c.to_string()), "name": self.name, "archive": archive,
+                            "archive_sha256": r.sha256, "sidecar_sha256": digest, "key": session.key_fingerprint,
+                            "key_source": session.key_source }),
                 );
                 return Err(Refusal::failure(format!(
-                    "{archive}'s SHA-256 is not the one {} states: the archive was moved to quarantine",
-                    self.name
+                    "{} states SHA-256 {digest}, but {archive} was accepted with SHA-256 {}: the sidecar was not kept and {archive} stays as received; upload {archive} again under a new name if it was damaged",
+                    self.name, r.sha256
                 )));
             }
         }
@@ -713,6 +708,29 @@ mod tests {
         assert!(q.finish(&s, "sftp").unwrap_err().message.contains("quarantine"));
         assert!(!b.exists(n3));
         assert_eq!(fs::read_dir(t.path().join(".quarantine")).unwrap().count(), 2, "file + reason");
+    }
+
+    #[test]
+    fn late_wrong_sidecar_leaves_the_archive() {
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "");
+        let s = Session::default();
+        let data = verify::tests::tar_gz(1000);
+        let mut u = b.begin(NAME).unwrap();
+        u.write_at(0, &data).unwrap();
+        let r = u.finish(&s, "sftp").unwrap();
+        let receipt = fs::read(b.receipt_path(NAME)).unwrap();
+        let mut sc = b.begin(&format!("{NAME}.sha256")).unwrap();
+        sc.write_at(0, format!("{}  {NAME}\n", "0".repeat(64)).as_bytes()).unwrap();
+        let e = sc.finish(&s, "sftp").unwrap_err();
+        assert!(e.message.contains("stays as received"), "{}", e.message);
+        assert_eq!(fs::read(t.path().join(NAME)).unwrap(), data, "the archive is untouched");
+        assert_eq!(fs::read(b.receipt_path(NAME)).unwrap(), receipt, "its receipt too");
+        assert_eq!(b.read_receipt(NAME).unwrap(), r);
+        assert!(!b.exists(&format!("{NAME}.sha256")), "the sidecar is not kept");
+        assert_eq!(fs::read_dir(t.path().join(".quarantine")).unwrap().count(), 0, "nothing quarantined");
+        assert_eq!(fs::read_dir(t.path().join(".incoming")).unwrap().count(), 0, "no temporary file left");
+        assert_eq!(b.begin(NAME).err().unwrap().kind, RefusalKind::Failure, "the name is still taken");
     }
 
     #[test]
