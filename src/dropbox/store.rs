@@ -322,7 +322,8 @@ pub struct Upload<'b> {
     end: u64,
     /// The most this file may hold (`max_file_size`, or a sidecar's).
     cap: u64,
-    /// Room under the quota when the upload started.
+    /// Room under the quota at the last measure (at the start, then at
+    /// each periodic check while writing).
     quota_left: Option<u64>,
     /// Growth since the free space was last checked.
     grown: u64,
@@ -367,14 +368,36 @@ impl Upload<'_> {
         self.grown += new_end - self.end;
         if self.grown >= SPACE_CHECK_EVERY {
             self.grown = 0;
-            if let Ok(vfs) = nix::sys::statvfs::fstatvfs(&self.file) {
-                let available = vfs.blocks_available().saturating_mul(vfs.fragment_size());
-                if available < self.bx.cfg.keep_free {
-                    return Err(self.fail(Refusal::failure(format!(
-                        "the drop box's disk is nearly full ({} bytes must stay free): {} was not kept",
-                        self.bx.cfg.keep_free, self.name
-                    ))));
-                }
+            self.remeasure(new_end)?;
+        }
+        Ok(())
+    }
+
+    /// Measure the box again (other uploads in progress and other
+    /// sessions count) and refuse when this file at `new_end` bytes would
+    /// not fit under the quota or above `keep_free`.
+    fn remeasure(&mut self, new_end: u64) -> Result<(), Refusal> {
+        let space = match self.bx.space() {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(io_refusal("cannot measure the drop box's free space", &e))),
+        };
+        if space.available < self.bx.cfg.keep_free {
+            return Err(self.fail(Refusal::failure(format!(
+                "the drop box's disk is nearly full ({} bytes must stay free): {} was not kept",
+                self.bx.cfg.keep_free, self.name
+            ))));
+        }
+        // `used` holds this file at its present size: count it once, at
+        // the size it would have.
+        let own = self.file.metadata().map(|m| m.len()).unwrap_or(self.end);
+        let others = space.used.saturating_sub(own);
+        if let Some(q) = self.bx.cfg.quota {
+            self.quota_left = Some(q.saturating_sub(others));
+            if others.saturating_add(new_end) > q {
+                return Err(self.fail(Refusal::failure(format!(
+                    "{} would exceed the drop box's quota ({q} bytes; {others} used by other files and uploads in progress): nothing was kept; ask its admin for room",
+                    self.name
+                ))));
             }
         }
         Ok(())
@@ -465,6 +488,17 @@ impl Upload<'_> {
         }
     }
 
+    /// Refused at the end (no room): the temporary file is removed,
+    /// nothing is quarantined.
+    fn refuse_unplaced(&self, session: &Session, r: Refusal) -> Refusal {
+        let _ = fs::remove_file(self.bx.cfg.incoming().join(&self.temp_name));
+        self.bx.audit(
+            "refused",
+            json!({ "client": session.client.map(|c| c.to_string()), "name": self.name, "reason": r.message }),
+        );
+        r
+    }
+
     fn verify_failed(&self, session: &Session, reason: &str) -> Refusal {
         let qname = self.bx.quarantine(&self.temp_name, &self.name, reason);
         self.bx.audit(
@@ -504,6 +538,9 @@ impl Upload<'_> {
                 Err(e) => return Err(self.verify_failed(session, &e)),
             }
         }
+        if let Err(r) = self.remeasure(self.end) {
+            return Err(self.refuse_unplaced(session, r));
+        }
         let _ = self.file.set_permissions(fs::Permissions::from_mode(0o440));
         bx.place(&self.temp_name, &self.name)?;
         let received_unix = now_unix();
@@ -534,7 +571,7 @@ impl Upload<'_> {
     /// A sidecar: its digest must parse; it is kept beside its archive,
     /// and checked against it when the archive is already there: one that
     /// disagrees is refused and alerted, the archive and its receipt stay.
-    fn finish_sidecar(self, session: &Session, archive: &str) -> Result<Receipt, Refusal> {
+    fn finish_sidecar(mut self, session: &Session, archive: &str) -> Result<Receipt, Refusal> {
         let bx = self.bx;
         let mut text = Vec::new();
         let read = self.file.try_clone().and_then(|mut f| {
@@ -567,6 +604,9 @@ impl Upload<'_> {
                     self.name, r.sha256
                 )));
             }
+        }
+        if let Err(r) = self.remeasure(self.end) {
+            return Err(self.refuse_unplaced(session, r));
         }
         bx.place(&self.temp_name, &self.name)?;
         if let Some(mut r) = existing {
@@ -708,6 +748,39 @@ mod tests {
         assert!(q.finish(&s, "sftp").unwrap_err().message.contains("quarantine"));
         assert!(!b.exists(n3));
         assert_eq!(fs::read_dir(t.path().join(".quarantine")).unwrap().count(), 2, "file + reason");
+    }
+
+    #[test]
+    fn concurrent_uploads_share_the_quota() {
+        let s = Session::default();
+        let data = verify::tests::tar_gz(1000);
+        let n2 = "jpro_instance-002-2026-03-01_02h-30-00.tar.gz";
+        // Both open on an empty box; together they exceed the quota. The
+        // check just before placing counts the other one in progress.
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), &format!("quota = {}\n", data.len() * 3 / 2));
+        let mut a = b.begin(NAME).unwrap();
+        let mut c = b.begin(n2).unwrap();
+        a.write_at(0, &data).unwrap();
+        c.write_at(0, &data).unwrap();
+        let e = a.finish(&s, "sftp").unwrap_err();
+        assert!(e.message.contains("quota"), "{}", e.message);
+        assert!(!b.exists(NAME));
+        assert_eq!(fs::read_dir(t.path().join(".quarantine")).unwrap().count(), 0, "nothing quarantined");
+        c.finish(&s, "sftp").unwrap();
+        assert_eq!(fs::read_dir(t.path().join(".incoming")).unwrap().count(), 0, "no temporary file left");
+        // While writing: the periodic check re-measures, so a second
+        // upload cannot take the room the first is using.
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "quota = \"12M\"\nmax_file_size = \"1G\"\n");
+        let mut a = b.begin(NAME).unwrap();
+        let mut c = b.begin(n2).unwrap();
+        let mib = vec![0u8; 1 << 20];
+        for i in 0..9u64 {
+            a.write_at(i << 20, &mib).unwrap();
+        }
+        let refused = (0..9u64).map(|i| c.write_at(i << 20, &mib)).find_map(|r| r.err());
+        assert!(refused.is_some_and(|r| r.message.contains("quota")), "the second upload is stopped");
     }
 
     #[test]
