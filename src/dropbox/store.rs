@@ -173,6 +173,18 @@ fn io_refusal(what: &str, e: &io::Error) -> Refusal {
     }
 }
 
+/// The size a directory entry adds to the space used: a file's length;
+/// nothing for anything else, or for an entry gone since the folder was
+/// read (another upload's temporary file, removed or placed meanwhile).
+fn file_size(meta: io::Result<fs::Metadata>) -> io::Result<u64> {
+    match meta {
+        Ok(m) if m.is_file() => Ok(m.len()),
+        Ok(_) => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 impl DropBox {
     pub fn open(cfg: DropboxConfig, audit: Audit) -> io::Result<DropBox> {
         let folder = File::open(&cfg.folder)?;
@@ -198,10 +210,7 @@ impl DropBox {
         let mut used = 0u64;
         for dir in [self.cfg.folder.clone(), self.cfg.incoming()] {
             for e in fs::read_dir(&dir)? {
-                let m = e?.metadata()?;
-                if m.is_file() {
-                    used = used.saturating_add(m.len());
-                }
+                used = used.saturating_add(file_size(e.and_then(|e| e.metadata()))?);
             }
         }
         let vfs = nix::sys::statvfs::fstatvfs(&self.folder).map_err(io::Error::from)?;
@@ -748,6 +757,32 @@ mod tests {
         assert!(q.finish(&s, "sftp").unwrap_err().message.contains("quarantine"));
         assert!(!b.exists(n3));
         assert_eq!(fs::read_dir(t.path().join(".quarantine")).unwrap().count(), 2, "file + reason");
+    }
+
+    #[test]
+    fn space_ignores_files_that_vanish() {
+        assert_eq!(file_size(Err(io::ErrorKind::NotFound.into())).unwrap(), 0, "gone meanwhile");
+        assert!(file_size(Err(io::ErrorKind::PermissionDenied.into())).is_err(), "other errors stay errors");
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "");
+        let incoming = t.path().join(".incoming");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let p = incoming.join(format!(".t{}.part", i % 64));
+                    let _ = fs::write(&p, b"x");
+                    let _ = fs::remove_file(&p);
+                    i += 1;
+                }
+            })
+        };
+        let result = (0..3000).try_for_each(|_| b.space().map(|_| ()));
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        result.expect("space() while other uploads come and go");
     }
 
     #[test]
