@@ -27,6 +27,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A sidecar is one `sha256sum` line; anything longer is refused.
 pub const SIDECAR_MAX: u64 = 4096;
+/// The longest name accepted: the temporary name in `.incoming` and the
+/// quarantine name with its `.reason` add up to 40 bytes, and each must
+/// stay within the file system's 255.
+pub const NAME_LEN_MAX: usize = 200;
 /// How much of an upload is written before its writeback to disk starts.
 const WRITEBACK_EVERY: u64 = 16 << 20;
 /// How much an upload may grow between two checks of the free space.
@@ -76,8 +80,13 @@ pub enum Kind {
 /// Is `name` (one path component, already split from the client's path)
 /// a file the box accepts, and as what? Pure: no file system access.
 pub fn classify(cfg: &DropboxConfig, name: &str) -> Result<Kind, Refusal> {
+    if name.len() > NAME_LEN_MAX {
+        return Err(Refusal::denied(format!(
+            "a name of {} bytes is longer than this drop box accepts ({NAME_LEN_MAX} bytes at most): upload it under a shorter name",
+            name.len()
+        )));
+    }
     let bad = name.is_empty()
-        || name.len() > 255
         || name.starts_with('.')
         || name.contains('/')
         || name.chars().any(|c| c.is_control() || crate::names::is_hidden(c));
@@ -686,6 +695,17 @@ mod tests {
         }
         let c = cfg(std::path::Path::new("/srv/x"), "sidecars = false\n");
         assert!(classify(&c, &format!("{NAME}.sha256")).is_err(), "sidecars off");
+        // Long names: what is accepted must leave room for the temporary
+        // and quarantine names.
+        let c = cfg(std::path::Path::new("/srv/x"), "name_pattern = 'a+\\.tar\\.gz'\n");
+        for (len, ok) in [(NAME_LEN_MAX, true), (NAME_LEN_MAX + 1, false), (250, false), (255, false)] {
+            let name = format!("{}.tar.gz", "a".repeat(len - 7));
+            let got = classify(&c, &name);
+            assert_eq!(got.is_ok(), ok, "{len} bytes: {got:?}");
+            if !ok {
+                assert!(got.unwrap_err().message.contains("at most"), "{len} bytes: a clear refusal");
+            }
+        }
     }
 
     #[test]
@@ -757,6 +777,23 @@ mod tests {
         assert!(q.finish(&s, "sftp").unwrap_err().message.contains("quarantine"));
         assert!(!b.exists(n3));
         assert_eq!(fs::read_dir(t.path().join(".quarantine")).unwrap().count(), 2, "file + reason");
+    }
+
+    #[test]
+    fn longest_name_fits_its_temporary_and_quarantine_names() {
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "name_pattern = 'a+\\.tar\\.gz'\n");
+        let name = format!("{}.tar.gz", "a".repeat(NAME_LEN_MAX - 7));
+        let mut u = b.begin(&name).unwrap();
+        u.write_at(0, b"not an archive").unwrap();
+        let e = u.finish(&Session::default(), "sftp").unwrap_err();
+        assert!(e.message.contains("quarantined"), "{}", e.message);
+        let names: Vec<String> = fs::read_dir(t.path().join(".quarantine"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "the file and its reason: {names:?}");
+        assert!(names.iter().all(|n| n.len() <= 255));
     }
 
     #[test]
