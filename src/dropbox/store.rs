@@ -140,7 +140,8 @@ pub struct Receipt {
 /// How much the box still accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Space {
-    /// Bytes held by archives, sidecars and uploads in progress.
+    /// Bytes held by archives, sidecars, uploads in progress and the
+    /// quarantine.
     pub used: u64,
     /// Bytes the file system has free for this account.
     pub available: u64,
@@ -217,7 +218,7 @@ impl DropBox {
 
     pub fn space(&self) -> io::Result<Space> {
         let mut used = 0u64;
-        for dir in [self.cfg.folder.clone(), self.cfg.incoming()] {
+        for dir in [self.cfg.folder.clone(), self.cfg.incoming(), self.cfg.quarantine()] {
             for e in fs::read_dir(&dir)? {
                 used = used.saturating_add(file_size(e.and_then(|e| e.metadata()))?);
             }
@@ -794,6 +795,15 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "the file and its reason: {names:?}");
         assert!(names.iter().all(|n| n.len() <= 255));
+    }
+
+    #[test]
+    fn quarantine_counts_in_the_quota() {
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "quota = 1500\n");
+        fs::write(t.path().join(".quarantine").join("x.1.2"), vec![0u8; 1500]).unwrap();
+        assert_eq!(b.space().unwrap().used, 1500);
+        assert!(b.begin(NAME).is_err(), "a full quarantine fills the quota");
     }
 
     #[test]
