@@ -55,11 +55,15 @@ fn prune_box(config: &std::path::Path, dry_run: bool) -> anyhow::Result<Vec<Stri
     let p = prune::prune(&cfg, dry_run).with_context(|| format!("cannot prune {}", cfg.folder.display()))?;
     let audit = backuppc_enroll::log::Audit::new(c"dropbox", cfg.audit_log.clone());
     if !dry_run {
-        audit.event("pruned", serde_json::json!({ "deleted": p.deleted, "kept": p.kept.len() }));
+        audit.event(
+            "pruned",
+            serde_json::json!({ "deleted": p.deleted, "kept": p.kept.len(), "quarantine_deleted": p.quarantined }),
+        );
     }
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut out: Vec<String> = p.deleted.iter().map(|n| format!("{verb} {n}")).collect();
     out.extend(p.stale_temps.iter().map(|n| format!("{verb} the abandoned upload .incoming/{n}")));
+    out.extend(p.quarantined.iter().map(|n| format!("{verb} the old quarantined file .quarantine/{n}")));
     out.push(format!("kept {} archive(s) in {}", p.kept.len(), cfg.folder.display()));
     Ok(out)
 }

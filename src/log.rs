@@ -30,8 +30,13 @@ impl Audit {
             obj.extend(extra);
         }
         let line = record.to_string();
-        let priority =
-            if event.starts_with("refused") || event == "error" { libc::LOG_WARNING } else { libc::LOG_INFO };
+        let priority = if event.starts_with("alert") {
+            libc::LOG_ALERT
+        } else if event.starts_with("refused") || event == "error" {
+            libc::LOG_WARNING
+        } else {
+            libc::LOG_INFO
+        };
         if let Ok(msg) = CString::new(line.clone()) {
             // SAFETY: constant format string, NUL-terminated argument.
             unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };

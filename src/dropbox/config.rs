@@ -42,6 +42,8 @@ struct Raw {
     webhook: Option<String>,
     #[serde(default)]
     retention: Retention,
+    #[serde(default = "default_quarantine_days")]
+    quarantine_days: u64,
     #[serde(default = "default_dropbox")]
     dropbox: PathBuf,
 }
@@ -60,6 +62,9 @@ fn default_true() -> bool {
 }
 fn default_idle() -> u64 {
     300
+}
+fn default_quarantine_days() -> u64 {
+    30
 }
 fn default_dropbox() -> PathBuf {
     "/usr/bin/dropbox".into()
@@ -102,6 +107,9 @@ pub struct DropboxConfig {
     pub audit_log: Option<PathBuf>,
     pub webhook: Option<String>,
     pub retention: Retention,
+    /// How many days `dropbox prune` keeps a refused upload in
+    /// `.quarantine` (counted in the space used until then).
+    pub quarantine_days: u64,
     /// Where the `dropbox` binary is installed (named by the key line).
     pub dropbox: PathBuf,
 }
@@ -145,6 +153,7 @@ impl DropboxConfig {
             audit_log: raw.audit_log,
             webhook: raw.webhook,
             retention: raw.retention,
+            quarantine_days: raw.quarantine_days,
             dropbox: raw.dropbox,
         })
     }

@@ -67,6 +67,9 @@ pub struct Pruned {
     pub kept: Vec<String>,
     pub deleted: Vec<String>,
     pub stale_temps: Vec<String>,
+    /// Quarantined files (and their `.reason`) older than
+    /// `quarantine_days`.
+    pub quarantined: Vec<String>,
 }
 
 /// The archives in the box with their receive times: from the receipt,
@@ -94,8 +97,8 @@ pub fn held(cfg: &DropboxConfig) -> std::io::Result<Vec<Held>> {
 }
 
 /// Delete what the retention does not keep (with its sidecar and
-/// receipt), and temporary files of uploads whose writer died more than a
-/// day ago.
+/// receipt), temporary files of uploads whose writer died more than a
+/// day ago, and quarantined files older than `quarantine_days`.
 pub fn prune(cfg: &DropboxConfig, dry_run: bool) -> std::io::Result<Pruned> {
     let held = held(cfg)?;
     let keep = keep(&held, &cfg.retention);
@@ -124,9 +127,24 @@ pub fn prune(cfg: &DropboxConfig, dry_run: bool) -> std::io::Result<Pruned> {
             }
         }
     }
+    let bound = SystemTime::now() - Duration::from_secs(cfg.quarantine_days.saturating_mul(86_400));
+    if let Ok(entries) = fs::read_dir(cfg.quarantine()) {
+        for e in entries.flatten() {
+            let old =
+                e.metadata().ok().filter(|m| m.is_file()).and_then(|m| m.modified().ok()).is_some_and(|t| t < bound);
+            if old {
+                if !dry_run {
+                    let _ = fs::remove_file(e.path());
+                }
+                p.quarantined.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
     if !dry_run {
         let _ = crate::store::atomic::sync_dir(Path::new(&cfg.folder));
+        let _ = crate::store::atomic::sync_dir(&cfg.quarantine());
     }
+    p.quarantined.sort();
     p.kept.sort();
     p.deleted.sort();
     Ok(p)
@@ -193,5 +211,33 @@ mod tests {
             let got: Vec<String> = keep(&held, &ret).into_iter().collect();
             assert_eq!(got, want, "{why}");
         }
+    }
+
+    #[test]
+    fn prunes_old_quarantine() {
+        let t = tempfile::tempdir().unwrap();
+        for d in [".incoming", ".quarantine", ".receipts"] {
+            fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        let cfg =
+            DropboxConfig::parse(&format!("user = \"jpro\"\nfolder = {:?}\nquarantine_days = 10\n", t.path())).unwrap();
+        let q = cfg.quarantine();
+        let old = SystemTime::now() - Duration::from_secs(11 * DAY);
+        for (name, when) in [("a.1.2", Some(old)), ("a.1.2.reason", Some(old)), ("b.3.4", None), ("b.3.4.reason", None)]
+        {
+            let f = fs::File::create(q.join(name)).unwrap();
+            if let Some(w) = when {
+                f.set_modified(w).unwrap();
+            }
+        }
+        let p = prune(&cfg, true).unwrap();
+        assert_eq!(p.quarantined, ["a.1.2", "a.1.2.reason"]);
+        assert_eq!(fs::read_dir(&q).unwrap().count(), 4, "a dry run deletes nothing");
+        let p = prune(&cfg, false).unwrap();
+        assert_eq!(p.quarantined, ["a.1.2", "a.1.2.reason"]);
+        let mut left: Vec<String> =
+            fs::read_dir(&q).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["b.3.4", "b.3.4.reason"], "recent ones stay");
     }
 }

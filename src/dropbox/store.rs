@@ -27,6 +27,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A sidecar is one `sha256sum` line; anything longer is refused.
 pub const SIDECAR_MAX: u64 = 4096;
+/// The longest name accepted: the temporary name in `.incoming` and the
+/// quarantine name with its `.reason` add up to 40 bytes, and each must
+/// stay within the file system's 255.
+pub const NAME_LEN_MAX: usize = 200;
 /// How much of an upload is written before its writeback to disk starts.
 const WRITEBACK_EVERY: u64 = 16 << 20;
 /// How much an upload may grow between two checks of the free space.
@@ -76,8 +80,13 @@ pub enum Kind {
 /// Is `name` (one path component, already split from the client's path)
 /// a file the box accepts, and as what? Pure: no file system access.
 pub fn classify(cfg: &DropboxConfig, name: &str) -> Result<Kind, Refusal> {
+    if name.len() > NAME_LEN_MAX {
+        return Err(Refusal::denied(format!(
+            "a name of {} bytes is longer than this drop box accepts ({NAME_LEN_MAX} bytes at most): upload it under a shorter name",
+            name.len()
+        )));
+    }
     let bad = name.is_empty()
-        || name.len() > 255
         || name.starts_with('.')
         || name.contains('/')
         || name.chars().any(|c| c.is_control() || crate::names::is_hidden(c));
@@ -131,7 +140,8 @@ pub struct Receipt {
 /// How much the box still accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Space {
-    /// Bytes held by archives, sidecars and uploads in progress.
+    /// Bytes held by archives, sidecars, uploads in progress and the
+    /// quarantine.
     pub used: u64,
     /// Bytes the file system has free for this account.
     pub available: u64,
@@ -173,6 +183,18 @@ fn io_refusal(what: &str, e: &io::Error) -> Refusal {
     }
 }
 
+/// The size a directory entry adds to the space used: a file's length;
+/// nothing for anything else, or for an entry gone since the folder was
+/// read (another upload's temporary file, removed or placed meanwhile).
+fn file_size(meta: io::Result<fs::Metadata>) -> io::Result<u64> {
+    match meta {
+        Ok(m) if m.is_file() => Ok(m.len()),
+        Ok(_) => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 impl DropBox {
     pub fn open(cfg: DropboxConfig, audit: Audit) -> io::Result<DropBox> {
         let folder = File::open(&cfg.folder)?;
@@ -196,12 +218,9 @@ impl DropBox {
 
     pub fn space(&self) -> io::Result<Space> {
         let mut used = 0u64;
-        for dir in [self.cfg.folder.clone(), self.cfg.incoming()] {
+        for dir in [self.cfg.folder.clone(), self.cfg.incoming(), self.cfg.quarantine()] {
             for e in fs::read_dir(&dir)? {
-                let m = e?.metadata()?;
-                if m.is_file() {
-                    used = used.saturating_add(m.len());
-                }
+                used = used.saturating_add(file_size(e.and_then(|e| e.metadata()))?);
             }
         }
         let vfs = nix::sys::statvfs::fstatvfs(&self.folder).map_err(io::Error::from)?;
@@ -322,7 +341,8 @@ pub struct Upload<'b> {
     end: u64,
     /// The most this file may hold (`max_file_size`, or a sidecar's).
     cap: u64,
-    /// Room under the quota when the upload started.
+    /// Room under the quota at the last measure (at the start, then at
+    /// each periodic check while writing).
     quota_left: Option<u64>,
     /// Growth since the free space was last checked.
     grown: u64,
@@ -367,14 +387,36 @@ impl Upload<'_> {
         self.grown += new_end - self.end;
         if self.grown >= SPACE_CHECK_EVERY {
             self.grown = 0;
-            if let Ok(vfs) = nix::sys::statvfs::fstatvfs(&self.file) {
-                let available = vfs.blocks_available().saturating_mul(vfs.fragment_size());
-                if available < self.bx.cfg.keep_free {
-                    return Err(self.fail(Refusal::failure(format!(
-                        "the drop box's disk is nearly full ({} bytes must stay free): {} was not kept",
-                        self.bx.cfg.keep_free, self.name
-                    ))));
-                }
+            self.remeasure(new_end)?;
+        }
+        Ok(())
+    }
+
+    /// Measure the box again (other uploads in progress and other
+    /// sessions count) and refuse when this file at `new_end` bytes would
+    /// not fit under the quota or above `keep_free`.
+    fn remeasure(&mut self, new_end: u64) -> Result<(), Refusal> {
+        let space = match self.bx.space() {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(io_refusal("cannot measure the drop box's free space", &e))),
+        };
+        if space.available < self.bx.cfg.keep_free {
+            return Err(self.fail(Refusal::failure(format!(
+                "the drop box's disk is nearly full ({} bytes must stay free): {} was not kept",
+                self.bx.cfg.keep_free, self.name
+            ))));
+        }
+        // `used` holds this file at its present size: count it once, at
+        // the size it would have.
+        let own = self.file.metadata().map(|m| m.len()).unwrap_or(self.end);
+        let others = space.used.saturating_sub(own);
+        if let Some(q) = self.bx.cfg.quota {
+            self.quota_left = Some(q.saturating_sub(others));
+            if others.saturating_add(new_end) > q {
+                return Err(self.fail(Refusal::failure(format!(
+                    "{} would exceed the drop box's quota ({q} bytes; {others} used by other files and uploads in progress): nothing was kept; ask its admin for room",
+                    self.name
+                ))));
             }
         }
         Ok(())
@@ -465,6 +507,17 @@ impl Upload<'_> {
         }
     }
 
+    /// Refused at the end (no room): the temporary file is removed,
+    /// nothing is quarantined.
+    fn refuse_unplaced(&self, session: &Session, r: Refusal) -> Refusal {
+        let _ = fs::remove_file(self.bx.cfg.incoming().join(&self.temp_name));
+        self.bx.audit(
+            "refused",
+            json!({ "client": session.client.map(|c| c.to_string()), "name": self.name, "reason": r.message }),
+        );
+        r
+    }
+
     fn verify_failed(&self, session: &Session, reason: &str) -> Refusal {
         let qname = self.bx.quarantine(&self.temp_name, &self.name, reason);
         self.bx.audit(
@@ -504,6 +557,9 @@ impl Upload<'_> {
                 Err(e) => return Err(self.verify_failed(session, &e)),
             }
         }
+        if let Err(r) = self.remeasure(self.end) {
+            return Err(self.refuse_unplaced(session, r));
+        }
         let _ = self.file.set_permissions(fs::Permissions::from_mode(0o440));
         bx.place(&self.temp_name, &self.name)?;
         let received_unix = now_unix();
@@ -532,9 +588,9 @@ impl Upload<'_> {
     }
 
     /// A sidecar: its digest must parse; it is kept beside its archive,
-    /// and checked against it when the archive is already there (the
-    /// archive and its receipt go to quarantine when they disagree).
-    fn finish_sidecar(self, session: &Session, archive: &str) -> Result<Receipt, Refusal> {
+    /// and checked against it when the archive is already there: one that
+    /// disagrees is refused and alerted, the archive and its receipt stay.
+    fn finish_sidecar(mut self, session: &Session, archive: &str) -> Result<Receipt, Refusal> {
         let bx = self.bx;
         let mut text = Vec::new();
         let read = self.file.try_clone().and_then(|mut f| {
@@ -552,26 +608,24 @@ impl Upload<'_> {
         let existing = bx.read_receipt(archive);
         if let Some(r) = &existing {
             if r.sha256 != digest {
-                let qname = format!("{archive}.{}.{}", now_unix(), std::process::id());
-                if let Ok(q) = File::open(bx.cfg.quarantine()) {
-                    let _ = renameat2(&bx.folder, archive, &q, qname.as_str(), RenameFlags::RENAME_NOREPLACE);
-                    let _ = fs::write(
-                        bx.cfg.quarantine().join(format!("{qname}.reason")),
-                        format!("its SHA-256 {} is not the sidecar's {digest}\n", r.sha256),
-                    );
-                    let _ = fs::remove_file(bx.receipt_path(archive));
-                    let _ = q.sync_all();
-                }
+                // The archive was verified and accepted: a sidecar sent
+                // after it never moves or removes it (that would free its
+                // name for another upload). Refused and raised as an alert.
                 let _ = fs::remove_file(bx.cfg.incoming().join(&self.temp_name));
                 bx.audit(
-                    "refused-quarantine",
-                    json!({ "client": session.client.map(|c| c.to_string()), "name": archive, "reason": "sidecar mismatch", "quarantine": qname }),
+                    "alert-sidecar-mismatch",
+                    json!({ "client": session.client.map(|c| c.to_string()), "name": self.name, "archive": archive,
+                            "archive_sha256": r.sha256, "sidecar_sha256": digest, "key": session.key_fingerprint,
+                            "key_source": session.key_source }),
                 );
                 return Err(Refusal::failure(format!(
-                    "{archive}'s SHA-256 is not the one {} states: the archive was moved to quarantine",
-                    self.name
+                    "{} states SHA-256 {digest}, but {archive} was accepted with SHA-256 {}: the sidecar was not kept and {archive} stays as received; upload {archive} again under a new name if it was damaged",
+                    self.name, r.sha256
                 )));
             }
+        }
+        if let Err(r) = self.remeasure(self.end) {
+            return Err(self.refuse_unplaced(session, r));
         }
         bx.place(&self.temp_name, &self.name)?;
         if let Some(mut r) = existing {
@@ -642,6 +696,17 @@ mod tests {
         }
         let c = cfg(std::path::Path::new("/srv/x"), "sidecars = false\n");
         assert!(classify(&c, &format!("{NAME}.sha256")).is_err(), "sidecars off");
+        // Long names: what is accepted must leave room for the temporary
+        // and quarantine names.
+        let c = cfg(std::path::Path::new("/srv/x"), "name_pattern = 'a+\\.tar\\.gz'\n");
+        for (len, ok) in [(NAME_LEN_MAX, true), (NAME_LEN_MAX + 1, false), (250, false), (255, false)] {
+            let name = format!("{}.tar.gz", "a".repeat(len - 7));
+            let got = classify(&c, &name);
+            assert_eq!(got.is_ok(), ok, "{len} bytes: {got:?}");
+            if !ok {
+                assert!(got.unwrap_err().message.contains("at most"), "{len} bytes: a clear refusal");
+            }
+        }
     }
 
     #[test]
@@ -713,6 +778,114 @@ mod tests {
         assert!(q.finish(&s, "sftp").unwrap_err().message.contains("quarantine"));
         assert!(!b.exists(n3));
         assert_eq!(fs::read_dir(t.path().join(".quarantine")).unwrap().count(), 2, "file + reason");
+    }
+
+    #[test]
+    fn longest_name_fits_its_temporary_and_quarantine_names() {
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "name_pattern = 'a+\\.tar\\.gz'\n");
+        let name = format!("{}.tar.gz", "a".repeat(NAME_LEN_MAX - 7));
+        let mut u = b.begin(&name).unwrap();
+        u.write_at(0, b"not an archive").unwrap();
+        let e = u.finish(&Session::default(), "sftp").unwrap_err();
+        assert!(e.message.contains("quarantined"), "{}", e.message);
+        let names: Vec<String> = fs::read_dir(t.path().join(".quarantine"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "the file and its reason: {names:?}");
+        assert!(names.iter().all(|n| n.len() <= 255));
+    }
+
+    #[test]
+    fn quarantine_counts_in_the_quota() {
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "quota = 1500\n");
+        fs::write(t.path().join(".quarantine").join("x.1.2"), vec![0u8; 1500]).unwrap();
+        assert_eq!(b.space().unwrap().used, 1500);
+        assert!(b.begin(NAME).is_err(), "a full quarantine fills the quota");
+    }
+
+    #[test]
+    fn space_ignores_files_that_vanish() {
+        assert_eq!(file_size(Err(io::ErrorKind::NotFound.into())).unwrap(), 0, "gone meanwhile");
+        assert!(file_size(Err(io::ErrorKind::PermissionDenied.into())).is_err(), "other errors stay errors");
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "");
+        let incoming = t.path().join(".incoming");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let p = incoming.join(format!(".t{}.part", i % 64));
+                    let _ = fs::write(&p, b"x");
+                    let _ = fs::remove_file(&p);
+                    i += 1;
+                }
+            })
+        };
+        let result = (0..3000).try_for_each(|_| b.space().map(|_| ()));
+        stop.store(true, Ordering::Relaxed);
+        churn.join().unwrap();
+        result.expect("space() while other uploads come and go");
+    }
+
+    #[test]
+    fn concurrent_uploads_share_the_quota() {
+        let s = Session::default();
+        let data = verify::tests::tar_gz(1000);
+        let n2 = "jpro_instance-002-2026-03-01_02h-30-00.tar.gz";
+        // Both open on an empty box; together they exceed the quota. The
+        // check just before placing counts the other one in progress.
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), &format!("quota = {}\n", data.len() * 3 / 2));
+        let mut a = b.begin(NAME).unwrap();
+        let mut c = b.begin(n2).unwrap();
+        a.write_at(0, &data).unwrap();
+        c.write_at(0, &data).unwrap();
+        let e = a.finish(&s, "sftp").unwrap_err();
+        assert!(e.message.contains("quota"), "{}", e.message);
+        assert!(!b.exists(NAME));
+        assert_eq!(fs::read_dir(t.path().join(".quarantine")).unwrap().count(), 0, "nothing quarantined");
+        c.finish(&s, "sftp").unwrap();
+        assert_eq!(fs::read_dir(t.path().join(".incoming")).unwrap().count(), 0, "no temporary file left");
+        // While writing: the periodic check re-measures, so a second
+        // upload cannot take the room the first is using.
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "quota = \"12M\"\nmax_file_size = \"1G\"\n");
+        let mut a = b.begin(NAME).unwrap();
+        let mut c = b.begin(n2).unwrap();
+        let mib = vec![0u8; 1 << 20];
+        for i in 0..9u64 {
+            a.write_at(i << 20, &mib).unwrap();
+        }
+        let refused = (0..9u64).map(|i| c.write_at(i << 20, &mib)).find_map(|r| r.err());
+        assert!(refused.is_some_and(|r| r.message.contains("quota")), "the second upload is stopped");
+    }
+
+    #[test]
+    fn late_wrong_sidecar_leaves_the_archive() {
+        let t = tempfile::tempdir().unwrap();
+        let b = bx(t.path(), "");
+        let s = Session::default();
+        let data = verify::tests::tar_gz(1000);
+        let mut u = b.begin(NAME).unwrap();
+        u.write_at(0, &data).unwrap();
+        let r = u.finish(&s, "sftp").unwrap();
+        let receipt = fs::read(b.receipt_path(NAME)).unwrap();
+        let mut sc = b.begin(&format!("{NAME}.sha256")).unwrap();
+        sc.write_at(0, format!("{}  {NAME}\n", "0".repeat(64)).as_bytes()).unwrap();
+        let e = sc.finish(&s, "sftp").unwrap_err();
+        assert!(e.message.contains("stays as received"), "{}", e.message);
+        assert_eq!(fs::read(t.path().join(NAME)).unwrap(), data, "the archive is untouched");
+        assert_eq!(fs::read(b.receipt_path(NAME)).unwrap(), receipt, "its receipt too");
+        assert_eq!(b.read_receipt(NAME).unwrap(), r);
+        assert!(!b.exists(&format!("{NAME}.sha256")), "the sidecar is not kept");
+        assert_eq!(fs::read_dir(t.path().join(".quarantine")).unwrap().count(), 0, "nothing quarantined");
+        assert_eq!(fs::read_dir(t.path().join(".incoming")).unwrap().count(), 0, "no temporary file left");
+        assert_eq!(b.begin(NAME).err().unwrap().kind, RefusalKind::Failure, "the name is still taken");
     }
 
     #[test]

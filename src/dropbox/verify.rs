@@ -45,9 +45,12 @@ pub fn sha256_of(r: impl Read) -> io::Result<(String, u64)> {
 /// Read `r` as a `.tar.gz` to its end. The error says what is wrong, for
 /// the vendor and the log.
 pub fn archive(r: impl Read) -> Result<Verified, String> {
-    let mut hashing = Hashing { inner: io::BufReader::with_capacity(1 << 20, r), hash: Sha256::new(), size: 0 };
+    // Hashed below the buffer, so every byte of the file counts; the
+    // gzip decoder reads from the buffer and takes only its own stream's
+    // bytes, so what follows that stream is still there to be seen.
+    let mut buffered = io::BufReader::with_capacity(1 << 20, Hashing { inner: r, hash: Sha256::new(), size: 0 });
     let members = {
-        let gz = flate2::read::GzDecoder::new(&mut hashing);
+        let gz = flate2::bufread::GzDecoder::new(&mut buffered);
         let mut tar = tar::Archive::new(gz);
         let mut members = 0u64;
         let entries = tar.entries().map_err(|e| format!("not a tar.gz archive: {e}"))?;
@@ -64,17 +67,37 @@ pub fn archive(r: impl Read) -> Result<Verified, String> {
             }
             members += 1;
         }
-        // The tar ends at its zero blocks; the gzip stream must still end
-        // where it says (CRC and length checked by the decoder).
+        // The tar ends at its zero blocks; what the gzip stream holds
+        // after them may only be more zeros (the record padding), and the
+        // stream must still end where it says (CRC and length checked by
+        // the decoder).
         let mut gz = tar.into_inner();
-        io::copy(&mut gz, &mut io::sink()).map_err(|e| format!("damaged gzip stream: {e}"))?;
+        let mut after = 0u64;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = gz.read(&mut buf).map_err(|e| format!("damaged gzip stream: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+                return Err(format!(
+                    "data after the end of the tar archive (a non-zero byte {} bytes after its end blocks)",
+                    after + i as u64
+                ));
+            }
+            after += n as u64;
+        }
         members
     };
     if members == 0 {
         return Err("the archive holds no file".into());
     }
-    // Bytes after the gzip stream count in the digest: it is of the file.
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| format!("cannot read the upload: {e}"))?;
+    // Nothing may follow the gzip stream (another member, appended data).
+    let trailing = io::copy(&mut buffered, &mut io::sink()).map_err(|e| format!("cannot read the upload: {e}"))?;
+    if trailing > 0 {
+        return Err(format!("{trailing} bytes after the end of the gzip stream"));
+    }
+    let hashing = buffered.into_inner();
     Ok(Verified { size: hashing.size, sha256: hex(&hashing.hash.finalize()), members })
 }
 
@@ -209,6 +232,17 @@ pub(crate) mod tests {
         gz.finish().unwrap()
     }
 
+    /// A tar (uncompressed) holding one member with `data`.
+    fn tar_of(data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f", data).unwrap();
+        b.into_inner().unwrap()
+    }
+
     fn gz(data: &[u8]) -> Vec<u8> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(data).unwrap();
@@ -244,12 +278,29 @@ pub(crate) mod tests {
                 "CRC wrong",
             ),
             (gz(b"plain text, compressed"), "gzip of no tar"),
+            ([good.clone(), b"appended".to_vec()].concat(), "bytes after the gzip stream"),
+            ([good.clone(), vec![0u8; 512]].concat(), "zeros after the gzip stream"),
+            ([good.clone(), good.clone()].concat(), "a second gzip member"),
+            (gz(&[tar_of(&[7u8; 100]), b"hidden payload".to_vec()].concat()), "data after the tar's end blocks"),
+            (gz(&[tar_of(&[7u8; 100]), vec![0u8; 4096], vec![1]].concat()), "non-zero after zero padding"),
             (gz(&tar[..600]), "tar member cut short"),
             (gz(&[0u8; 1024]), "tar with no member"),
         ];
         for (data, why) in rows {
             assert!(archive(&data[..]).is_err(), "{why} must fail verification");
         }
+        // Zero padding after the end blocks (tar's 10 KiB records) is fine.
+        let padded = gz(&[tar_of(&[7u8; 100]), vec![0u8; 20_480]].concat());
+        assert_eq!(archive(&padded[..]).unwrap().members, 1, "zero padding inside the gzip stream");
+    }
+
+    #[test]
+    fn gnu_tar_archive() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), vec![3u8; 5000]).unwrap();
+        let out = std::process::Command::new("tar").arg("-C").arg(t.path()).args(["-czf", "-", "f"]).output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(archive(&out.stdout[..]).unwrap().members, 1, "GNU tar's record padding is accepted");
     }
 
     #[test]
