@@ -9,7 +9,6 @@
 //! previous dump in place and says so in the status file.
 
 use super::{check_root_owned, Dump, FileStatus, Kind, OnFailure, Status};
-use crate::store::atomic::{self, Ownership};
 use nix::fcntl::{open, openat, renameat, OFlag};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::stat::{fstat, Mode};
@@ -26,9 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
-/// Dumps and their status are root's; they may hold every secret of the
-/// application.
-const DUMP_FILE: Ownership = Ownership { uid: 0, gid: 0, mode: 0o600 };
 
 /// What one run of a dump gave.
 #[derive(Debug, Clone)]
@@ -67,11 +63,36 @@ pub fn run_all(dumps: &[Dump]) -> Vec<Outcome> {
     dumps.iter().map(run_one).collect()
 }
 
-/// Run one dump and write its status file.
+/// Run one dump and write its status file. The output folder is opened
+/// once, checked through its descriptor, and everything (the previous
+/// status, the dump, the new status) goes through that descriptor: the
+/// folder's parent may be the application's, whose account could rename
+/// the folder and put a symlink in its place while the dump runs.
 pub fn run_one(d: &Dump) -> Outcome {
     let start = crate::log::timestamp();
-    let previous = std::fs::read(d.status_file()).ok().and_then(|b| Status::parse(&b).ok());
-    let result = take(d);
+    let dir = match open_output(&d.output) {
+        Ok(dir) => dir,
+        Err(reason) => {
+            let end = crate::log::timestamp();
+            let status = Status {
+                name: d.name.clone(),
+                kind: d.kind.name().into(),
+                ok: false,
+                start,
+                end,
+                exit_status: None,
+                size: None,
+                sha256: None,
+                tool_version: None,
+                files: vec![],
+                error: Some(format!("{reason}; no status file written")),
+                last_success: None,
+            };
+            return Outcome { name: d.name.clone(), on_failure: d.on_failure, status };
+        }
+    };
+    let previous = read_status_at(&dir, &d.name).ok().flatten();
+    let result = take(d, &dir);
     let end = crate::log::timestamp();
     let mut status = match result {
         Ok(t) => Status {
@@ -107,7 +128,7 @@ pub fn run_one(d: &Dump) -> Outcome {
         }
     };
     let json = serde_json::to_vec_pretty(&status).unwrap_or_default();
-    if let Err(e) = atomic::write(&d.status_file(), &json, DUMP_FILE) {
+    if let Err(e) = write_status_at(&dir, &d.name, &json, &d.output) {
         let why = format!("cannot write the status file {}: {e}", d.status_file().display());
         status.ok = false;
         status.error = Some(match status.error.take() {
@@ -142,7 +163,7 @@ struct Step {
     file: String,
 }
 
-fn take(d: &Dump) -> Result<Taken, Failure> {
+fn take(d: &Dump, dir: &OwnedFd) -> Result<Taken, Failure> {
     let (user, steps, version_argv) = match &d.kind {
         Kind::Postgresql { os_user, database, host, port, bin_dir, globals } => {
             let pg_dump = check_root_owned("the program", &bin_dir.join("pg_dump")).map_err(|e| e.0)?;
@@ -180,12 +201,11 @@ fn take(d: &Dump) -> Result<Taken, Failure> {
     };
     let fail =
         |reason: String, exit_status: Option<i32>| Failure { reason, exit_status, tool_version: tool_version.clone() };
-    let dir = open_output(&d.output).map_err(|r| fail(r, None))?;
     let mut done: Vec<(String, String, FileStatus)> = Vec::new();
     let mut result = Ok(());
     for step in &steps {
         let tmp = format!(".{}.tmp", step.file);
-        let file = match create_exclusive(&dir, &tmp, &d.output) {
+        let file = match create_exclusive(dir, &tmp, &d.output) {
             Ok(f) => f,
             Err(r) => {
                 result = Err(fail(r, None));
@@ -203,32 +223,97 @@ fn take(d: &Dump) -> Result<Taken, Failure> {
             }
             Ok(ran) => {
                 result = Err(fail(ran.reason(&step.argv[0]), ran.exit));
-                let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
                 break;
             }
             Err(r) => {
                 result = Err(fail(r, None));
-                let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
                 break;
             }
         }
     }
     if let Err(f) = result {
         for (tmp, _, _) in &done {
-            let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         }
         return Err(f);
     }
     for (tmp, name, _) in &done {
-        renameat(&dir, tmp.as_str(), &dir, name.as_str())
+        renameat(dir, tmp.as_str(), dir, name.as_str())
             .map_err(|e| fail(format!("cannot rename {tmp} to {name} in {}: {e}", d.output.display()), None))?;
     }
-    nix::unistd::fsync(&dir).map_err(|e| fail(format!("cannot sync {}: {e}", d.output.display()), None))?;
+    nix::unistd::fsync(dir).map_err(|e| fail(format!("cannot sync {}: {e}", d.output.display()), None))?;
     Ok(Taken { files: done.into_iter().map(|(_, _, f)| f).collect(), tool_version })
 }
 
 fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The largest status file read back (a real one is a few hundred bytes).
+pub const STATUS_MAX: u64 = 1 << 20;
+
+fn status_name(name: &str) -> String {
+    format!("{name}.status.json")
+}
+
+/// The status of dump `name` as its folder `dir` holds it: None when there
+/// is none yet or it is not a status file. Opened without following a
+/// symlink and without blocking (a FIFO), a regular file only, at most
+/// [`STATUS_MAX`] bytes: anything else is an error, never a wait.
+pub fn read_status_at(dir: &OwnedFd, name: &str) -> Result<Option<Status>, String> {
+    let file = status_name(name);
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let fd = match openat(dir, file.as_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(nix::errno::Errno::ELOOP) => return Err(format!("{file} is a symlink, not a status file")),
+        Err(e) => return Err(format!("cannot open {file}: {e}")),
+    };
+    let st = fstat(&fd).map_err(|e| format!("cannot check {file}: {e}"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(format!("{file} is not a regular file"));
+    }
+    if st.st_size as u64 > STATUS_MAX {
+        return Err(format!("{file} is larger than {STATUS_MAX} bytes"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .take(STATUS_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {file}: {e}"))?;
+    if bytes.len() as u64 > STATUS_MAX {
+        return Err(format!("{file} is larger than {STATUS_MAX} bytes"));
+    }
+    Ok(Status::parse(&bytes).ok())
+}
+
+/// The status of dump `d`, read through its checked output folder (for
+/// `enroll dumps`): None when there is none or it cannot be read safely.
+pub fn read_status(d: &Dump) -> Option<Status> {
+    let dir = open_output(&d.output).ok()?;
+    read_status_at(&dir, &d.name).ok().flatten()
+}
+
+/// Replace dump `name`'s status in `dir` with `json`: a temporary file
+/// created exclusively in the folder, synced, renamed into place, and the
+/// folder synced.
+fn write_status_at(dir: &OwnedFd, name: &str, json: &[u8], shown: &Path) -> Result<(), String> {
+    let file = status_name(name);
+    let tmp = format!(".{file}.tmp");
+    let mut f = create_exclusive(dir, &tmp, shown)?;
+    let written = f.write_all(json).and_then(|()| f.sync_all());
+    drop(f);
+    if let Err(e) = written {
+        let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(format!("cannot write {}: {e}", shown.join(&tmp).display()));
+    }
+    if let Err(e) = renameat(dir, tmp.as_str(), dir, file.as_str()) {
+        let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(format!("cannot rename {tmp} to {file} in {}: {e}", shown.display()));
+    }
+    nix::unistd::fsync(dir).map_err(|e| format!("cannot sync {}: {e}", shown.display()))
 }
 
 /// The output folder, opened without following a symlink and checked
@@ -397,4 +482,107 @@ fn run_bounded(
     let too_big = too_big.load(Ordering::SeqCst).then_some(max);
     let exit = if timed_out.is_some() || too_big.is_some() { None } else { status.code() };
     Ok(Ran { exit, signal: status.signal(), size, sha256, stdout, stderr, timed_out, too_big })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dumps::OnFailure;
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    fn open_dir(p: &Path) -> OwnedFd {
+        open(p, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).unwrap()
+    }
+
+    fn status(name: &str) -> Status {
+        Status {
+            name: name.into(),
+            kind: "command".into(),
+            ok: true,
+            start: "s".into(),
+            end: "e".into(),
+            exit_status: Some(0),
+            size: Some(1),
+            sha256: Some("00".into()),
+            tool_version: None,
+            files: vec![FileStatus { file: format!("{name}.out"), size: 1, sha256: "00".into() }],
+            error: None,
+            last_success: Some("e".into()),
+        }
+    }
+
+    #[test]
+    fn the_previous_status_is_read_only_from_a_small_regular_file() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real.json");
+        std::fs::write(&real, serde_json::to_vec(&status("ok")).unwrap()).unwrap();
+        std::fs::write(t.path().join("ok.status.json"), serde_json::to_vec(&status("ok")).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&real, t.path().join("link.status.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", t.path().join("zero.status.json")).unwrap();
+        nix::unistd::mkfifo(&t.path().join("fifo.status.json"), Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(t.path().join("big.status.json"), vec![b' '; (STATUS_MAX + 1) as usize]).unwrap();
+        std::fs::create_dir(t.path().join("dir.status.json")).unwrap();
+        std::fs::write(t.path().join("junk.status.json"), b"not json").unwrap();
+        let dir = open_dir(t.path());
+        // (dump name, Ok(has a status) or Err(part of the message), why)
+        let rows: &[(&str, Result<bool, &str>, &str)] = &[
+            ("ok", Ok(true), "a status file"),
+            ("none", Ok(false), "no status yet"),
+            ("junk", Ok(false), "not a status: treated as none"),
+            ("link", Err("symlink"), "a symlink, even to a good file"),
+            ("zero", Err("symlink"), "a symlink to an endless device"),
+            ("fifo", Err("not a regular file"), "a FIFO nobody writes to"),
+            ("big", Err("larger than"), "past the size cap"),
+            ("dir", Err("not a regular file"), "a folder"),
+        ];
+        for (name, want, why) in rows {
+            let started = Instant::now();
+            let got = read_status_at(&dir, name);
+            assert!(started.elapsed() < Duration::from_secs(5), "{why}: it blocked");
+            match (got, want) {
+                (Ok(s), Ok(has)) => assert_eq!(s.is_some(), *has, "{why}"),
+                (Err(e), Err(part)) => assert!(e.contains(part), "{why}: {e}"),
+                (got, _) => panic!("{why}: {got:?}"),
+            }
+        }
+    }
+
+    fn command_dump(output: &Path, script: &str) -> Dump {
+        Dump {
+            name: "x".into(),
+            kind: Kind::Command { argv: vec!["/bin/sh".into(), "-c".into(), script.into()], user: "root".into() },
+            output: output.to_path_buf(),
+            timeout: 30,
+            max_size: 1 << 20,
+            on_failure: OnFailure::Fail,
+            source: PathBuf::from("/d/x.toml"),
+        }
+    }
+
+    /// The application's account renames the output folder during the
+    /// dump and puts a symlink to another folder in its place: the dump
+    /// and its status still land in the folder that was opened, nothing
+    /// in the other one.
+    #[test]
+    fn a_folder_swapped_for_a_symlink_during_the_dump_gets_nothing() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: run_one needs root (the output folder must be root's)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(t.path()).unwrap();
+        let out = base.join("out");
+        let other = base.join("other");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        let script = format!("mv {o} {o}.moved && ln -s {x} {o} && echo data", o = out.display(), x = other.display());
+        let o = run_one(&command_dump(&out, &script));
+        assert!(o.status.ok, "{}", o.line());
+        assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0, "something was written through the symlink");
+        let moved = base.join("out.moved");
+        assert_eq!(std::fs::read(moved.join("x.out")).unwrap(), b"data\n");
+        let s = Status::parse(&std::fs::read(moved.join("x.status.json")).unwrap()).unwrap();
+        assert!(s.ok);
+    }
 }
