@@ -6,7 +6,9 @@
 //! file created exclusively in the output folder, which is fsynced and
 //! renamed into place only when the tool succeeded; the folder is fsynced
 //! and a status file written beside it atomically. A failed run leaves the
-//! previous dump in place and says so in the status file.
+//! previous dump in place and says so in the status file. The output
+//! folder is opened once and locked (flock) for the whole run, so two runs
+//! at once take turns; everything goes through its descriptor.
 
 use super::{check_root_owned, Dump, FileStatus, Kind, OnFailure, Status};
 use nix::fcntl::{open, openat, renameat, OFlag};
@@ -91,6 +93,28 @@ pub fn run_one(d: &Dump) -> Outcome {
             return Outcome { name: d.name.clone(), on_failure: d.on_failure, status };
         }
     };
+    if let Err(reason) = lock_output(&dir, Duration::from_secs(d.timeout), &d.output) {
+        let end = crate::log::timestamp();
+        let mut status = read_status_at(&dir, &d.name).ok().flatten().unwrap_or_else(|| Status {
+            name: d.name.clone(),
+            kind: d.kind.name().into(),
+            ok: false,
+            start: start.clone(),
+            end: end.clone(),
+            exit_status: None,
+            size: None,
+            sha256: None,
+            tool_version: None,
+            files: vec![],
+            error: None,
+            last_success: None,
+        });
+        // What this run reports; the status file is the other run's.
+        (status.ok, status.start, status.end, status.exit_status) = (false, start, end, None);
+        status.error = Some(reason);
+        return Outcome { name: d.name.clone(), on_failure: d.on_failure, status };
+    }
+    remove_stale_temps(&dir, d);
     let previous = read_status_at(&dir, &d.name).ok().flatten();
     let result = take(d, &dir);
     let end = crate::log::timestamp();
@@ -204,7 +228,7 @@ fn take(d: &Dump, dir: &OwnedFd) -> Result<Taken, Failure> {
     let mut done: Vec<(String, String, FileStatus)> = Vec::new();
     let mut result = Ok(());
     for step in &steps {
-        let tmp = format!(".{}.tmp", step.file);
+        let tmp = temp_name(&step.file);
         let file = match create_exclusive(dir, &tmp, &d.output) {
             Ok(f) => f,
             Err(r) => {
@@ -301,7 +325,7 @@ pub fn read_status(d: &Dump) -> Option<Status> {
 /// folder synced.
 fn write_status_at(dir: &OwnedFd, name: &str, json: &[u8], shown: &Path) -> Result<(), String> {
     let file = status_name(name);
-    let tmp = format!(".{file}.tmp");
+    let tmp = temp_name(&file);
     let mut f = create_exclusive(dir, &tmp, shown)?;
     let written = f.write_all(json).and_then(|()| f.sync_all());
     drop(f);
@@ -334,10 +358,70 @@ fn open_output(output: &Path) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
-/// A new file `name` in `dir`, created exclusively (a leftover of an
-/// interrupted run is removed first: only root can have made it).
+/// A temporary name for `file` that no other run uses:
+/// `.FILE.PID.N.tmp`.
+fn temp_name(file: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!(".{file}.{}.{n}.tmp", std::process::id())
+}
+
+/// Whether `entry` is a temporary file of `file` as [`temp_name`] makes
+/// them (or `.FILE.tmp`, as earlier versions did).
+fn is_temp_of(entry: &str, file: &str) -> bool {
+    let Some(rest) = entry.strip_prefix('.').and_then(|r| r.strip_prefix(file)) else { return false };
+    if rest == ".tmp" {
+        // The fixed name of earlier versions.
+        return true;
+    }
+    let Some(mid) = rest.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else { return false };
+    let mut parts = mid.split('.');
+    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+}
+
+/// The output folder `dir` for this run alone: an exclusive flock on its
+/// descriptor, held until the descriptor is closed (the end of
+/// [`run_one`]). Another run of a dump in the same folder (run-dumps sent
+/// twice, `enroll dump` during a backup) waits for it, up to `wait`.
+fn lock_output(dir: &OwnedFd, wait: Duration, shown: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor this function borrows; no memory.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) && e.raw_os_error() != Some(libc::EINTR) {
+            return Err(format!("cannot lock the output folder {}: {e}", shown.display()));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "another run of a dump in {} was still going after {} s: wait for it (see its status file) and run this one again",
+                shown.display(),
+                wait.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Remove what interrupted runs left of dump `d`'s files in `dir`; only
+/// under [`lock_output`], so no running dump's file goes.
+fn remove_stale_temps(dir: &OwnedFd, d: &Dump) {
+    let mut files = vec![file_name(&d.file()), status_name(&d.name)];
+    files.extend(d.globals_file().map(|g| file_name(&g)));
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if files.iter().any(|f| is_temp_of(&name, f)) {
+            let _ = unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+/// A new file `name` in `dir`, created exclusively.
 fn create_exclusive(dir: &OwnedFd, name: &str, shown: &Path) -> Result<std::fs::File, String> {
-    let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(dir, name, flags, Mode::from_bits_truncate(0o600))
         .map_err(|e| format!("cannot create {}: {e}", shown.join(name).display()))?;
@@ -584,5 +668,67 @@ mod tests {
         assert_eq!(std::fs::read(moved.join("x.out")).unwrap(), b"data\n");
         let s = Status::parse(&std::fs::read(moved.join("x.status.json")).unwrap()).unwrap();
         assert!(s.ok);
+    }
+
+    #[test]
+    fn temp_names_are_unique_and_recognised_exactly() {
+        let (a, b) = (temp_name("x.out"), temp_name("x.out"));
+        assert_ne!(a, b, "two runs in one process share a temporary name");
+        assert!(a.contains(&std::process::id().to_string()));
+        // (entry, file, is its temporary file, why)
+        let rows: &[(&str, &str, bool, &str)] = &[
+            (&a, "x.out", true, "what temp_name makes"),
+            (".x.out.12.0.tmp", "x.out", true, "another run's"),
+            (".x.out.tmp", "x.out", true, "the old fixed name"),
+            ("x.out", "x.out", false, "the dump itself"),
+            (".x.out.12.0.tmp", "x.ou", false, "another file's prefix"),
+            (".x.out.status.json.1.2.tmp", "x.out", false, "another file that starts the same"),
+            (".x.out.a.0.tmp", "x.out", false, "not a pid"),
+            (".x.out.1.2.3.tmp", "x.out", false, "one part too many"),
+        ];
+        for (entry, file, want, why) in rows {
+            assert_eq!(is_temp_of(entry, file), *want, "{why}: {entry}");
+        }
+    }
+
+    #[test]
+    fn a_second_run_in_the_same_folder_waits_for_the_first() {
+        let t = tempfile::tempdir().unwrap();
+        let (first, second) = (open_dir(t.path()), open_dir(t.path()));
+        lock_output(&first, Duration::from_secs(1), t.path()).unwrap();
+        let started = Instant::now();
+        let e = lock_output(&second, Duration::from_secs(1), t.path()).unwrap_err();
+        assert!(e.contains("still going"), "{e}");
+        assert!(started.elapsed() >= Duration::from_secs(1), "it did not wait");
+        drop(first);
+        lock_output(&second, Duration::from_secs(1), t.path()).unwrap();
+    }
+
+    /// Two runs of the same dump at once: each file in place is the one
+    /// its status describes, and both runs succeed one after the other.
+    #[test]
+    fn two_runs_at_once_do_not_mix_their_files() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: run_one needs root (the output folder must be root's)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let out = std::fs::canonicalize(t.path()).unwrap();
+        std::fs::write(out.join(".x.out.999999.0.tmp"), b"left by a killed run").unwrap();
+        let slow = command_dump(&out, "echo one; sleep 1; echo one");
+        let quick = command_dump(&out, "echo two");
+        let first = std::thread::spawn(move || run_one(&slow));
+        std::thread::sleep(Duration::from_millis(300));
+        let second = run_one(&quick);
+        let first = first.join().unwrap();
+        assert!(first.status.ok, "{}", first.line());
+        assert!(second.status.ok, "{}", second.line());
+        let bytes = std::fs::read(out.join("x.out")).unwrap();
+        let s = Status::parse(&std::fs::read(out.join("x.status.json")).unwrap()).unwrap();
+        let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(s.sha256.as_deref(), Some(hex.as_str()), "the status describes another file than the one in place");
+        let names: Vec<String> =
+            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "temporary files left: {names:?}");
     }
 }
