@@ -441,6 +441,9 @@ struct Ran {
     stderr: Vec<u8>,
     timed_out: Option<Duration>,
     too_big: Option<u64>,
+    /// The output was still held open at the deadline (by a process the
+    /// tool started outside its group); it was given up on.
+    held_open: bool,
 }
 
 impl Ran {
@@ -450,7 +453,12 @@ impl Ran {
         let said: Vec<&str> = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         let tail = said.iter().rev().take(2).rev().cloned().collect::<Vec<_>>().join(" / ");
         let tail: String = crate::names::display_text(&tail).chars().take(400).collect();
-        let what = if let Some(t) = self.timed_out {
+        let what = if self.held_open {
+            format!(
+                "{tool} did not finish within {} s: a process it started in a session of its own kept its output open and was left running; find it with ps and stop it",
+                self.timed_out.unwrap_or_default().as_secs()
+            )
+        } else if let Some(t) = self.timed_out {
             format!("{tool} did not finish within {} s and was killed", t.as_secs())
         } else if let Some(max) = self.too_big {
             format!("{tool}'s output grew past max_size ({max} bytes) and it was killed")
@@ -490,53 +498,20 @@ fn run_bounded(
     crate::sys::new_session(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
     let pid = Pid::from_raw(child.id() as i32);
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
     let too_big = Arc::new(AtomicBool::new(false));
     let flag = too_big.clone();
-    let reader = std::thread::spawn(move || -> Result<(u64, String, Vec<u8>), String> {
-        let mut out = out;
-        let mut kept = Vec::new();
-        let mut hash = Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = match stdout.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("cannot read the dump's output: {e}")),
-            };
-            size += n as u64;
-            if size > max {
-                flag.store(true, Ordering::SeqCst);
-                break;
-            }
-            hash.update(&buf[..n]);
-            match out.as_mut() {
-                Some(f) => f.write_all(&buf[..n]).map_err(|e| format!("cannot write the dump: {e}"))?,
-                None => kept.extend_from_slice(&buf[..n]),
-            }
-        }
-        if let Some(f) = out {
-            f.sync_all().map_err(|e| format!("cannot sync the dump: {e}"))?;
-        }
-        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Ok((size, hex, kept))
+    // The readers hand back through channels, so that waiting for them
+    // is bounded: a process the tool started in a session of its own
+    // survives the group kill and may keep the pipes open forever.
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = read_tx.send(read_output(stdout, out, max, &flag));
     });
-    let errors = std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            kept.extend_from_slice(&buf[..n]);
-            if kept.len() > 16 << 10 {
-                kept.drain(..kept.len() - (8 << 10));
-            }
-        }
-        kept
+    std::thread::spawn(move || {
+        let _ = err_tx.send(read_errors(stderr));
     });
     let deadline = Instant::now() + timeout;
     let mut timed_out = None;
@@ -561,11 +536,85 @@ fn run_bounded(
     // Whatever the tool left behind in its group goes with it.
     let _ = killpg(pid, Signal::SIGKILL);
     let status = child.wait().map_err(|e| format!("cannot wait for {}: {e}", argv[0]))?;
-    let (size, sha256, stdout) = reader.join().map_err(|_| "the output reader failed".to_string())??;
-    let stderr = errors.join().unwrap_or_default();
+    // The output ends when the last holder of the pipe is gone: wait for
+    // that up to the deadline (a little longer after the kill), no more.
+    let until = deadline.max(Instant::now() + Duration::from_secs(2));
+    let left = || until.saturating_duration_since(Instant::now());
+    let read = match read_rx.recv_timeout(left()) {
+        Ok(r) => Some(r?),
+        Err(_) => None,
+    };
+    let stderr = err_rx.recv_timeout(left().max(Duration::from_millis(200))).unwrap_or_default();
     let too_big = too_big.load(Ordering::SeqCst).then_some(max);
+    let Some((size, sha256, stdout)) = read else {
+        return Ok(Ran {
+            exit: None,
+            signal: status.signal(),
+            size: 0,
+            sha256: String::new(),
+            stdout: Vec::new(),
+            stderr,
+            timed_out: Some(timeout),
+            too_big,
+            held_open: true,
+        });
+    };
     let exit = if timed_out.is_some() || too_big.is_some() { None } else { status.code() };
-    Ok(Ran { exit, signal: status.signal(), size, sha256, stdout, stderr, timed_out, too_big })
+    Ok(Ran { exit, signal: status.signal(), size, sha256, stdout, stderr, timed_out, too_big, held_open: false })
+}
+
+/// Copy the tool's `stdout` into `out` (or memory), hashing it, until its
+/// end or past `max` bytes (then `too_big` is set).
+fn read_output(
+    mut stdout: std::process::ChildStdout,
+    out: Option<std::fs::File>,
+    max: u64,
+    flag: &AtomicBool,
+) -> Result<(u64, String, Vec<u8>), String> {
+    let mut out = out;
+    let mut kept = Vec::new();
+    let mut hash = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read the dump's output: {e}")),
+        };
+        size += n as u64;
+        if size > max {
+            flag.store(true, Ordering::SeqCst);
+            break;
+        }
+        hash.update(&buf[..n]);
+        match out.as_mut() {
+            Some(f) => f.write_all(&buf[..n]).map_err(|e| format!("cannot write the dump: {e}"))?,
+            None => kept.extend_from_slice(&buf[..n]),
+        }
+    }
+    if let Some(f) = out {
+        f.sync_all().map_err(|e| format!("cannot sync the dump: {e}"))?;
+    }
+    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((size, hex, kept))
+}
+
+/// The tool's stderr, its last few KiB kept.
+fn read_errors(mut stderr: std::process::ChildStderr) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 16 << 10 {
+            kept.drain(..kept.len() - (8 << 10));
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -730,5 +779,22 @@ mod tests {
         let names: Vec<String> =
             std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "temporary files left: {names:?}");
+    }
+
+    /// A tool whose child leaves its group (setsid) and keeps stdout
+    /// open: the run still ends at the deadline, as a failure.
+    #[test]
+    fn a_child_in_its_own_session_holding_the_output_does_not_hang_the_run() {
+        let me = User::from_uid(nix::unistd::geteuid()).unwrap().unwrap();
+        // The sleep leaves by itself after 8 s.
+        let argv: Vec<String> =
+            ["/bin/sh", "-c", "/usr/bin/setsid -f /bin/sleep 8; echo started"].iter().map(|s| s.to_string()).collect();
+        let started = Instant::now();
+        let ran = run_bounded(&argv, &me, None, Duration::from_secs(1), 1 << 16).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(6), "the run waited for the escaped child");
+        assert_eq!(ran.exit, None, "{ran:?}");
+        assert!(ran.timed_out.is_some(), "{ran:?}");
+        let why = ran.reason(&argv[0]);
+        assert!(why.contains("kept its output open"), "{why}");
     }
 }
