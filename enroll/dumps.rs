@@ -51,7 +51,7 @@ pub fn list(config: &Path, json: bool) -> Result<()> {
     let rows: Vec<(Dump, Option<Status>)> = all
         .into_iter()
         .map(|d| {
-            let s = std::fs::read(d.status_file()).ok().and_then(|b| Status::parse(&b).ok());
+            let s = dumps::run::read_status(&d);
             (d, s)
         })
         .collect();

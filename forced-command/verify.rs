@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use backuppc_enroll::backuppc::backups::{self, Backup};
 use backuppc_enroll::config::ServerConfig;
 use backuppc_enroll::dumps::Status;
+use backuppc_enroll::names::printable;
 use backuppc_enroll::store::registry::Registry;
 use serde::Serialize;
 use std::io::Read;
@@ -72,14 +73,22 @@ pub fn assess(rows: &[Backup], dumps: &[FoundStatus], now: u64, max_age_hours: u
     {
         problems.push(format!("a later backup (#{}) did not finish: see the host's XferLOG", after.num));
     }
+    // Everything of a status came from the workstation: shown escaped, so
+    // no terminal control sequence reaches the admin's terminal and no
+    // value forges a line of the report.
+    use backuppc_enroll::names::display_text;
     for d in dumps {
         match &d.status {
-            None => problems.push(format!("{}{} in the last backup is not a dump status file", d.share, d.path)),
+            None => problems.push(format!(
+                "{}{} in the last backup is not a dump status file",
+                printable(&d.share),
+                printable(&d.path)
+            )),
             Some(s) if !s.ok => problems.push(format!(
                 "dump {} failed at {}: {}",
-                s.name,
-                s.end,
-                backuppc_enroll::names::display_text(s.error.as_deref().unwrap_or("no reason given"))
+                printable(&s.name),
+                printable(&s.end),
+                display_text(&s.error.as_deref().unwrap_or("no reason given").replace('\n', " / "))
             )),
             Some(_) => {}
         }
@@ -211,33 +220,68 @@ fn as_backuppc(cfg: &ServerConfig, program: &Path) -> Result<Command> {
     Ok(c)
 }
 
+/// The most `BackupPC_tarCreate` may write for one status file: the
+/// status cap (1 MiB) and the tar's own headers and padding.
+const TAR_MAX: u64 = 2 << 20;
+/// The most the listing of a backup's status files may write.
+const LIST_MAX: u64 = 16 << 20;
+
+/// Run `cmd` with its stdout read up to `cap` bytes only (past that the
+/// program is killed and this is an error, before more is held in
+/// memory); its stderr, the first 8 KiB, comes back escaped for a
+/// terminal.
+fn output_capped(mut cmd: Command, cap: u64) -> Result<(std::process::ExitStatus, Vec<u8>, String)> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("cannot run {program}"))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut stderr = child.stderr.take().context("no stderr pipe")?;
+    let errors = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let _ = (&mut stderr).take(8 << 10).read_to_end(&mut kept);
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+        kept
+    });
+    let mut out = Vec::new();
+    let read = stdout.take(cap + 1).read_to_end(&mut out);
+    if read.is_err() || out.len() as u64 > cap {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = errors.join();
+        if let Err(e) = read {
+            bail!("cannot read the output of {program}: {e}");
+        }
+        bail!("{program} wrote more than {cap} bytes: it was stopped");
+    }
+    let status = child.wait().with_context(|| format!("cannot wait for {program}"))?;
+    let said = errors.join().unwrap_or_default();
+    let said = backuppc_enroll::names::display_text(String::from_utf8_lossy(&said).trim());
+    Ok((status, out, said))
+}
+
 fn dump_statuses(cfg: &ServerConfig, bin_dir: &Path, host: &str, num: u64) -> Result<Vec<FoundStatus>> {
     let lib = bin_dir.parent().unwrap_or(Path::new("/")).join("lib");
-    let out = as_backuppc(cfg, Path::new("/usr/bin/perl"))?
-        .arg(format!("-I{}", lib.display()))
-        .args(["-e", FIND_STATUS_FILES, "--", host, &num.to_string()])
-        .output()
-        .context("cannot run perl with BackupPC's library")?;
-    if !out.status.success() {
-        bail!("listing backup #{num} of {host} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    let mut list = as_backuppc(cfg, Path::new("/usr/bin/perl"))?;
+    list.arg(format!("-I{}", lib.display())).args(["-e", FIND_STATUS_FILES, "--", host, &num.to_string()]);
+    let (status, stdout, stderr) =
+        output_capped(list, LIST_MAX).context("cannot list the dump status files with BackupPC's library")?;
+    if !status.success() {
+        bail!("listing backup #{num} of {host} failed: {stderr}");
     }
-    let words: Vec<String> = out
-        .stdout
-        .split(|&b| b == 0)
-        .filter(|w| !w.is_empty())
-        .map(|w| String::from_utf8_lossy(w).into_owned())
-        .collect();
+    let words: Vec<String> =
+        stdout.split(|&b| b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
     let mut found = Vec::new();
     for pair in words.chunks(2) {
         let [share, path] = pair else { continue };
-        let tar = as_backuppc(cfg, &bin_dir.join("BackupPC_tarCreate"))?
-            .args(["-h", host, "-n", &num.to_string(), "-s", share, path])
-            .output()
-            .context("cannot run BackupPC_tarCreate")?;
-        if !tar.status.success() {
-            bail!("BackupPC_tarCreate of {share}{path} failed: {}", String::from_utf8_lossy(&tar.stderr).trim());
+        let mut tar = as_backuppc(cfg, &bin_dir.join("BackupPC_tarCreate"))?;
+        tar.args(["-h", host, "-n", &num.to_string(), "-s", share, path]);
+        let shown = format!("{}{}", printable(share), printable(path));
+        let (status, stdout, stderr) =
+            output_capped(tar, TAR_MAX).with_context(|| format!("cannot read {shown} with BackupPC_tarCreate"))?;
+        if !status.success() {
+            bail!("BackupPC_tarCreate of {shown} failed: {stderr}");
         }
-        let mut archive = tar::Archive::new(&tar.stdout[..]);
+        let mut archive = tar::Archive::new(&stdout[..]);
         let mut status = None;
         for entry in archive.entries().context("BackupPC_tarCreate wrote no tar")? {
             let entry = entry.context("BackupPC_tarCreate wrote a broken tar")?;
@@ -332,5 +376,38 @@ mod tests {
                 assert!(g.contains(w), "{why}: {g:?} lacks {w:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_hostile_status_reaches_the_report_escaped() {
+        let mut bad = st(false);
+        let s = bad.status.as_mut().unwrap();
+        s.name = "mm\x1b[2J".into();
+        s.end = "e\u{202e}".into();
+        s.error = Some("boom\x1b]0;owned\x07\nall good".into());
+        let garbage =
+            FoundStatus { share: "/s\x1b[31m".into(), path: "/x\r\nhost ok.status.json".into(), status: None };
+        let got = assess(&[b(0, BackupType::Full, 1_000_000 - 3600, 0)], &[bad, garbage], 1_000_000, 26);
+        assert_eq!(got.len(), 2, "{got:?}");
+        for p in &got {
+            assert!(!p.chars().any(|c| c.is_control() || c == '\u{202e}'), "raw control character in {p:?}");
+        }
+        assert!(got[0].contains("mm\\u{1b}[2J"), "{}", got[0]);
+    }
+
+    #[test]
+    fn a_tool_output_is_capped_while_it_is_read() {
+        let mut big = Command::new("/usr/bin/head");
+        big.args(["-c", "3000000", "/dev/zero"]);
+        let e = output_capped(big, TAR_MAX).unwrap_err();
+        assert!(format!("{e:#}").contains("more than"), "{e:#}");
+        // An endless writer is stopped too, not read to the end.
+        let e = output_capped(Command::new("/usr/bin/yes"), 1 << 10).unwrap_err();
+        assert!(format!("{e:#}").contains("more than 1024 bytes"), "{e:#}");
+        let mut small = Command::new("/bin/sh");
+        small.args(["-c", "printf ok; printf 'bad\\033[2J' >&2; exit 3"]);
+        let (status, out, said) = output_capped(small, TAR_MAX).unwrap();
+        assert_eq!((status.code(), &out[..]), (Some(3), &b"ok"[..]));
+        assert!(!said.contains('\x1b') && said.contains("bad"), "{said:?}");
     }
 }
