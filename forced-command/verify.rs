@@ -47,31 +47,10 @@ pub struct Report {
 /// What is wrong with a host whose `backups` are these and whose last
 /// finished backup holds `dumps`, at `now` (Unix seconds).
 pub fn assess(rows: &[Backup], dumps: &[FoundStatus], now: u64, max_age_hours: u64) -> Vec<String> {
-    let mut problems = Vec::new();
-    let Some(last) = backups::last_complete(rows) else {
-        problems.push("no finished backup".to_string());
+    // BackupPC's view first, as `fleet report` shows it.
+    let mut problems = backups::problems(rows, now, max_age_hours);
+    if backups::last_complete(rows).is_none() {
         return problems;
-    };
-    let at = last.end_time.unwrap_or(last.start_time);
-    let age = now.saturating_sub(at);
-    if age > max_age_hours.saturating_mul(3600) {
-        problems.push(format!(
-            "the last backup (#{}, {}) is {:.1} h old, more than {max_age_hours} h",
-            last.num,
-            last.kind.as_str(),
-            age as f64 / 3600.0
-        ));
-    }
-    if last.errors() > 0 {
-        problems.push(format!(
-            "the last backup (#{}) had errors: xferErrs {}, xferBadFile {}, xferBadShare {}, tarErrs {}",
-            last.num, last.xfer_errs, last.xfer_bad_file, last.xfer_bad_share, last.tar_errs
-        ));
-    }
-    if let Some(after) =
-        rows.iter().rev().take_while(|b| b.num != last.num).find(|b| b.kind == backups::BackupType::Partial)
-    {
-        problems.push(format!("a later backup (#{}) did not finish: see the host's XferLOG", after.num));
     }
     // Everything of a status came from the workstation: shown escaped, so
     // no terminal control sequence reaches the admin's terminal and no

@@ -170,6 +170,36 @@ pub fn last_complete(backups: &[Backup]) -> Option<&Backup> {
     backups.iter().rev().find(|b| b.kind.is_complete())
 }
 
+/// What is wrong with backups `rows` of a host at `now` (Unix seconds):
+/// no finished backup, the last one older than `max_age_hours`, transfer
+/// errors in it, a later backup that did not finish. Empty: healthy.
+pub fn problems(rows: &[Backup], now: u64, max_age_hours: u64) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(last) = last_complete(rows) else {
+        problems.push("no finished backup".to_string());
+        return problems;
+    };
+    let age = now.saturating_sub(last.end_time.unwrap_or(last.start_time));
+    if age > max_age_hours.saturating_mul(3600) {
+        problems.push(format!(
+            "the last backup (#{}, {}) is {:.1} h old, more than {max_age_hours} h",
+            last.num,
+            last.kind.as_str(),
+            age as f64 / 3600.0
+        ));
+    }
+    if last.errors() > 0 {
+        problems.push(format!(
+            "the last backup (#{}) had errors: xferErrs {}, xferBadFile {}, xferBadShare {}, tarErrs {}",
+            last.num, last.xfer_errs, last.xfer_bad_file, last.xfer_bad_share, last.tar_errs
+        ));
+    }
+    if let Some(after) = rows.iter().rev().take_while(|b| b.num != last.num).find(|b| b.kind == BackupType::Partial) {
+        problems.push(format!("a later backup (#{}) did not finish: see the host's XferLOG", after.num));
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

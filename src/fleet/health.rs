@@ -5,39 +5,11 @@
 //! caller reads the files and runs the sessions.
 
 use super::report::{HostResult, Outcome, EXIT_FAILED};
-use crate::backuppc::backups::{self, Backup, BackupType};
+#[cfg(test)]
+use crate::backuppc::backups::BackupType;
+use crate::backuppc::backups::{self, Backup};
 use crate::names;
 use serde_json::{json, Value};
-
-/// What is wrong with backups `rows` of a host at `now` (Unix seconds):
-/// no finished backup, the last one older than `max_age_hours`, transfer
-/// errors in it, a later backup that did not finish. Empty: healthy.
-pub fn backup_problems(rows: &[Backup], now: u64, max_age_hours: u64) -> Vec<String> {
-    let mut problems = Vec::new();
-    let Some(last) = backups::last_complete(rows) else {
-        problems.push("no finished backup".to_string());
-        return problems;
-    };
-    let age = now.saturating_sub(last.end_time.unwrap_or(last.start_time));
-    if age > max_age_hours.saturating_mul(3600) {
-        problems.push(format!(
-            "the last backup (#{}, {}) is {:.1} h old, more than {max_age_hours} h",
-            last.num,
-            last.kind.as_str(),
-            age as f64 / 3600.0
-        ));
-    }
-    if last.errors() > 0 {
-        problems.push(format!(
-            "the last backup (#{}) had errors: xferErrs {}, xferBadFile {}, xferBadShare {}, tarErrs {}",
-            last.num, last.xfer_errs, last.xfer_bad_file, last.xfer_bad_share, last.tar_errs
-        ));
-    }
-    if let Some(after) = rows.iter().rev().take_while(|b| b.num != last.num).find(|b| b.kind == BackupType::Partial) {
-        problems.push(format!("a later backup (#{}) did not finish: see the host's XferLOG", after.num));
-    }
-    problems
-}
 
 /// One host of the report.
 #[derive(Debug, Clone)]
@@ -54,7 +26,7 @@ impl HostHealth {
     /// `rows`: the host's `backups` file, or why it could not be read.
     pub fn new(reach: HostResult, rows: Result<Vec<Backup>, String>, now: u64, max_age_hours: u64) -> HostHealth {
         let (last, problems) = match rows {
-            Ok(rows) => (backups::last_complete(&rows).cloned(), backup_problems(&rows, now, max_age_hours)),
+            Ok(rows) => (backups::last_complete(&rows).cloned(), backups::problems(&rows, now, max_age_hours)),
             Err(why) => (None, vec![why]),
         };
         let age_hours = last.as_ref().map(|b| now.saturating_sub(b.end_time.unwrap_or(b.start_time)) as f64 / 3600.0);
@@ -154,6 +126,7 @@ pub fn exit_status(hosts: &[HostHealth]) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backuppc::backups::BackupType;
     use std::time::Duration;
 
     const NOW: u64 = 1_800_000_000;
@@ -183,7 +156,12 @@ mod tests {
             (vec![backup(0, BackupType::Full, 50, 2)], 2, "stale and errors"),
         ];
         for (backups, n, why) in rows {
-            assert_eq!(backup_problems(backups, NOW, 36).len(), *n, "{why}: {:?}", backup_problems(backups, NOW, 36));
+            assert_eq!(
+                backups::problems(backups, NOW, 36).len(),
+                *n,
+                "{why}: {:?}",
+                backups::problems(backups, NOW, 36)
+            );
         }
     }
 
