@@ -5,8 +5,6 @@
 //! caller reads the files and runs the sessions.
 
 use super::report::{HostResult, Outcome, EXIT_FAILED};
-#[cfg(test)]
-use crate::backuppc::backups::BackupType;
 use crate::backuppc::backups::{self, Backup};
 use crate::names;
 use serde_json::{json, Value};
