@@ -114,7 +114,9 @@ fn seed_openssh_client_line_gets_success() {
     // A client that did not say its rsyncsend serves the dumps trigger
     // gets none: an older rsyncsend would refuse it and fail each backup.
     let pl = fs::read_to_string(w.conf_dir.join("pc/localhost.pl")).unwrap();
-    assert!(!pl.contains("$Conf{DumpPreUserCmd}") && !pl.contains("$Conf{UserCmdCheckStatus}"), "{pl}");
+    let set = |name: &str| pl.lines().any(|l| l.starts_with(&format!("$Conf{{{name}}}")));
+    assert!(set("RsyncSshArgs"), "{pl}");
+    assert!(!set("DumpPreUserCmd") && !set("UserCmdCheckStatus"), "{pl}");
     let audit = fs::read_to_string(&w.audit_log).unwrap();
     assert!(audit.contains("\"event\":\"accepted\"") && audit.contains("\"client\":\"127.0.0.1\""), "{audit}");
 }
