@@ -344,6 +344,29 @@ fn postgresql_dump_taken_before_the_backup_restores_to_the_backup_moment() {
     assert_eq!(status(&dumps.join("mattermost.status.json"))["ok"], true);
     let (ok, r) = verify(&["localhost"]);
     assert!(ok, "healthy again: {r}");
+
+    // A file in the share that even root cannot read (a write-only sysfs
+    // file bound over it, in the namespace where rsync runs): the backup
+    // finishes with a transfer error in BackupPC's own `backups` file,
+    // and verify reports it and exits non-zero.
+    let unreadable = data.join("unreadable");
+    fs::write(&unreadable, b"").unwrap();
+    let in_ns = |args: &[&str]| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--target={ns}")).args(["--mount", "--"]).args(args);
+        run_ok(&mut c);
+    };
+    in_ns(&["mount", "--bind", "/sys/bus/pci/rescan", unreadable.to_str().unwrap()]);
+    let out = dump("-i");
+    in_ns(&["umount", unreadable.to_str().unwrap()]);
+    let rows = backups(&top);
+    let last = rows.last().unwrap();
+    assert!(out.status.success(), "BackupPC_dump -i: {}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(last.2 > 0, "BackupPC counted the transfer error: {rows:?}");
+    let (ok, r) = verify(&["localhost"]);
+    assert!(!ok, "transfer errors in the last backup: {r}");
+    assert!(problems(&r).contains(&format!("the last backup (#{}) had errors: xferErrs {}", last.0, last.2)), "{r}");
+    assert_eq!(r[0]["dumps"][0]["status"]["ok"], true, "its dump is fine all the same: {r}");
     drop(daemon);
 }
 
