@@ -16,6 +16,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
 
 pub struct Args<'a> {
     pub hosts: &'a [String],
@@ -205,14 +206,34 @@ const TAR_MAX: u64 = 2 << 20;
 /// The most the listing of a backup's status files may write.
 const LIST_MAX: u64 = 16 << 20;
 
+/// How long one BackupPC tool may take before verify stops it: a listing
+/// or one status file out of a backup takes seconds on a large pool.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Run `cmd` with its stdout read up to `cap` bytes only (past that the
 /// program is killed and this is an error, before more is held in
-/// memory); its stderr, the first 8 KiB, comes back escaped for a
-/// terminal.
-fn output_capped(mut cmd: Command, cap: u64) -> Result<(std::process::ExitStatus, Vec<u8>, String)> {
+/// memory), for at most `limit` (then its process group is killed and
+/// this is an error); its stderr, the first 8 KiB, comes back escaped
+/// for a terminal.
+fn output_capped(mut cmd: Command, cap: u64, limit: Duration) -> Result<(std::process::ExitStatus, Vec<u8>, String)> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child =
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("cannot run {program}"))?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    // The watchdog signals the group only before the child is waited for
+    // (it is joined first), so the pid cannot have been reused.
+    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let late = finished.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+        if late {
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        }
+        late
+    });
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let mut stderr = child.stderr.take().context("no stderr pipe")?;
     let errors = std::thread::spawn(move || {
@@ -223,10 +244,18 @@ fn output_capped(mut cmd: Command, cap: u64) -> Result<(std::process::ExitStatus
     });
     let mut out = Vec::new();
     let read = stdout.take(cap + 1).read_to_end(&mut out);
-    if read.is_err() || out.len() as u64 > cap {
-        let _ = child.kill();
+    let over = read.is_err() || out.len() as u64 > cap;
+    if over {
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    drop(done);
+    let late = watchdog.join().unwrap_or(true);
+    if over || late {
         let _ = child.wait();
         let _ = errors.join();
+        if late {
+            bail!("{program} took longer than {limit:?}: it was stopped");
+        }
         if let Err(e) = read {
             bail!("cannot read the output of {program}: {e}");
         }
@@ -242,8 +271,8 @@ fn dump_statuses(cfg: &ServerConfig, bin_dir: &Path, host: &str, num: u64) -> Re
     let lib = bin_dir.parent().unwrap_or(Path::new("/")).join("lib");
     let mut list = as_backuppc(cfg, Path::new("/usr/bin/perl"))?;
     list.arg(format!("-I{}", lib.display())).args(["-e", FIND_STATUS_FILES, "--", host, &num.to_string()]);
-    let (status, stdout, stderr) =
-        output_capped(list, LIST_MAX).context("cannot list the dump status files with BackupPC's library")?;
+    let (status, stdout, stderr) = output_capped(list, LIST_MAX, TOOL_TIMEOUT)
+        .context("cannot list the dump status files with BackupPC's library")?;
     if !status.success() {
         bail!("listing backup #{num} of {host} failed: {stderr}");
     }
@@ -255,8 +284,8 @@ fn dump_statuses(cfg: &ServerConfig, bin_dir: &Path, host: &str, num: u64) -> Re
         let mut tar = as_backuppc(cfg, &bin_dir.join("BackupPC_tarCreate"))?;
         tar.args(["-h", host, "-n", &num.to_string(), "-s", share, path]);
         let shown = format!("{}{}", printable(share), printable(path));
-        let (status, stdout, stderr) =
-            output_capped(tar, TAR_MAX).with_context(|| format!("cannot read {shown} with BackupPC_tarCreate"))?;
+        let (status, stdout, stderr) = output_capped(tar, TAR_MAX, TOOL_TIMEOUT)
+            .with_context(|| format!("cannot read {shown} with BackupPC_tarCreate"))?;
         if !status.success() {
             bail!("BackupPC_tarCreate of {shown} failed: {stderr}");
         }
@@ -378,15 +407,27 @@ mod tests {
     fn a_tool_output_is_capped_while_it_is_read() {
         let mut big = Command::new("/usr/bin/head");
         big.args(["-c", "3000000", "/dev/zero"]);
-        let e = output_capped(big, TAR_MAX).unwrap_err();
+        let e = output_capped(big, TAR_MAX, TOOL_TIMEOUT).unwrap_err();
         assert!(format!("{e:#}").contains("more than"), "{e:#}");
         // An endless writer is stopped too, not read to the end.
-        let e = output_capped(Command::new("/usr/bin/yes"), 1 << 10).unwrap_err();
+        let e = output_capped(Command::new("/usr/bin/yes"), 1 << 10, TOOL_TIMEOUT).unwrap_err();
         assert!(format!("{e:#}").contains("more than 1024 bytes"), "{e:#}");
         let mut small = Command::new("/bin/sh");
         small.args(["-c", "printf ok; printf 'bad\\033[2J' >&2; exit 3"]);
-        let (status, out, said) = output_capped(small, TAR_MAX).unwrap();
+        let (status, out, said) = output_capped(small, TAR_MAX, TOOL_TIMEOUT).unwrap();
         assert_eq!((status.code(), &out[..]), (Some(3), &b"ok"[..]));
         assert!(!said.contains('\x1b') && said.contains("bad"), "{said:?}");
+    }
+
+    #[test]
+    fn a_tool_that_hangs_is_stopped_with_its_children() {
+        // A grandchild holds the pipe open too: only killing the group
+        // ends the read.
+        let mut hung = Command::new("/bin/sh");
+        hung.args(["-c", "sleep 60 & sleep 60"]);
+        let start = std::time::Instant::now();
+        let e = output_capped(hung, TAR_MAX, Duration::from_millis(300)).unwrap_err();
+        assert!(format!("{e:#}").contains("took longer than 300ms: it was stopped"), "{e:#}");
+        assert!(start.elapsed() < Duration::from_secs(30), "{:?}", start.elapsed());
     }
 }
