@@ -11,6 +11,9 @@
 # uploaded file (`sync FILE`): the time until the upload is on disk, which
 # dropbox guarantees before it answers the close and sftp-server does not.
 # Prints min / median / max of each and the ratios of medians.
+# BENCH_ON=tmpfs puts the whole run (sources, box, sftp-server's folder)
+# on a tmpfs, where no flush waits for a disk: what is left is the cost
+# of dropbox itself (its protocol work and its verification).
 # Results: BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +21,9 @@ size=${BENCH_SIZE:-1073741824}
 rounds=${BENCH_ROUNDS:-3}
 cargo build --release --locked --bin dropbox >&2
 w=$(mktemp -d /var/tmp/dropbox-bench.XXXXXX)
+if [ "${BENCH_ON:-disk}" = tmpfs ]; then
+    mount -t tmpfs -o "size=$((size * 3 / 1048576 + 512))m,mode=755" bench-dropbox "$w"
+fi
 chmod 755 "$w"
 user=dbxbench$$
 sshd_pid=
@@ -25,6 +31,7 @@ cleanup() {
     [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
     "$w/dropbox" --config "$w/box.toml" uninstall --remove-archives >/dev/null 2>&1 || true
     userdel "$user" >/dev/null 2>&1 || true
+    if [ "${BENCH_ON:-disk}" = tmpfs ]; then umount "$w"; fi
     rm -rf "$w"
 }
 trap cleanup EXIT
@@ -102,7 +109,7 @@ for i in $(seq "$rounds"); do
 done
 stats() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "%.2f / %.2f / %.2f", v[1], v[int((NR+1)/2)], v[NR]}'; }
 med() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-echo "archive: $(stat -c %s "$w/local/$name") bytes, $rounds rounds"
+echo "archive: $(stat -c %s "$w/local/$name") bytes, $rounds rounds, on ${BENCH_ON:-disk}"
 echo "sftp-server s (min/med/max): $(stats "${A[@]}")   peak RSS KiB: $(stats "${MA[@]}")"
 echo "sftp-server + fsync s:       $(stats "${C[@]}")"
 echo "dropbox     s (min/med/max): $(stats "${B[@]}")   peak RSS KiB: $(stats "${MB[@]}")"
