@@ -130,7 +130,7 @@ pub enum Command {
     /// before each backup (as root).
     ///
     /// Reads the declarations in the client config's `dumps_dir` (every
-    /// file, its folder and each program must be root's alone), runs the
+    /// file, each program and every folder above them must be root's alone), runs the
     /// named dump or all of them, and writes each one's status file beside
     /// it. One line per dump says what happened.
     #[command(after_help = "Examples:

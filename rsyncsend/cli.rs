@@ -69,7 +69,7 @@ Exit status:
     /// What the server's `run-dumps` (BackupPC's DumpPreUserCmd) leads
     /// to, through the one sudoers line that allows it without arguments:
     /// the server cannot choose which dump runs or how. Every declaration
-    /// file, its folder and each program must be root's alone; each dump
+    /// file, each program and every folder above them must be root's alone; each dump
     /// runs as its account, without environment or terminal, bounded in
     /// time and size, and lands atomically beside its status file. One
     /// line per dump on stderr names it and says what happened.

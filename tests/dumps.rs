@@ -537,8 +537,16 @@ fn declarations_someone_else_could_change_are_refused_and_nothing_runs() {
     h.declare("zz-bad.toml", "linked", &h.out, &root_bin.join("tool").display().to_string());
     h.refused("run-dumps", &format!("(the target of {}) must be owned by root", root_bin.join("tool").display()));
     std::os::unix::fs::chown(&evil, Some(0), Some(0)).unwrap();
-    h.refused("run-dumps", "the folder of the program of dump linked");
+    h.refused("run-dumps", &format!("the folder {} above the program of dump linked", user_bin.display()));
     assert!(!text(&fs::read(&h.marker).unwrap_or_default()).contains("linked"), "the linked program never ran");
+    // A root-owned program in a root-owned folder, inside a folder the
+    // backup account owns: it could rename `bin` away after the check.
+    let app = h.w.dir.mkdir("app-of-user");
+    std::os::unix::fs::chown(&app, Some(uid), Some(gid)).unwrap();
+    let deep = h.w.dir.mkdir("app-of-user/bin");
+    fs::copy("/bin/true", deep.join("tool")).unwrap();
+    h.declare("zz-bad.toml", "deep", &h.out, &deep.join("tool").display().to_string());
+    h.refused("run-dumps", &format!("the folder {} above the program of dump deep", app.display()));
     fs::remove_file(&bad).unwrap();
 
     // Put right, the dumps run again; an output folder of root's inside

@@ -348,20 +348,32 @@ pub fn root_only(what: &str, path: &Path, o: Owner) -> Result<(), DumpError> {
     Ok(())
 }
 
-/// The canonical path of `path` after checking that it and its folder
-/// (of a symlink: of its target) are root's alone.
+/// The canonical path of `path` after checking that it and every folder
+/// above it (of a symlink: above its target) are root's alone, so that
+/// nobody but root can change what the path names between this check
+/// and its use. A folder with the sticky bit (`/tmp`) may be writable by
+/// all when root owns it: nobody else can rename or replace root's
+/// entries in it.
 pub fn check_root_owned(what: &str, path: &Path) -> Result<PathBuf, DumpError> {
     let real =
         std::fs::canonicalize(path).map_err(|e| DumpError(format!("cannot resolve {what} {}: {e}", path.display())))?;
-    let dir = real.parent().unwrap_or(Path::new("/")).to_path_buf();
-    for (w, p) in [(what.to_string(), &real), (format!("the folder of {what}"), &dir)] {
+    let owner = |w: &str, p: &Path| -> Result<Owner, DumpError> {
         let m = std::fs::metadata(p).map_err(|e| DumpError(format!("cannot read {w} {}: {e}", p.display())))?;
-        let shown = if p == &real && real != path {
-            format!("{} (the target of {})", p.display(), path.display())
-        } else {
-            p.display().to_string()
-        };
-        root_only(&w, Path::new(&shown), Owner { uid: m.uid(), mode: m.mode() })?;
+        Ok(Owner { uid: m.uid(), mode: m.mode() })
+    };
+    let shown = if real != path {
+        format!("{} (the target of {})", real.display(), path.display())
+    } else {
+        real.display().to_string()
+    };
+    root_only(what, Path::new(&shown), owner(what, &real)?)?;
+    for dir in real.ancestors().skip(1) {
+        let w = format!("the folder above {what}");
+        let o = owner(&w, dir)?;
+        if o.uid == 0 && o.mode & libc::S_ISVTX != 0 {
+            continue;
+        }
+        root_only("the folder", Path::new(&format!("{} above {what} {shown}", dir.display())), o)?;
     }
     Ok(real)
 }
@@ -622,6 +634,36 @@ mod tests {
         for (uid, mode, ok, why) in rows {
             assert_eq!(root_only("f", Path::new("/f"), Owner { uid: *uid, mode: *mode }).is_ok(), *ok, "{why}");
         }
+    }
+
+    #[test]
+    fn a_folder_above_a_program_that_someone_else_may_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let app = tmp.path().join("app");
+        std::fs::create_dir_all(app.join("bin")).unwrap();
+        let prog = app.join("bin/dump.sh");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_root_owned("the program", &prog).is_ok(), "root's all the way up (/tmp is sticky)");
+        // Whoever may write `app` can rename `bin` away and put their own
+        // program in its place after the check.
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_root_owned("the program", &prog).unwrap_err().0;
+        assert!(e.contains(&format!("the folder {} above the program {}", app.display(), prog.display())), "{e}");
+        assert!(e.contains("mode 777"), "{e}");
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
+        nix::unistd::chown(&app, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let e = check_root_owned("the program", &prog).unwrap_err().0;
+        assert!(e.contains("uid 65534"), "{e}");
+        // The same through a symlink: the target's folders are checked.
+        nix::unistd::chown(&app, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&prog, &link).unwrap();
+        assert_eq!(check_root_owned("the program", &link).unwrap(), std::fs::canonicalize(&prog).unwrap());
+        std::fs::set_permissions(app.join("bin"), std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(check_root_owned("the program", &link).unwrap_err().0.contains("mode 775"));
     }
 
     #[test]
