@@ -16,24 +16,34 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// stdin that gives up after `timeout` without a byte: a client that
-/// never sends holds no upload open for ever.
+/// stdin that gives up after `timeout` without a byte, or at `deadline`
+/// however steadily bytes come: a client that never sends, or that
+/// trickles a byte now and then, holds no upload open for ever.
 struct IdleInput {
     fd: File,
     timeout: Duration,
+    deadline: Instant,
 }
 
 impl Read for IdleInput {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let ms =
-            PollTimeout::try_from(self.timeout.as_millis().min(i32::MAX as u128) as i32).map_err(io::Error::other)?;
         loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the session lasted longer than session_timeout"));
+            }
+            let wait = self.timeout.min(left);
+            let ms =
+                PollTimeout::try_from(wait.as_millis().clamp(1, i32::MAX as u128) as i32).map_err(io::Error::other)?;
             let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, ms) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the client sent nothing for too long")),
+                Ok(0) if wait == self.timeout => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "the client sent nothing for too long"))
+                }
+                Ok(0) => continue,
                 Ok(_) => return self.fd.read(buf),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -95,6 +105,7 @@ pub fn serve(config: &Path) -> ExitCode {
     let session = Session { client: env.client, key_fingerprint, key_source };
     let webhook = cfg.webhook.clone();
     let idle = Duration::from_secs(cfg.idle_timeout);
+    let deadline = Instant::now() + Duration::from_secs(cfg.session_timeout);
     let bx = match DropBox::open(cfg, audit) {
         Ok(b) => b,
         Err(e) => {
@@ -105,7 +116,7 @@ pub fn serve(config: &Path) -> ExitCode {
         }
     };
     let (input, output) = match (dup(io::stdin()), dup(io::stdout())) {
-        (Ok(i), Ok(o)) => (IdleInput { fd: i, timeout: idle }, o),
+        (Ok(i), Ok(o)) => (IdleInput { fd: i, timeout: idle, deadline }, o),
         _ => return ExitCode::from(1),
     };
     bx.audit("session", json!({ "client": client, "service": format!("{service:?}"), "key": session.key_fingerprint }));
@@ -130,5 +141,61 @@ pub fn serve(config: &Path) -> ExitCode {
             bx.audit("ended", json!({ "client": client, "accepted": bx.accepted.borrow().len(), "reason": e }));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A pipe whose write end a thread feeds one byte every `every`, for
+    /// `bytes` bytes.
+    fn trickle(every: Duration, bytes: usize) -> File {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut w = File::from(w);
+        std::thread::spawn(move || {
+            for _ in 0..bytes {
+                std::thread::sleep(every);
+                if w.write_all(b"x").is_err() {
+                    return;
+                }
+            }
+        });
+        File::from(r)
+    }
+
+    #[test]
+    fn a_client_that_trickles_is_cut_at_the_session_deadline() {
+        let start = Instant::now();
+        let mut input = IdleInput {
+            fd: trickle(Duration::from_millis(50), 1000),
+            timeout: Duration::from_secs(5),
+            deadline: start + Duration::from_millis(600),
+        };
+        let mut got = 0;
+        let mut buf = [0u8; 16];
+        let e = loop {
+            match input.read(&mut buf) {
+                Ok(n) => got += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("session_timeout"), "{e}");
+        assert!(got >= 3, "bytes came in the meantime: {got}");
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[test]
+    fn a_silent_client_is_cut_after_the_idle_timeout() {
+        let mut input = IdleInput {
+            fd: trickle(Duration::from_secs(30), 1),
+            timeout: Duration::from_millis(300),
+            deadline: Instant::now() + Duration::from_secs(60),
+        };
+        let e = input.read(&mut [0u8; 4]).unwrap_err();
+        assert!(e.to_string().contains("sent nothing for too long"), "{e}");
     }
 }

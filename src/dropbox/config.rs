@@ -36,6 +36,8 @@ struct Raw {
     sidecars: bool,
     #[serde(default = "default_idle")]
     idle_timeout: u64,
+    #[serde(default = "default_session")]
+    session_timeout: u64,
     #[serde(default)]
     audit_log: Option<PathBuf>,
     #[serde(default)]
@@ -62,6 +64,11 @@ fn default_true() -> bool {
 }
 fn default_idle() -> u64 {
     300
+}
+/// A day: 64 GiB at 1 MB/s fits; a client trickling a byte now and then
+/// holds a session no longer.
+fn default_session() -> u64 {
+    86400
 }
 fn default_quarantine_days() -> u64 {
     30
@@ -104,6 +111,8 @@ pub struct DropboxConfig {
     pub quota: Option<u64>,
     pub sidecars: bool,
     pub idle_timeout: u64,
+    /// Seconds one session may last, however steadily the client sends.
+    pub session_timeout: u64,
     pub audit_log: Option<PathBuf>,
     pub webhook: Option<String>,
     pub retention: Retention,
@@ -138,6 +147,12 @@ impl DropboxConfig {
         if raw.idle_timeout == 0 {
             return Err("idle_timeout must be at least 1 second".into());
         }
+        if raw.session_timeout < raw.idle_timeout {
+            return Err(format!(
+                "session_timeout ({} s) must be at least idle_timeout ({} s)",
+                raw.session_timeout, raw.idle_timeout
+            ));
+        }
         let home = raw.home.unwrap_or_else(|| PathBuf::from("/var/lib/backuppc-enroll/dropbox").join(&raw.user));
         Ok(DropboxConfig {
             user: raw.user,
@@ -150,6 +165,7 @@ impl DropboxConfig {
             quota: raw.quota,
             sidecars: raw.sidecars,
             idle_timeout: raw.idle_timeout,
+            session_timeout: raw.session_timeout,
             audit_log: raw.audit_log,
             webhook: raw.webhook,
             retention: raw.retention,
@@ -244,6 +260,7 @@ mod tests {
         assert_eq!(c.max_file_size, 2 << 30);
         assert_eq!(c.quota, Some(100));
         assert_eq!(c.home, PathBuf::from("/var/lib/backuppc-enroll/dropbox/jpro"));
+        assert_eq!((c.idle_timeout, c.session_timeout), (300, 86400), "a silent client 5 min, a session a day");
         assert!(c.name_pattern.is_match("jpro_instance-007-2026-03-01_02h-30-00.tar.gz"));
         assert!(!c.name_pattern.is_match("xjpro_instance-007-2026-03-01_02h-30-00.tar.gz"), "anchored start");
         assert!(!c.name_pattern.is_match("jpro_instance-007-2026-03-01_02h-30-00.tar.gz.sh"), "anchored end");
@@ -255,6 +272,8 @@ mod tests {
             ("user = \"jpro\"\nfolder = \"/srv\"\nname_pattern = \"(\"\n", "bad regex"),
             ("user = \"jpro\"\nfolder = \"/srv\"\nmax_file_size = 0\n", "zero max"),
             ("user = \"jpro\"\nfolder = \"/srv\"\ntypo = 1\n", "unknown key"),
+            ("user = \"jpro\"\nfolder = \"/srv\"\nidle_timeout = 0\n", "no idle wait"),
+            ("user = \"jpro\"\nfolder = \"/srv\"\nsession_timeout = 60\n", "session shorter than the idle wait"),
         ];
         for (text, why) in rows {
             assert!(DropboxConfig::parse(text).is_err(), "{why}");
