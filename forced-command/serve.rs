@@ -89,7 +89,14 @@ pub fn run(config: &Path) -> ExitCode {
                 Ok(srv) => srv.reload_coalesced(changed),
                 Err(e) => format!("failed ({e})"),
             };
-            audit.event("reload", json!({ "client": client, "host": answer.host, "backuppc_reload": reloaded }));
+            let (lock_wait_ms, lock_held_ms) = LOCK_TIMES.lock().ok().and_then(|t| *t).unzip();
+            audit.event(
+                "reload",
+                json!({
+                    "client": client, "host": answer.host, "backuppc_reload": reloaded,
+                    "lock_wait_ms": lock_wait_ms, "lock_held_ms": lock_held_ms,
+                }),
+            );
             (0, format!("enrolled {} for {request} from {client}", answer.host.as_deref().unwrap_or("?")))
         }
         Err(Outcome::Refused(why)) => {
@@ -119,6 +126,27 @@ pub fn run(config: &Path) -> ExitCode {
         crate::notify::detached(url, &format!("backuppc-enroll: {note}"));
     }
     ExitCode::from(code)
+}
+
+/// The registry lock of this run, timed: when it is released, how long
+/// it was waited for and held go to `LOCK_TIMES` (milliseconds), for the
+/// audit log's `reload` event of the enrollment.
+struct LockTimer {
+    _lock: atomic::Lock,
+    asked: Instant,
+    acquired: Instant,
+}
+
+static LOCK_TIMES: std::sync::Mutex<Option<(f64, f64)>> = std::sync::Mutex::new(None);
+
+impl Drop for LockTimer {
+    fn drop(&mut self) {
+        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+        let times = (ms(self.acquired - self.asked), ms(self.acquired.elapsed()));
+        if let Ok(mut t) = LOCK_TIMES.lock() {
+            *t = Some(times);
+        }
+    }
 }
 
 /// Read the hello block: at most `MAX_HELLO` bytes until EOF, within the
@@ -206,7 +234,8 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
 
     // One enrollment at a time changes the server's files.
     srv.ensure_parent(&cfg.registry)?;
-    let _lock = registry::lock(&cfg.registry)?;
+    let asked = Instant::now();
+    let _lock = LockTimer { _lock: registry::lock(&cfg.registry)?, asked, acquired: Instant::now() };
     let mut reg = Registry::load(&cfg.registry)?;
     let hosts_text = srv.hosts().read()?;
     let current = hosts::find(&hosts_text, &host);

@@ -116,6 +116,15 @@ fn run() {
     );
     let audit = fs::read_to_string(registry.join("audit.log")).unwrap();
     assert!(audit.contains("\"backuppc_reload\":\"ok\""), "forced-command told BackupPC to reload: {audit}");
+    // The audit line says how long the registry lock was waited for and
+    // held, so that an admin can see what serialises a burst.
+    let reload: serde_json::Value = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "reload")
+        .unwrap_or_else(|| panic!("a reload event: {audit}"));
+    let (wait, held) = (reload["lock_wait_ms"].as_f64(), reload["lock_held_ms"].as_f64());
+    assert!(wait.is_some_and(|w| w >= 0.0) && held.is_some_and(|h| h > 0.0), "lock times: {reload}");
     let known = text(&mesg(&["status", "hosts"]).stdout);
     assert!(known.contains("\"localhost\""), "the daemon lists the host without a restart: {known}");
     assert!(fs::read_to_string(etc.join("hosts")).unwrap().ends_with("localhost\t0\tcmartin\n"));

@@ -431,6 +431,29 @@ fn enrollment() {
     // Afterwards: exactly n intact burst entries everywhere, and the
     // daemon, still running, lists them all.
     let burst_host = |h: &str| h.starts_with("127.") && h != "127.0.0.1";
+    // What serialises a burst: the registry lock, as each enrollment's
+    // audit line times it.
+    let audit = fs::read_to_string(bpc.registry.join("audit.log")).unwrap();
+    let (mut held, mut waited) = (Vec::new(), Vec::new());
+    for e in audit.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        if e["event"] == "reload" && e["host"].as_str().is_some_and(burst_host) {
+            held.extend(e["lock_held_ms"].as_f64());
+            waited.extend(e["lock_wait_ms"].as_f64());
+        }
+    }
+    for (what, v) in [("held", &mut held), ("waited for", &mut waited)] {
+        v.sort_by(f64::total_cmp);
+        let mid = v[v.len() / 2];
+        println!(
+            "{:<52} {:>34}",
+            format!("   registry lock {what}, ms (min / median / max)"),
+            format!("{:.2} / {:.2} / {:.2}", v[0], mid, v[v.len() - 1])
+        );
+    }
+    println!(
+        "   {n} x the median time held = {:.2} s of each burst spent one enrollment at a time",
+        n as f64 * held[held.len() / 2] / 1000.0
+    );
     let hosts = fs::read_to_string(bpc.etc.join("hosts")).unwrap();
     let rows =
         backuppc_enroll::backuppc::hosts::entries(&hosts).into_iter().filter(|(_, e)| burst_host(&e.host)).count();
