@@ -71,8 +71,9 @@ const STYLE: &str = "
 :root{--ok:#2e8b57;--stale:#d2691e;--both:#b22222;--unreached:#6a7f99;--ink:#1d232a;--muted:#5b6570}
 body{font:14px/1.45 system-ui,sans-serif;color:var(--ink);margin:1.5em auto;max-width:70em;padding:0 1em}
 h1{font-size:1.5em;margin:0 0 .2em}h2{font-size:1.15em;margin:1.6em 0 .5em}
+h3{font-size:1em;font-weight:600;margin:.6em 0 .2em 1.5em}caption{text-align:left;font-weight:600;white-space:nowrap}
 code,pre{font-family:ui-monospace,monospace;font-size:13px}
-pre{background:#f4f5f7;padding:.5em .7em;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere;margin:.3em 0}
+pre{background:#f4f5f7;padding:.5em .7em;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere;margin:.3em 0 .6em 1.5em}
 .tiles{display:flex;gap:1em;flex-wrap:wrap}
 .tile{border-left:6px solid;padding:.4em 1em;background:#f4f5f7;min-width:11em}
 .tile .n{display:block;font-size:2em;font-weight:600}
@@ -106,8 +107,8 @@ fn state(h: &HostHealth) -> (&'static str, &'static str) {
     match (h.reach.outcome == Outcome::Ok, h.problems.is_empty()) {
         (true, true) => ("healthy", "healthy"),
         (true, false) => ("stale", "backups stale or failing"),
-        (false, false) => ("both", "not answering, backups stale or failing"),
-        (false, true) => ("unreached", "not answering"),
+        (false, false) => ("both", "not answering ok, backups stale or failing"),
+        (false, true) => ("unreached", "not answering ok"),
     }
 }
 
@@ -135,7 +136,7 @@ fn glance(p: &mut String, hosts: &[HostHealth], healthy: usize, stale: usize, no
 const WIDTH: f64 = 960.0;
 const LABEL_END: f64 = 262.0;
 const X0: f64 = 270.0;
-const X1: f64 = 790.0;
+const X1: f64 = 700.0;
 const TOP: f64 = 40.0;
 const ROW: f64 = 18.0;
 const BAR: f64 = 12.0;
@@ -164,7 +165,7 @@ fn plot(p: &mut String, hosts: &[HostHealth], run: Run) {
         p,
         "<section id=\"plot\"><h2>Age of each host's last finished backup, worst first</h2>\n\
          <p class=\"legend\"><span><i class=\"healthy\"></i>healthy</span><span><i class=\"stale\"></i>backups stale or failing</span>\
-         <span><i class=\"both\"></i>not answering, backups stale or failing</span><span><i class=\"unreached\"></i>not answering</span>\
+         <span><i class=\"both\"></i>not answering ok, backups stale or failing</span><span><i class=\"unreached\"></i>not answering ok</span>\
          <span>pale, dashed: no finished backup</span></p>\n\
          <svg id=\"ages\" viewBox=\"0 0 {WIDTH} {height}\" width=\"{WIDTH}\" height=\"{height}\" \
          role=\"img\" aria-label=\"Age in hours of each host's last finished backup against the threshold of {max} h\">",
@@ -244,7 +245,8 @@ fn details(p: &mut String, hosts: &[HostHealth], run: Run) {
         if r.outcome != Outcome::Ok && !r.detail.is_empty() {
             why.push(&r.detail);
         }
-        why.extend(h.problems.iter().map(String::as_str));
+        // The first reason, unless the age already says it.
+        why.extend(h.problems.iter().map(String::as_str).filter(|p| *p != age));
         let _ = writeln!(
             p,
             "<details class=\"host {class}\" id=\"host-{i}\" data-host=\"{host}\" data-outcome=\"{o}\" data-healthy=\"{healthy}\"{data_age}>\n\
