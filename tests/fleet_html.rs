@@ -17,11 +17,13 @@ use regex::Regex;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -39,13 +41,14 @@ fn backups_line(num: u64, kind: &str, hours_ago: u64, errs: u64) -> String {
 
 /// What a malicious workstation answers instead of rsyncsend's status:
 /// each line tries another way out of the text it is shown in, and the
-/// loads name `bait`.
+/// loads and scripts name `bait` (none calls `alert`, whose dialog
+/// would hold headless Chromium up instead of showing on the bait).
 fn hostile_script(bait: u16, exit: u8) -> String {
     format!(
         r#"#!/bin/sh
 cat <<'EOF'
 <script>fetch("http://127.0.0.1:{bait}/script")</script>
-"><img src="http://127.0.0.1:{bait}/img" onerror="alert(1)">
+"><img src="x" onerror="fetch('http://127.0.0.1:{bait}/onerror')">
 '><img src='//127.0.0.1:{bait}/img2'>
 </pre></details></svg><iframe src="http://127.0.0.1:{bait}/iframe"></iframe>
 <link rel="stylesheet" href="http://127.0.0.1:{bait}/css"><style>@import url(http://127.0.0.1:{bait}/import);</style>
@@ -55,6 +58,49 @@ printf 'control: \033[2J \001 \342\200\256txt.exe\n' >&2
 exit {exit}
 "#
     )
+}
+
+/// A listener on loopback that the hostile output points every load at:
+/// it notes what connects (the first bytes of each request) and closes
+/// the connection at once, so that a load would not hold the page up.
+struct Bait {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Bait {
+    fn start() -> Bait {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut conn, peer)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+                        let mut first = [0u8; 200];
+                        let n = conn.read(&mut first).unwrap_or(0);
+                        seen.push(format!("{peer}: {}", String::from_utf8_lossy(&first[..n])));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+                    Err(e) => panic!("bait listener: {e}"),
+                }
+            }
+            seen
+        });
+        Bait { port, stop, thread }
+    }
+
+    /// What connected, once it is stopped.
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
 }
 
 /// Chromium's DOM of `page`, after it loaded; killed (its whole process
@@ -154,9 +200,8 @@ fn has_class(attrs: &BTreeMap<String, String>, class: &str) -> bool {
 fn report_page_in_chromium_matches_the_json_and_loads_nothing() {
     let srv = FleetServer::new();
     let dir = srv.dir.mkdir("hosts");
-    let bait = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    bait.set_nonblocking(true).unwrap();
-    let bait_port = bait.local_addr().unwrap().port();
+    let bait = Bait::start();
+    let bait_port = bait.port;
     for (name, exit) in [("hostile-ok", 0), ("hostile-failed", 1)] {
         write_script(&dir.join(name), &hostile_script(bait_port, exit));
     }
@@ -204,7 +249,8 @@ fn report_page_in_chromium_matches_the_json_and_loads_nothing() {
 
     // One run, both reports: the JSON on stdout, the page in a file,
     // written under the umask the administrator runs with.
-    let unknown = format!("\"><svg/onload=alert(1)><img/src=http://127.0.0.1:{bait_port}/name>");
+    let unknown =
+        format!("\"><svg/onload=fetch('http://127.0.0.1:{bait_port}/onload')><img/src=//127.0.0.1:{bait_port}/n>");
     let hosts = format!("127.0.0.61,127.0.0.62,127.0.0.63,127.0.0.64,127.0.0.65,{unknown}");
     let out_dir = srv.dir.mkdir("out");
     let page = out_dir.join("fleet.html");
@@ -263,6 +309,9 @@ fn report_page_in_chromium_matches_the_json_and_loads_nothing() {
     assert_eq!(by(&unknown)["outcome"], "unknown-host");
 
     let dom = chromium_dom(&srv.dir.path, &page, Duration::from_secs(60));
+    // Chromium fetched nothing: not for the page, not for a host.
+    let fetched = bait.stop();
+    assert!(fetched.is_empty(), "the page made Chromium fetch from the bait listener: {fetched:?}");
     let els = elements(&dom);
 
     // It rendered what the page makes, and nothing a host sent: no
@@ -332,11 +381,6 @@ fn report_page_in_chromium_matches_the_json_and_loads_nothing() {
     assert_eq!(by_outcome, want);
     assert_eq!(want["ok"], "3", "{summary}");
 
-    // Chromium fetched nothing: not from the page, not from a host.
-    match bait.accept() {
-        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-        other => panic!("something was fetched from the bait listener: {other:?}"),
-    }
     assert!(took < Duration::from_secs(10), "the report took {took:?}");
 
     // A page that cannot be written: the report is still printed, the run
