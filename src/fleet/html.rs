@@ -350,6 +350,7 @@ mod tests {
     use crate::backuppc::backups::{self, Backup, BackupType};
     use crate::fleet::report::HostResult;
     use regex::Regex;
+    use std::sync::LazyLock;
 
     const NOW: u64 = 1_800_000_000;
     const RUN: Run = Run { max_age_hours: 26, now: NOW, elapsed: Duration::from_millis(1500) };
@@ -402,8 +403,10 @@ mod tests {
     /// Every tag of `page`: (name, attributes). Panics on a tag whose
     /// attributes are not a clean list of `name="value"`.
     fn tags(page: &str) -> Vec<(String, Vec<(String, String)>)> {
-        let tag = Regex::new(r"<(/?[A-Za-z!][A-Za-z0-9-]*)([^<>]*)>").unwrap();
-        let attr = Regex::new(r#"^\s+([A-Za-z][A-Za-z0-9-]*)(?:="([^"<>]*)")?"#).unwrap();
+        static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"<(/?[A-Za-z!][A-Za-z0-9-]*)([^<>]*)>").unwrap());
+        static ATTR: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(r#"^\s+([A-Za-z][A-Za-z0-9-]*)(?:="([^"<>]*)")?"#).unwrap());
+        let (tag, attr) = (&*TAG, &*ATTR);
         let mut out = Vec::new();
         let mut last = 0;
         for c in tag.captures_iter(page) {
@@ -598,5 +601,44 @@ mod tests {
         }
         let empty = page(&[], RUN);
         assert!(empty.contains("no host in this run") && empty.contains("data-hosts=\"0\""));
+    }
+
+    fn hostile_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let risky: Vec<char> =
+            "<>\"'&/=! \n\t\r\u{0}\u{1b}\u{7f}\u{85}\u{a0}\u{202e}\u{2028}\u{feff}scriptvgonerrorhttp:"
+                .chars()
+                .collect();
+        proptest::collection::vec(prop_oneof![4 => proptest::sample::select(risky), 1 => any::<char>()], 0..60)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_host_text_stays_text(
+            texts in proptest::collection::vec((hostile_text(), hostile_text(), hostile_text()), 1..5),
+        ) {
+            let mut hosts: Vec<HostHealth> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, (name, out, detail))| {
+                    let mut h = host(&format!("{i}{name}"), Outcome::ALL[i % Outcome::ALL.len()], out, detail, Err(detail.clone()));
+                    h.reach.stderr = out.clone();
+                    h
+                })
+                .collect();
+            health::sort(&mut hosts);
+            let page = page(&hosts, RUN);
+            let tags = tags(&page);
+            for (name, attrs) in &tags {
+                proptest::prop_assert!(ELEMENTS.contains(&name.trim_start_matches('/')), "<{}>", name);
+                for (a, _) in attrs {
+                    proptest::prop_assert!(ATTRIBUTES.contains(&a.as_str()), "{} on <{}>", a, name);
+                }
+            }
+            proptest::prop_assert_eq!(tags.iter().filter(|(t, _)| t == "details").count(), hosts.len());
+            proptest::prop_assert_eq!(tags.iter().filter(|(t, _)| t == "svg").count(), 1);
+            proptest::prop_assert!(!page.chars().any(|c| c.is_control() && c != '\n'));
+        }
     }
 }
