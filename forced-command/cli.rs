@@ -257,6 +257,7 @@ pub enum FleetCmd {
   forced-command fleet report
   forced-command fleet report --max-age 48 --json | jq -r 'select(.healthy == false) | .host'
   forced-command fleet report --html /var/www/html/backup-fleet.html
+  forced-command fleet report --mail-to backup-admins@example.org
 
 A host counts as failed (exit status 3) when its backups are stale or
 failing, even when it answers.
@@ -287,6 +288,13 @@ pub struct ReportArgs {
     /// the exit status is 1.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Also mail the report to ADDRESS (user@domain or a local user; a
+    /// comma-separated list, or the option repeated) through the local
+    /// mail server's /usr/sbin/sendmail: the table as text, the HTML page
+    /// attached. If it cannot be sent, the report is still printed and
+    /// the exit status is 1.
+    #[arg(long, value_name = "ADDRESS", value_delimiter = ',')]
+    pub mail_to: Vec<String>,
 }
 
 /// What every fleet operation takes.

@@ -7,7 +7,9 @@
 //! must hold every host of the run, in the same order, with the same
 //! outcomes, ages and counts as the JSON; only elements the page itself
 //! makes; no link or load out of the page, and a listener named by the
-//! hostile output never hears from it.
+//! hostile output never hears from it. The same run mails the report
+//! (`--mail-to`) through Debian's exim to a local account's mailbox: the
+//! counts in the subject, the table as text, the very same page attached.
 
 mod common;
 
@@ -101,6 +103,39 @@ impl Bait {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().unwrap()
     }
+}
+
+/// The first message of `mailbox` (an mbox), once the MTA has delivered
+/// it whole.
+fn wait_for_mail(mailbox: &Path, limit: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let text = read_lossy(mailbox);
+        if text.contains("\n--=_backuppc-enroll_fleet_report--\n") {
+            return text;
+        }
+        assert!(started.elapsed() < limit, "no mail in {} within {limit:?}: {text}", mailbox.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The decoded body of the part of `mail` whose headers name `file` (""
+/// for the text part).
+fn attachment(mail: &str, file: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    for part in mail.split("\n--=_backuppc-enroll_fleet_report").skip(1) {
+        let Some((headers, body)) = part.split_once("\n\n") else { continue };
+        let wanted = if file.is_empty() {
+            headers.contains("text/plain")
+        } else {
+            headers.contains(&format!("filename=\"{file}\""))
+        };
+        if wanted {
+            let b64: String = body.lines().collect();
+            return base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        }
+    }
+    panic!("no part {file:?} in {mail}");
 }
 
 /// Chromium's DOM of `page`, after it loaded; killed (its whole process
@@ -197,7 +232,7 @@ fn has_class(attrs: &BTreeMap<String, String>, class: &str) -> bool {
 }
 
 #[test]
-fn report_page_in_chromium_matches_the_json_and_loads_nothing() {
+fn report_page_in_chromium_matches_the_json_loads_nothing_and_is_mailed() {
     let srv = FleetServer::new();
     let dir = srv.dir.mkdir("hosts");
     let bait = Bait::start();
@@ -252,6 +287,10 @@ fn report_page_in_chromium_matches_the_json_and_loads_nothing() {
     let unknown =
         format!("\"><svg/onload=fetch('http://127.0.0.1:{bait_port}/onload')><img/src=//127.0.0.1:{bait_port}/n>");
     let hosts = format!("127.0.0.61,127.0.0.62,127.0.0.63,127.0.0.64,127.0.0.65,{unknown}");
+    // And mailed, through Debian's exim, to a local account's mailbox.
+    let reader = SystemUser::create(&unique("bpfm"), &srv.dir.join("mailhome"));
+    let mailbox = Path::new("/var/mail").join(&reader.name);
+    let mail_to = format!("{}@localhost", reader.name);
     let out_dir = srv.dir.mkdir("out");
     let page = out_dir.join("fleet.html");
     let top_s = top.display().to_string();
@@ -276,6 +315,8 @@ fn report_page_in_chromium_matches_the_json_and_loads_nothing() {
             "--json",
             "--html",
             html,
+            "--mail-to",
+            &mail_to,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -383,6 +424,21 @@ fn report_page_in_chromium_matches_the_json_and_loads_nothing() {
 
     assert!(took < Duration::from_secs(10), "the report took {took:?}");
 
+    // The mail: the counts in its subject, the very page attached.
+    let mail = wait_for_mail(&mailbox, Duration::from_secs(20));
+    let subject = mail.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap();
+    assert_eq!(
+        subject,
+        format!(
+            "Backup fleet: {} of 6 host(s) healthy, {} with backups stale or failing, 3 not answering ok",
+            summary["healthy"], summary["backups_stale_or_failing"]
+        )
+    );
+    assert_eq!(attachment(&mail, "fleet-report.html"), fs::read(&page).unwrap(), "the page of the same run");
+    let table = String::from_utf8(attachment(&mail, "")).unwrap();
+    assert!(table.contains("6 host(s): 1 healthy"), "{table}");
+    assert!(!mail.contains("<script>") && !mail.contains("Bcc:"), "host output only in base64: {mail}");
+
     // A page that cannot be written: the report is still printed, the run
     // says so and exits 1.
     let out = srv.fleet(&report_args("/nonexistent/fleet.html").iter().map(String::as_str).collect::<Vec<_>>()[1..]);
@@ -390,5 +446,11 @@ fn report_page_in_chromium_matches_the_json_and_loads_nothing() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot write the report's page /nonexistent/fleet.html"), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).lines().count() == 7, "the JSON report is still printed");
+    // An address that is an option to sendmail: refused before any host
+    // is contacted.
+    let out = srv.fleet(&["report", "--hosts", "127.0.0.61", "--mail-to=-oQ/tmp/x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), out.stdout.is_empty()), (Some(1), true), "{err}");
+    assert!(err.contains("\"-oQ/tmp/x\" is not a mail address"), "{err}");
     drop(sshd);
 }

@@ -11,6 +11,7 @@
 
 pub mod health;
 pub mod html;
+pub mod mail;
 pub mod report;
 pub mod selection;
 pub mod session;
