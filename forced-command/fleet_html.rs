@@ -10,7 +10,7 @@ use backuppc_enroll::fleet::html::{self, Run};
 use backuppc_enroll::fleet::mail::{self, Address};
 use backuppc_enroll::fleet::report::Outcome;
 use backuppc_enroll::store::atomic::{self, Ownership};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -88,22 +88,28 @@ fn umask() -> u32 {
 }
 
 /// Hand `message` to sendmail for `to`; killed (its own pid) if it has
-/// not accepted it within [`SENDMAIL_TIMEOUT`].
+/// not accepted it within [`SENDMAIL_TIMEOUT`]. The message is read from
+/// an unnamed file, not a pipe: a sendmail that fails before reading it
+/// cannot take this process down with a SIGPIPE (fleet restores its
+/// default action, for `| head`).
 fn send(to: &[Address], message: &str) -> Result<()> {
     let what =
         || format!("cannot mail the report to {}", to.iter().map(Address::as_str).collect::<Vec<_>>().join(", "));
+    let mut file = tempfile::tempfile().with_context(|| format!("{}: cannot make a temporary file", what()))?;
+    file.write_all(message.as_bytes())
+        .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
+        .with_context(|| format!("{}: cannot write a temporary file", what()))?;
+    // Its messages in a file too: a pipe nobody reads while it runs could fill.
+    let mut err_file = tempfile::tempfile().with_context(|| format!("{}: cannot make a temporary file", what()))?;
     let mut child = Command::new(SENDMAIL)
         .arg("-oi")
         .arg("--")
         .args(to.iter().map(Address::as_str))
-        .stdin(Stdio::piped())
+        .stdin(file)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(err_file.try_clone().with_context(|| format!("{}: cannot make a temporary file", what()))?)
         .spawn()
         .with_context(|| format!("{}: cannot run {SENDMAIL}: is a mail server (MTA) installed?", what()))?;
-    let mut stdin = child.stdin.take().context("sendmail's standard input")?;
-    let body = message.as_bytes().to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&body));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -116,14 +122,10 @@ fn send(to: &[Address], message: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let written = writer.join().unwrap_or(Ok(()));
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
     if !status.success() {
+        let mut err = String::new();
+        let _ = err_file.seek(SeekFrom::Start(0)).and_then(|_| err_file.read_to_string(&mut err));
         bail!("{}: {SENDMAIL} failed ({status}): {}", what(), backuppc_enroll::names::display_text(err.trim()));
     }
-    written.with_context(|| format!("{}: {SENDMAIL} did not read the whole message", what()))?;
     Ok(())
 }
