@@ -152,6 +152,8 @@ fn chromium_dom(dir: &Path, page: &Path, limit: Duration) -> String {
     let mut child = Command::new(CHROMIUM)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
         .args(["--disable-background-networking", "--disable-sync", "--disable-component-update"])
+        // Containers often have a small /dev/shm.
+        .arg("--disable-dev-shm-usage")
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
         .arg(format!("file://{}", page.display()))
