@@ -256,6 +256,8 @@ pub enum FleetCmd {
         "Examples:
   forced-command fleet report
   forced-command fleet report --max-age 48 --json | jq -r 'select(.healthy == false) | .host'
+  forced-command fleet report --html /var/www/html/backup-fleet.html
+  forced-command fleet report --mail-to backup-admins@example.org
 
 A host counts as failed (exit status 3) when its backups are stale or
 failing, even when it answers.
@@ -277,6 +279,22 @@ pub struct ReportArgs {
     /// BackupPC's TopDir (holds pc/HOST/backups).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/backuppc")]
     pub top_dir: PathBuf,
+    /// Also write the report as one self-contained HTML page to FILE: the
+    /// hosts by outcome, a plot of each host's last-backup age against
+    /// --max-age (worst first, hosts never reached too), each host's
+    /// details a click away. It has no script and loads nothing, so it can
+    /// be opened anywhere or mailed. Written atomically, mode 0644 less
+    /// the umask. If it cannot be written, the report is still printed and
+    /// the exit status is 1.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Also mail the report to ADDRESS (user@domain or a local user; a
+    /// comma-separated list, or the option repeated) through the local
+    /// mail server's /usr/sbin/sendmail: the table as text, the HTML page
+    /// attached. If it cannot be sent, the report is still printed and
+    /// the exit status is 1.
+    #[arg(long, value_name = "ADDRESS", value_delimiter = ',')]
+    pub mail_to: Vec<String>,
 }
 
 /// What every fleet operation takes.

@@ -49,7 +49,10 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
     let (name, command, args, report) = match op {
         FleetCmd::Check(a) => ("check", "true", a, None),
         FleetCmd::Status(a) => ("status", "status", a, None),
-        FleetCmd::Report(r) => ("report", "status", r.fleet, Some((r.max_age, r.top_dir))),
+        FleetCmd::Report(r) => {
+            let outputs = crate::fleet_html::Outputs::new(r.html, &r.mail_to)?;
+            ("report", "status", r.fleet, Some((r.max_age, r.top_dir, outputs)))
+        }
     };
     let cfg = ServerConfig::load(config)?;
     let srv = Server::open(&cfg).map_err(anyhow::Error::msg)?;
@@ -77,8 +80,8 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
     // The report's lines come after the join with BackupPC's view.
     let results = run_all(work, command, limits, &args, report.is_none());
     let elapsed = started.elapsed();
-    if let Some((max_age, top_dir)) = report {
-        return write_report(&results, max_age, &top_dir, &args, elapsed, &srv);
+    if let Some((max_age, top_dir, outputs)) = report {
+        return write_report(&results, max_age, &top_dir, &outputs, &args, elapsed, &srv);
     }
 
     let retry_path = args.retry_file.clone().unwrap_or_else(|| default_retry_file(&cfg.registry));
@@ -117,6 +120,7 @@ fn write_report(
     results: &[HostResult],
     max_age: u64,
     top_dir: &Path,
+    outputs: &crate::fleet_html::Outputs,
     args: &FleetArgs,
     elapsed: Duration,
     srv: &Server,
@@ -169,6 +173,10 @@ fn write_report(
     out.flush()?;
     if let Err(e) = retry_written {
         eprintln!("forced-command: fleet: cannot write the retry file {}: {e}", retry_path.display());
+    }
+    let run = backuppc_enroll::fleet::html::Run { max_age_hours: max_age, now, elapsed };
+    if !outputs.deliver(&hosts, run, &health::render(&hosts, max_age)) {
+        return Ok(EXIT_ERROR);
     }
     Ok(health::exit_status(&hosts))
 }

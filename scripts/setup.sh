@@ -46,8 +46,10 @@ if [ "$setup_purpose" = test ]; then
     # its own on loopback). man-db, groff-base, zsh, fish: the generated
     # man pages and completions are rendered and parsed by the tests;
     # lintian and dpkg-dev check the packages; hyperfine runs the benches;
-    # strace injects the crash tests' kills.
-    setup_packages+=(hyperfine strace slapd man-db groff-base zsh fish lintian dpkg-dev python3-paramiko postgresql-15)
+    # strace injects the crash tests' kills; chromium opens the fleet
+    # report's HTML page headless, exim4-daemon-light delivers its mail
+    # to a local mailbox.
+    setup_packages+=(hyperfine strace slapd man-db groff-base zsh fish lintian dpkg-dev python3-paramiko postgresql-15 chromium exim4-daemon-light)
 fi
 
 # Services (systemd units, or init scripts without systemd) of the

@@ -10,6 +10,8 @@
 //! one, and never leaves a targeted host out of the report.
 
 pub mod health;
+pub mod html;
+pub mod mail;
 pub mod report;
 pub mod selection;
 pub mod session;
