@@ -5,8 +5,9 @@
 //! its result files are read, as root, from places its account can
 //! write: every path is walked from `/` one component at a time without
 //! following a symlink (`O_NOFOLLOW` on each), only regular files owned
-//! by the job's account are taken (a link to a root-only file, hard or
-//! symbolic, is skipped), and their count and total size are bounded.
+//! by the job's account and with no other hard link are taken (a link to
+//! a root-only file, hard or symbolic, is skipped), and their count and
+//! total size are bounded.
 
 use super::answer::{self, JobStatus, ResultFile, Skipped};
 use super::Job;
@@ -144,6 +145,12 @@ fn read_at(dir: &OwnedFd, name: &std::ffi::OsStr, uid: u32, budget: &mut Budget)
     }
     if st.st_uid != uid {
         return Err(format!("owned by uid {}, not by the job's account (uid {uid})", st.st_uid));
+    }
+    // A second name of the same file elsewhere: a hard link the job (or
+    // another account, without fs.protected_hardlinks) made to a file it
+    // should not send.
+    if st.st_nlink != 1 {
+        return Err(format!("it has {} hard links (only a file with one name is sent)", st.st_nlink));
     }
     if budget.files == 0 {
         return Err("past max_result_files".into());
@@ -303,6 +310,12 @@ mod tests {
         let (mut r2, mut s2) = (Vec::new(), Vec::new());
         collect_file(&base.join("outlink/a.txt"), me(), &mut budget, &mut r2, &mut s2);
         assert!(r2.is_empty() && s2[0].why.contains("symlink"), "{s2:?}");
+        // A file with a second name is not taken.
+        std::fs::write(base.join("twice"), b"two names").unwrap();
+        std::fs::hard_link(base.join("twice"), base.join("twice2")).unwrap();
+        let (mut r6, mut s6) = (Vec::new(), Vec::new());
+        collect_file(&base.join("twice"), me(), &mut budget, &mut r6, &mut s6);
+        assert!(r6.is_empty() && s6[0].why.contains("hard links"), "{s6:?}");
         // Someone else's file is not taken.
         let (mut r3, mut s3) = (Vec::new(), Vec::new());
         collect_file(&out.join("a.txt"), me() + 1, &mut budget, &mut r3, &mut s3);
