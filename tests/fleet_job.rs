@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 /// Two current workstations, and one whose rsyncsend predates jobs.
 const NEW: [&str; 2] = ["127.0.0.61", "127.0.0.62"];
 const OLD: &str = "127.0.0.63";
+/// A compromised workstation: its answer tries to write outside its folder.
+const EVIL: &str = "127.0.0.64";
 
 /// What rsyncsend before run-job answered to it (its refusal of anything
 /// that is not rsync), as a forced command of its own.
@@ -95,12 +97,14 @@ fn setup() -> Jobs {
         fs::create_dir_all(&d).unwrap();
         let ak = d.join("authorized_keys");
         write_authorized_keys(&ak, &[]);
-        let addresses: &[&str] = if i == 0 { &[host, OLD] } else { &[host] };
+        let addresses: &[&str] = if i == 0 { &[host, OLD, EVIL] } else { &[host] };
         let sshd = srv.workstation(&d.join("sshd"), addresses, &ak, "");
         specs.push(HostSpec { host: host.to_string(), port: sshd.port, pin: Some(sshd.host_pub.clone()) });
         if i == 0 {
-            specs.push(HostSpec { host: OLD.into(), port: sshd.port, pin: Some(sshd.host_pub.clone()) });
-            ports.insert(OLD, sshd.port);
+            for other in [OLD, EVIL] {
+                specs.push(HostSpec { host: other.into(), port: sshd.port, pin: Some(sshd.host_pub.clone()) });
+                ports.insert(other, sshd.port);
+            }
         }
         ports.insert(*host, sshd.port);
         files.push(ak);
@@ -110,10 +114,41 @@ fn setup() -> Jobs {
     let old = srv.dir.join("old-rsyncsend");
     write_script(&old, OLD_RSYNCSEND);
     let old_line = format!("restrict,command=\"{}\" {}\n", old.display(), keys[1]);
-    write_authorized_keys(&files[0], &[srv.key_line(&keys[0]), old_line]);
-    write_authorized_keys(&files[1], &[srv.key_line(&keys[2])]);
+    let evil_tar = srv.dir.join("evil.tar");
+    fs::write(&evil_tar, evil_answer()).unwrap();
+    let evil = srv.dir.join("evil-rsyncsend");
+    write_script(&evil, &format!("#!/bin/sh\ncat {}\n", evil_tar.display()));
+    let evil_line = format!("restrict,command=\"{}\" {}\n", evil.display(), keys[2]);
+    write_authorized_keys(&files[0], &[srv.key_line(&keys[0]), old_line, evil_line]);
+    write_authorized_keys(&files[1], &[srv.key_line(&keys[3])]);
     let out = srv.dir.mkdir("out");
     Jobs { _sshds: sshds, _sudoers: sudoers, ports, job_user, whoami_dir, leak_dir, secret, counter, out, srv }
+}
+
+/// A tar answer with a valid status and a result named to climb out of
+/// the host's folder, as a hostile workstation would write it.
+fn evil_answer() -> Vec<u8> {
+    let status = serde_json::json!({
+        "name": "leak", "ok": true, "exit_status": 0, "signal": null, "timed_out": false,
+        "start": "s", "end": "e", "error": null, "skipped": [],
+        "results": [{ "path": "/../../../../escaped", "size": 4, "sha256": "" }],
+    });
+    let mut out = Vec::new();
+    for (name, data) in
+        [("status.json", serde_json::to_vec(&status).unwrap()), ("results/../../../../escaped", b"evil".to_vec())]
+    {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
 }
 
 fn lines_of(out: &Output) -> Vec<Value> {
@@ -218,7 +253,7 @@ fn a_declared_job_runs_as_its_user_on_every_host_and_its_results_are_collected()
     // A result the job turned into a symlink (and a hard link) to a
     // root-only file, and a symlink to /: none of it is read, only the
     // plain result comes. The old workstation is reported as such.
-    let all = [NEW[0], NEW[1], OLD];
+    let all = [NEW[0], NEW[1], OLD, EVIL];
     let (out, json) = j.job("leak", &all, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", explain(&out));
     let hosts = by_host(&json);
@@ -245,6 +280,16 @@ fn a_declared_job_runs_as_its_user_on_every_host_and_its_results_are_collected()
             assert!(why("/hard").is_some_and(|w| w.contains("owned by") || w.contains("hard links")), "{skipped:?}");
         }
     }
+    assert_eq!(hosts[EVIL]["outcome"], "failed");
+    assert!(hosts[EVIL]["detail"].as_str().unwrap().contains("answer is refused"), "{}", hosts[EVIL]);
+    let evil_dir: Vec<String> = fs::read_dir(run_dir.join(EVIL))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(evil_dir, ["outcome.json"], "nothing of a refused answer is kept");
+    for dir in [&run_dir, &j.out, &j.srv.dir.path] {
+        assert!(!dir.join("escaped").exists() && !dir.parent().unwrap().join("escaped").exists(), "{}", dir.display());
+    }
     assert!(run_dir.join(OLD).join("outcome.json").exists(), "every host has its folder");
     assert!(!run_dir.join(OLD).join("results").exists());
     let archive_path = PathBuf::from(summary["archive"].as_str().unwrap());
@@ -259,7 +304,7 @@ fn a_declared_job_runs_as_its_user_on_every_host_and_its_results_are_collected()
         .filter(|l| !l.starts_with('#'))
         .map(str::to_string)
         .collect();
-    assert_eq!(retry, [OLD], "the retry file names the host that did not succeed");
+    assert_eq!(retry, [OLD, EVIL], "the retry file names the hosts that did not succeed");
     assert_eq!(fs::read_to_string(&j.secret).unwrap(), SECRET);
 
     // A job past its own timeout is killed, and the run does not wait.
