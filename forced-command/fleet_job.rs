@@ -109,6 +109,10 @@ impl JobRun {
             let said = r.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
             let detail = if said.contains(NOT_OFFERED) {
                 "its rsyncsend does not offer jobs (backuppc-enroll from before run-job): upgrade it on the host".into()
+            } else if said.starts_with("sudo:") {
+                format!(
+                    "its sudoers drop-in does not allow run-job (written before jobs?): run enroll on the host again; sudo said: {said}"
+                )
             } else if said.is_empty() {
                 format!("`{}` exited {} without an answer", self.command, r.exit_status.unwrap_or(-1))
             } else {
