@@ -18,6 +18,7 @@ use backuppc_enroll::fleet::session::{self, Kept, Limits, MAX_OUTPUT};
 use backuppc_enroll::fleet::target::SshTarget;
 use backuppc_enroll::fleet::trust::Pinned;
 use backuppc_enroll::jobs::answer::{self, Answer};
+use backuppc_enroll::log::Audit;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -34,6 +35,7 @@ pub struct JobRun {
     pub run_id: String,
     pub run_dir: PathBuf,
     max_answer: usize,
+    audit_log: Option<PathBuf>,
 }
 
 /// Where a run's results are, for the report.
@@ -76,6 +78,7 @@ impl JobRun {
             run_id,
             run_dir,
             max_answer: max_answer as usize,
+            audit_log: cfg.audit_log.clone(),
         })
     }
 
@@ -197,6 +200,12 @@ impl JobRun {
         }
         tmp.as_file().sync_all()?;
         tmp.persist(&archive).with_context(|| format!("cannot write {}", archive.display()))?;
+        let outcomes: Vec<serde_json::Value> =
+            results.iter().map(|r| serde_json::json!({ "host": r.host, "outcome": r.outcome.as_str() })).collect();
+        Audit::new(c"forced-command", self.audit_log.clone()).event(
+            "fleet-job",
+            serde_json::json!({ "job": self.name, "run_dir": self.run_dir, "archive": archive, "hosts": outcomes }),
+        );
         Ok(Collected { run_dir: self.run_dir.clone(), archive })
     }
 }

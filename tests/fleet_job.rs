@@ -250,6 +250,14 @@ fn a_declared_job_runs_as_its_user_on_every_host_and_its_results_are_collected()
         assert!(packed.contains_key(&format!("{run_id}/{host}/status.json")));
     }
 
+    let audit = fs::read_to_string(&j.srv.audit_log).unwrap();
+    let event = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "fleet-job" && e["job"] == "whoami")
+        .unwrap_or_else(|| panic!("no fleet-job event in the audit log:\n{audit}"));
+    assert_eq!(event["run_dir"], summary["run_dir"], "{event}");
+
     // A result the job turned into a symlink (and a hard link) to a
     // root-only file, and a symlink to /: none of it is read, only the
     // plain result comes. The old workstation is reported as such.
