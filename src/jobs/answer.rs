@@ -181,7 +181,9 @@ pub fn read(bytes: &[u8]) -> Result<Answer, AnswerError> {
         if entry.link_name_bytes().is_some_and(|l| !l.is_empty()) {
             return refuse(format!("the answer's entry {} names a link target", shown(&name)));
         }
-        let size = entry.header().size().map_err(|e| AnswerError(format!("a bad size in the answer: {e}")))?;
+        // The size that counts (a PAX header may set it), checked against
+        // what was sent before anything is allocated for it.
+        let size = entry.size();
         if size > bytes.len() as u64 {
             return refuse(format!("the answer's entry {} claims more bytes than the answer has", shown(&name)));
         }
@@ -301,6 +303,20 @@ mod tests {
         out
     }
 
+    /// A PAX extension header (ustar, so that readers apply it).
+    fn pax(kind: tar::EntryType, records: &[u8]) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path("PaxHeader").unwrap();
+        h.set_entry_type(kind);
+        h.set_size(records.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.extend_from_slice(records);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        out
+    }
+
     fn with_status(mut entries: Vec<u8>, results: &[(&str, usize)]) -> Vec<u8> {
         let json = serde_json::to_vec(&status(results)).unwrap();
         let mut out = raw(b"status.json", tar::EntryType::Regular, &json, b"");
@@ -330,6 +346,16 @@ mod tests {
             (with_status(raw(b"results/d", T::Directory, b"", b""), &[]), "a folder", "a folder entry"),
             (with_status(raw(b"results/x", T::Regular, b"x", b"/etc"), &[]), "link target", "a file with a link"),
             (with_status(file(b"elsewhere"), &[]), "unexpected entry", "outside results/"),
+            (
+                with_status([pax(T::XHeader, b"21 path=results/../x\n"), file(b"results/ok")].concat(), &[]),
+                "not a plain relative path",
+                "a PAX header renaming the next entry out",
+            ),
+            (
+                with_status([pax(T::XGlobalHeader, b"21 path=results/../x\n")].concat(), &[]),
+                "not a regular file",
+                "a global PAX header",
+            ),
             (with_status([file(b"stdout"), file(b"stdout")].concat(), &[]), "twice", "a name twice"),
             (
                 with_status([file(b"results/a"), file(b"results/a/b")].concat(), &[("/a", 1), ("/a/b", 1)]),
