@@ -157,6 +157,25 @@ Exit status:
         #[arg(long)]
         json: bool,
     },
+    /// List the jobs the backup server may run on this machine by name
+    /// (`forced-command fleet job NAME`), as declared in the client
+    /// config's `jobs_dir` (as root).
+    ///
+    /// Every declaration file, its folder and each program must be root's
+    /// alone, or none of the jobs can run: the list then says why.
+    #[command(after_help = "Examples:
+  enroll jobs
+  enroll jobs --json | jq -r '.[].name'
+
+Exit status:
+  0  listed
+  1  the declarations are refused")]
+    Jobs {
+        /// One JSON array: name, argv, user, timeout, limits, result
+        /// files and folder, and the file that declares each job.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -219,7 +219,8 @@ pub fn sudoers_content(cfg: &ClientConfig, config: &Path) -> Result<String> {
          # confined to the shares, without a password or a tty.\n\
          Defaults:{u} !requiretty\n\
          {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} exec-rsync -- *\n\
-         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} run-dumps\n"
+         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} run-dumps\n\
+         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} run-job\n"
     ))
 }
 
@@ -346,6 +347,13 @@ mod tests {
             text.lines().filter(|l| l.contains("NOPASSWD")).nth(1).unwrap(),
             "bckpciuem ALL=(root) NOPASSWD: /usr/lib/backuppc-enroll/rsyncsend \
              --config /etc/backuppc-enroll/client.toml run-dumps"
+        );
+        // The job's name comes on stdin, so its line has no argument either.
+        let job_lines: Vec<&str> = text.lines().filter(|l| l.contains(" run-job")).collect();
+        assert_eq!(
+            job_lines,
+            ["bckpciuem ALL=(root) NOPASSWD: /usr/lib/backuppc-enroll/rsyncsend \
+             --config /etc/backuppc-enroll/client.toml run-job"]
         );
         if Path::new("/usr/sbin/visudo").exists() {
             let d = tempfile::tempdir().unwrap();

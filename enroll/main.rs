@@ -5,6 +5,7 @@
 mod bundle;
 mod cli;
 mod dumps;
+mod jobs;
 mod local;
 mod logon;
 mod run;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Bundle(args)) => bundle::run(args),
         Some(cli::Command::Dump(args)) => dumps::dump(&cli.config, args),
         Some(cli::Command::Dumps { json }) => dumps::list(&cli.config, *json),
+        Some(cli::Command::Jobs { json }) => jobs::list(&cli.config, *json),
         None => run::main(&cli),
     };
     match result {

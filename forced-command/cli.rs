@@ -266,6 +266,48 @@ failing, even when it answers.
         fleet_exit!()
     ))]
     Report(ReportArgs),
+    /// Run a job the workstations declared (by its name) on every host and
+    /// collect what comes back: exit status, output, result files.
+    ///
+    /// Each workstation's root declares its jobs (jobs.d/*.toml: argv,
+    /// account, timeout, limits, result files or folder); this server can
+    /// only name one. Each run gets a folder DIR/RUN-ID with one folder per
+    /// host (outcome.json; status.json, stdout, stderr and results/ when
+    /// the host answered), and DIR/RUN-ID.tar.gz of it. The answers are
+    /// checked as hostile input: anything but plain regular files within
+    /// the limits refuses the host's whole answer. A host whose rsyncsend
+    /// does not offer jobs fails with a line saying so.
+    #[command(after_help = concat!(
+        "Examples:
+  forced-command fleet job inventory
+  forced-command fleet job inventory --out /srv/fleet-jobs --timeout 600 --json
+  forced-command fleet job inventory --hosts @/var/lib/backuppc-enroll/fleet.retry
+
+A host fails (exit status 3) when its job fails (non-zero exit, killed at
+its timeout), when it refuses the name, or when its answer is refused.
+Give --timeout more than the job's own timeout on the workstations.
+
+",
+        fleet_exit!()
+    ))]
+    Job(JobArgs),
+}
+
+/// `fleet job`'s own options.
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// The job's name, as the workstations declare it.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where each run's folder and .tar.gz go (default: jobs/ beside the
+    /// registry).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The most bytes read of one host's answer (more fails the host).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_answer: u64,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// `fleet report`'s own options.

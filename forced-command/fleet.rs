@@ -5,6 +5,7 @@
 //! otherwise), then the folded report, the counts and the retry file.
 
 use crate::cli::{FleetArgs, FleetCmd};
+use crate::fleet_job::JobRun;
 use crate::server::Server;
 use anyhow::{bail, Context, Result};
 use backuppc_enroll::backuppc::backups;
@@ -46,12 +47,17 @@ enum Work {
 }
 
 fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
+    let mut job = None;
     let (name, command, args, report) = match op {
         FleetCmd::Check(a) => ("check", "true", a, None),
         FleetCmd::Status(a) => ("status", "status", a, None),
         FleetCmd::Report(r) => {
             let outputs = crate::fleet_html::Outputs::new(r.html, &r.mail_to)?;
             ("report", "status", r.fleet, Some((r.max_age, r.top_dir, outputs)))
+        }
+        FleetCmd::Job(j) => {
+            job = Some((j.name, j.out, j.max_answer));
+            ("job", "", j.fleet, None)
         }
     };
     let cfg = ServerConfig::load(config)?;
@@ -61,6 +67,7 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
         bail!("run fleet as root or as {} (uid {}): it reads the per-host private keys", cfg.backuppc_user, srv.uid);
     }
     let reg = Registry::load(&cfg.registry)?;
+    let job = job.map(|(n, out, max)| JobRun::start(&n, out.as_deref(), max, &cfg)).transpose()?;
     let names = match args.hosts.as_deref() {
         None => None,
         Some(spec) => Some(match spec.strip_prefix('@') {
@@ -78,7 +85,12 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
         Limits { connect: Duration::from_secs_f64(args.connect_timeout), total: Duration::from_secs_f64(args.timeout) };
     let started = Instant::now();
     // The report's lines come after the join with BackupPC's view.
-    let results = run_all(work, command, limits, &args, report.is_none());
+    let run_host = |t: &SshTarget, p: &Pinned| match &job {
+        Some(j) => j.host(t, p, limits),
+        None => session::run(t, p, command, limits),
+    };
+    let results = run_all(work, &run_host, &args, report.is_none());
+    let collected = job.as_ref().map(|j| j.finish(&results)).transpose()?;
     let elapsed = started.elapsed();
     if let Some((max_age, top_dir, outputs)) = report {
         return write_report(&results, max_age, &top_dir, &outputs, &args, elapsed, &srv);
@@ -92,9 +104,17 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let shown = retry_written.is_ok().then(|| retry_path.display().to_string());
-        writeln!(out, "{}", report::summary_json(name, &results, elapsed, shown.as_deref()))?;
+        let mut summary = report::summary_json(name, &results, elapsed, shown.as_deref());
+        if let Some(c) = &collected {
+            summary["summary"]["run_dir"] = json!(c.run_dir);
+            summary["summary"]["archive"] = json!(c.archive);
+        }
+        writeln!(out, "{summary}")?;
     } else {
         write!(out, "{}", report::render(&results))?;
+        if let Some(c) = &collected {
+            writeln!(out, "results: {} and {}", c.run_dir.display(), c.archive.display())?;
+        }
         if retry_written.is_ok() {
             let n = report::retry_hosts(&results).len();
             writeln!(out, "retry file: {} ({n} host{})", retry_path.display(), if n == 1 { "" } else { "s" })?;
@@ -223,7 +243,12 @@ fn plan(srv: &Server, selected: &[Selected]) -> Vec<Work> {
 /// comes; return them all, in the order of the selection.
 /// `stream`: print each result as it comes (JSON or a plain line);
 /// otherwise only the progress bar shows.
-fn run_all(work: Vec<Work>, command: &str, limits: Limits, args: &FleetArgs, stream: bool) -> Vec<HostResult> {
+fn run_all(
+    work: Vec<Work>,
+    run_host: &(dyn Fn(&SshTarget, &Pinned) -> HostResult + Sync),
+    args: &FleetArgs,
+    stream: bool,
+) -> Vec<HostResult> {
     let total = work.len();
     let threads = (args.parallel as usize).min(total.max(1));
     let next = AtomicUsize::new(0);
@@ -250,7 +275,7 @@ fn run_all(work: Vec<Work>, command: &str, limits: Limits, args: &FleetArgs, str
                 let Some(w) = work.get(i) else { break };
                 let r = match w {
                     Work::Known(r) => r.clone(),
-                    Work::Session(t, pinned) => session::run(t, pinned, command, limits),
+                    Work::Session(t, pinned) => run_host(t, pinned),
                 };
                 if tx.send((i, r)).is_err() {
                     break;

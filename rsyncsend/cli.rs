@@ -81,4 +81,25 @@ Exit status:
   0  every dump succeeded, or failed with on_failure = \"continue\"
   1  a dump with on_failure = \"fail\" failed, or the declarations were refused")]
     RunDumps,
+    /// Run one job declared in the client config's `jobs_dir`, as root,
+    /// and send back its status, output and result files.
+    ///
+    /// What the server's `run-job NAME` (`forced-command fleet job NAME`)
+    /// leads to, through the one sudoers line that allows it without
+    /// arguments: the job's name comes on stdin, alone on its line, and is
+    /// checked again here against the declarations, which (with their
+    /// folder and each program) must be root's alone. The job runs as its
+    /// account, without environment or terminal, bounded in time and
+    /// output; its result files are read without following symlinks, only
+    /// regular files its account owns, bounded in count and size. The
+    /// answer on stdout is an uncompressed tar stream: status.json,
+    /// stdout, stderr, and each result under results/ and its path.
+    #[command(after_help = "Examples:
+  # what rsyncsend runs for the server's `run-job inventory`, through sudo
+  echo inventory | sudo -n -- /usr/lib/backuppc-enroll/rsyncsend --config /etc/backuppc-enroll/client.toml run-job
+
+Exit status:
+  0  the answer was sent (the job's own exit status is in its status.json)
+  1  the name or the declarations were refused: nothing ran")]
+    RunJob,
 }

@@ -56,13 +56,19 @@ pub fn run_dumps(config: &Path) -> ExitCode {
 
 /// The checked declarations of the config at `config`, as root.
 pub fn load(config: &Path) -> Result<Vec<dumps::Dump>, String> {
+    let cfg = root_config(config, "run-dumps")?;
+    dumps::load(&cfg.dumps_dir, &dumps::shares(&cfg)).map_err(|e| e.0)
+}
+
+/// The config a root helper (`verb`) reads: this process must be root,
+/// the path absolute and plain, the file and its folder root's alone.
+pub fn root_config(config: &Path, verb: &str) -> Result<ClientConfig, String> {
     if !nix::unistd::geteuid().is_root() {
-        return Err("run-dumps must run as root, through sudo".into());
+        return Err(format!("{verb} must run as root, through sudo"));
     }
     if !config.is_absolute() || config.components().any(|c| c == Component::ParentDir) {
         return Err(format!("config path {} must be absolute, without '..'", config.display()));
     }
     dumps::check_root_owned("the config", config).map_err(|e| e.0)?;
-    let cfg = ClientConfig::load(config).map_err(|e| e.to_string())?;
-    dumps::load(&cfg.dumps_dir, &dumps::shares(&cfg)).map_err(|e| e.0)
+    ClientConfig::load(config).map_err(|e| e.to_string())
 }

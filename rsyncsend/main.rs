@@ -8,6 +8,7 @@
 mod cli;
 mod dumps;
 mod helper;
+mod jobs;
 
 use backuppc_enroll::config::ClientConfig;
 use backuppc_enroll::log::Audit;
@@ -31,6 +32,9 @@ fn main() -> ExitCode {
     }
     if let Some(Command::RunDumps) = cli.command {
         return dumps::run_dumps(&cli.config);
+    }
+    if let Some(Command::RunJob) = cli.command {
+        return jobs::run_job(&cli.config);
     }
     let env = SshEnv::from_process();
     let audit = Audit::new(c"rsyncsend", None);
@@ -56,6 +60,9 @@ fn main() -> ExitCode {
             Ok(argv) => refuse(&exec_clean(&argv)),
             Err(why) => refuse(&why),
         };
+    }
+    if let Some(asked) = jobs::request(cmd, &cfg, &config, &audit, &client) {
+        return asked.unwrap_or_else(|why| refuse(&why));
     }
     let policy = policy(&cfg, &config);
     if cmd == "status" {

@@ -64,6 +64,9 @@ pub struct ClientConfig {
     /// Folder of the root-owned dump declarations (`*.toml`) run before
     /// each backup.
     pub dumps_dir: PathBuf,
+    /// Folder of the root-owned job declarations (`*.toml`) the backup
+    /// server may run by name (`forced-command fleet job NAME`).
+    pub jobs_dir: PathBuf,
 }
 
 impl Default for ClientConfig {
@@ -96,6 +99,7 @@ impl Default for ClientConfig {
                 "/etc/ssh/ssh_host_rsa_key.pub".into(),
             ],
             dumps_dir: "/etc/backuppc-enroll/dumps.d".into(),
+            jobs_dir: "/etc/backuppc-enroll/jobs.d".into(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod config;
 pub mod dropbox;
 pub mod dumps;
 pub mod fleet;
+pub mod jobs;
 pub mod log;
 pub mod names;
 pub mod paths;

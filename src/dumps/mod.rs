@@ -147,19 +147,27 @@ struct Raw {
 /// shows, so lowercase letters, digits, `.`, `_`, `-`, not starting with
 /// `.` or `-`.
 pub fn check_name(name: &str) -> Result<(), DumpError> {
+    check_word("dump", name)
+}
+
+/// A declared name (`what`: dump, job): 1 to 64 lowercase letters,
+/// digits, `.`, `_`, `-`, not starting with `.` or `-`.
+pub fn check_word(what: &str, name: &str) -> Result<(), DumpError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         && !name.starts_with(['.', '-']);
     if !ok {
         return err(format!(
-            "dump name {name:?} is not valid: use 1 to 64 lowercase letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+            "{what} name {} is not valid: use 1 to 64 lowercase letters, digits, '.', '_' or '-', not starting with '.' or '-'",
+            crate::names::quoted(name)
         ));
     }
     Ok(())
 }
 
-fn plain_absolute(what: &str, p: &str) -> Result<(), DumpError> {
+/// Whether `p` is absolute and plain (no `..`); `what` names it.
+pub fn plain_absolute(what: &str, p: &str) -> Result<(), DumpError> {
     crate::names::absolute_path(p).map_err(|e| DumpError(format!("{what}: {e}")))?;
     if p.split('/').any(|c| c == "..") {
         return err(format!("{what} {p:?} has '..': use a plain absolute path"));
@@ -172,24 +180,33 @@ fn plain_absolute(what: &str, p: &str) -> Result<(), DumpError> {
 /// a share is [`inside_shares`]'s decision, on the canonical path.
 pub fn parse(text: &str, source: &Path) -> Result<Vec<Dump>, DumpError> {
     let at = |m: String| DumpError(format!("{}: {m}", source.display()));
+    let raws: Vec<Raw> = tables(text, source, "dump")?;
+    raws.into_iter().map(|r| from_raw(r, source).map_err(|e| at(e.0))).collect()
+}
+
+/// The `[KEY]` table or `[[KEY]]` tables of a declaration file, each
+/// turned into `T` (unknown fields refused by `T`); any other top-level
+/// key, or none at all, is an error naming `source`.
+pub fn tables<T: serde::de::DeserializeOwned>(text: &str, source: &Path, key: &str) -> Result<Vec<T>, DumpError> {
+    let at = |m: String| DumpError(format!("{}: {m}", source.display()));
     let mut file: toml::Table = toml::from_str(text).map_err(|e| at(e.to_string()))?;
-    if let Some(other) = file.keys().find(|k| *k != "dump") {
-        return Err(at(format!("unknown key {other:?}: a declaration file holds [dump] or [[dump]] tables only")));
+    if let Some(other) = file.keys().find(|k| *k != key) {
+        return Err(at(format!("unknown key {other:?}: a declaration file holds [{key}] or [[{key}]] tables only")));
     }
-    let tables = match file.remove("dump") {
-        None => return Err(at("missing field `dump`: declare a [dump] table".into())),
+    let tables = match file.remove(key) {
+        None => return Err(at(format!("missing field `{key}`: declare a [{key}] table"))),
         Some(toml::Value::Array(a)) => a,
         Some(t @ toml::Value::Table(_)) => vec![t],
-        Some(_) => return Err(at("`dump` must be a [dump] table or [[dump]] tables".into())),
+        Some(_) => return Err(at(format!("`{key}` must be a [{key}] table or [[{key}]] tables"))),
     };
     let raws = tables
         .into_iter()
-        .map(|t| t.try_into::<Raw>().map_err(|e| at(e.to_string())))
-        .collect::<Result<Vec<Raw>, DumpError>>()?;
+        .map(|t| t.try_into::<T>().map_err(|e| at(e.to_string())))
+        .collect::<Result<Vec<T>, DumpError>>()?;
     if raws.is_empty() {
-        return Err(at("declares no dump".into()));
+        return Err(at(format!("declares no {key}")));
     }
-    raws.into_iter().map(|r| from_raw(r, source).map_err(|e| at(e.0))).collect()
+    Ok(raws)
 }
 
 fn from_raw(r: Raw, source: &Path) -> Result<Dump, DumpError> {
@@ -384,28 +401,8 @@ pub fn check_root_owned(what: &str, path: &Path) -> Result<PathBuf, DumpError> {
 /// declaration refuses them all, before anything runs. A missing folder declares
 /// nothing.
 pub fn load(dir: &Path, shares: &[PathBuf]) -> Result<Vec<Dump>, DumpError> {
-    let m = match std::fs::metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return err(format!("cannot read the dumps folder {}: {e}", dir.display())),
-    };
-    if !m.is_dir() {
-        return err(format!("the dumps folder {} is not a folder", dir.display()));
-    }
-    let real_dir = check_root_owned("the dumps folder", dir)?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&real_dir)
-        .map_err(|e| DumpError(format!("cannot list {}: {e}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "toml") && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-        })
-        .collect();
-    files.sort();
     let mut dumps: Vec<Dump> = Vec::new();
-    for f in files {
-        let real = check_root_owned("dump declaration", &f)?;
-        let text =
-            std::fs::read_to_string(&real).map_err(|e| DumpError(format!("cannot read {}: {e}", f.display())))?;
+    for (f, text) in declaration_files(dir, "dump")? {
         for mut d in parse(&text, &f)? {
             if let Some(other) = dumps.iter().find(|o| o.name == d.name) {
                 return err(format!(
@@ -436,6 +433,38 @@ pub fn load(dir: &Path, shares: &[PathBuf]) -> Result<Vec<Dump>, DumpError> {
         }
     }
     Ok(dumps)
+}
+
+/// The declaration files of folder `dir` (`*.toml`, not hidden, in name
+/// order) and their text, the folder and every file checked to be root's
+/// alone (`what`: dump, job). A missing folder declares nothing.
+pub fn declaration_files(dir: &Path, what: &str) -> Result<Vec<(PathBuf, String)>, DumpError> {
+    let m = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return err(format!("cannot read the {what}s folder {}: {e}", dir.display())),
+    };
+    if !m.is_dir() {
+        return err(format!("the {what}s folder {} is not a folder", dir.display()));
+    }
+    let real_dir = check_root_owned(&format!("the {what}s folder"), dir)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&real_dir)
+        .map_err(|e| DumpError(format!("cannot list {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml") && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let real = check_root_owned(&format!("{what} declaration"), &f)?;
+            let text =
+                std::fs::read_to_string(&real).map_err(|e| DumpError(format!("cannot read {}: {e}", f.display())))?;
+            Ok((f, text))
+        })
+        .collect()
 }
 
 /// One output file of a dump, as its status records it.

@@ -430,24 +430,26 @@ fn create_exclusive(dir: &OwnedFd, name: &str, shown: &Path) -> Result<std::fs::
 
 /// How a bounded run ended.
 #[derive(Debug)]
-struct Ran {
+pub struct Ran {
     /// Exit code; None when killed by a signal.
-    exit: Option<i32>,
-    signal: Option<i32>,
-    size: u64,
-    sha256: String,
+    pub exit: Option<i32>,
+    pub signal: Option<i32>,
+    pub size: u64,
+    pub sha256: String,
     /// stdout when it was kept in memory.
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    timed_out: Option<Duration>,
-    too_big: Option<u64>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: Option<Duration>,
+    pub too_big: Option<u64>,
     /// The output was still held open at the deadline (by a process the
     /// tool started outside its group); it was given up on.
-    held_open: bool,
+    pub held_open: bool,
 }
 
 impl Ran {
-    fn reason(&self, program: &str) -> String {
+    /// What went wrong, for a person: how the run ended and the last
+    /// lines the tool wrote on stderr.
+    pub fn reason(&self, program: &str) -> String {
         let tool = Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let said = String::from_utf8_lossy(&self.stderr);
         let said: Vec<&str> = said.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -476,8 +478,9 @@ impl Ran {
 }
 
 /// Run `argv` as `user` (see the module's paragraph), its stdout into
-/// `out` (or memory), stopped after `timeout` or `max` bytes.
-fn run_bounded(
+/// `out` (or memory), stopped after `timeout` or `max` bytes. Declared
+/// jobs run the same way (`jobs::run`).
+pub fn run_bounded(
     argv: &[String],
     user: &User,
     out: Option<std::fs::File>,

@@ -49,6 +49,21 @@ fn done(t: &SshTarget, clock: &Clock, outcome: Outcome, detail: String) -> HostR
 
 /// Run `command` on the host and classify what happened.
 pub fn run(t: &SshTarget, pinned: &Pinned, command: &str, limits: Limits) -> HostResult {
+    run_kept(t, pinned, command, limits, &mut Kept { max: MAX_OUTPUT, ..Kept::default() })
+}
+
+/// A session's stdout as bytes, up to `max` (more is dropped and `cut`
+/// set), for an operation that parses it (a job's answer).
+#[derive(Debug, Default)]
+pub struct Kept {
+    pub max: usize,
+    pub bytes: Vec<u8>,
+    pub cut: bool,
+}
+
+/// [`run`], keeping stdout in `kept`; the result's `stdout` is its first
+/// [`MAX_OUTPUT`] bytes.
+pub fn run_kept(t: &SshTarget, pinned: &Pinned, command: &str, limits: Limits, kept: &mut Kept) -> HostResult {
     let start = Instant::now();
     let clock = Clock { start, deadline: start + limits.total };
     let port = t.port;
@@ -66,7 +81,7 @@ pub fn run(t: &SshTarget, pinned: &Pinned, command: &str, limits: Limits) -> Hos
         Ok(s) => s,
         Err((outcome, detail)) => return done(t, &clock, outcome, detail),
     };
-    let result = session(t, &sess, pinned, &keys, command, &clock);
+    let result = session(t, &sess, pinned, &keys, command, &clock, kept);
     let _ = sess.disconnect(None, "fleet operation done", None);
     result
 }
@@ -151,6 +166,7 @@ fn session(
     keys: &[&std::path::PathBuf],
     command: &str,
     clock: &Clock,
+    kept: &mut Kept,
 ) -> HostResult {
     let timeout = |what: &str| done(t, clock, Outcome::Timeout, format!("no answer in time ({what})"));
     let Some((offered, _)) = sess.host_key() else {
@@ -220,7 +236,7 @@ fn session(
     if let Err(e) = channel.exec(command).and_then(|_| channel.send_eof()) {
         return if timed_out(&e) { timeout("running the command") } else { broke(e.to_string()) };
     }
-    let mut stdout = Vec::new();
+    let stdout = &mut kept.bytes;
     let mut stderr = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     // stdout then stderr, each until its end, each wait cut to what is left.
@@ -231,12 +247,13 @@ fn session(
             }
             sess.set_timeout(clock.millis(Duration::MAX));
             let read = if into_stderr { channel.stderr().read(&mut buf) } else { channel.read(&mut buf) };
-            let sink = if into_stderr { &mut stderr } else { &mut stdout };
+            let (sink, max) = if into_stderr { (&mut stderr, MAX_OUTPUT) } else { (&mut *stdout, kept.max) };
             match read {
                 Ok(0) => break,
                 Ok(n) => {
-                    let room = MAX_OUTPUT.saturating_sub(sink.len());
+                    let room = max.saturating_sub(sink.len());
                     sink.extend_from_slice(&buf[..n.min(room)]);
+                    kept.cut |= !into_stderr && n > room;
                 }
                 Err(e) if e.kind() == ErrorKind::TimedOut => return timeout("reading the output"),
                 Err(e) => return broke(e.to_string()),
@@ -250,7 +267,7 @@ fn session(
     let status = channel.exit_status().unwrap_or(-1);
     let mut r = done(t, clock, Outcome::Ok, String::new());
     r.exit_status = Some(status);
-    r.stdout = String::from_utf8_lossy(&stdout).into_owned();
+    r.stdout = String::from_utf8_lossy(&stdout[..stdout.len().min(MAX_OUTPUT)]).into_owned();
     r.stderr = String::from_utf8_lossy(&stderr).into_owned();
     if status != 0 {
         r.outcome = Outcome::Failed;

@@ -210,3 +210,70 @@ pub fn write_authorized_keys(path: &Path, lines: &[String]) {
 }
 
 use backuppc_enroll::store::atomic;
+
+/// A sudoers drop-in of the test's own that lets the backup account run
+/// the root helper for the given verbs, exactly as enroll's drop-in
+/// words them (`RSYNCSEND --config CONFIG VERB`, no arguments), checked
+/// with `visudo -cf`; removed on drop.
+pub struct RootHelperSudoers {
+    path: PathBuf,
+}
+
+impl FleetServer {
+    pub fn allow_root_helper(&self, verbs: &[&str]) -> RootHelperSudoers {
+        let u = &self.backup.name;
+        let mut text = format!("Defaults:{u} !requiretty\n");
+        for v in verbs {
+            writeln!(
+                text,
+                "{u} ALL=(root) NOPASSWD: {} --config {} {v}",
+                self.bins.rsyncsend.display(),
+                self.client_toml.display()
+            )
+            .unwrap();
+        }
+        let staged = self.dir.join("sudoers-dropin");
+        fs::write(&staged, &text).unwrap();
+        chmod(&staged, 0o440);
+        run_ok(Command::new("visudo").arg("-cf").arg(&staged));
+        let path = Path::new("/etc/sudoers.d").join(format!("bpe-test-{u}"));
+        fs::copy(&staged, &path).unwrap();
+        chmod(&path, 0o440);
+        RootHelperSudoers { path }
+    }
+
+    /// OpenSSH's client as the backup server would run it for `host`
+    /// (its per-host key, the pinned host key), sending `command`.
+    pub fn ssh(&self, host: &str, port: u16, command: &str) -> Output {
+        Command::new("/usr/bin/ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts().display()))
+            .arg("-o")
+            .arg(format!("HostKeyAlias={host}"))
+            .arg("-i")
+            .arg(self.key_path(host))
+            .arg("-p")
+            .arg(port.to_string())
+            .arg(format!("{}@{host}", self.backup.name))
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for RootHelperSudoers {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
