@@ -50,6 +50,7 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
         FleetCmd::Check(a) => ("check", "true", a, None),
         FleetCmd::Status(a) => ("status", "status", a, None),
         FleetCmd::Report(r) => ("report", "status", r.fleet, Some((r.max_age, r.top_dir))),
+        FleetCmd::RotateKey(a) => ("rotate-key", crate::fleet_rotate::OPERATION, a, None),
     };
     let cfg = ServerConfig::load(config)?;
     let srv = Server::open(&cfg).map_err(anyhow::Error::msg)?;
@@ -70,12 +71,17 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
     let selected = selection::select(names, reg.hosts.keys().map(String::as_str), |h| {
         reg.hosts.get(h).or_else(|| reg.requests.get(h)).map(|e| e.state.as_str())
     });
+    let _one_rotation = (name == "rotate-key").then(|| crate::fleet_rotate::lock(&srv)).transpose()?;
     let work = plan(&srv, &selected);
     let limits =
         Limits { connect: Duration::from_secs_f64(args.connect_timeout), total: Duration::from_secs_f64(args.timeout) };
     let started = Instant::now();
     // The report's lines come after the join with BackupPC's view.
-    let results = run_all(work, command, limits, &args, report.is_none());
+    let per_host = |t: &SshTarget, pinned: &Pinned| match command {
+        crate::fleet_rotate::OPERATION => crate::fleet_rotate::rotate(&srv, t, pinned, limits),
+        _ => session::run(t, pinned, command, limits),
+    };
+    let results = run_all(work, &per_host, &args, report.is_none());
     let elapsed = started.elapsed();
     if let Some((max_age, top_dir)) = report {
         return write_report(&results, max_age, &top_dir, &args, elapsed, &srv);
@@ -215,7 +221,12 @@ fn plan(srv: &Server, selected: &[Selected]) -> Vec<Work> {
 /// comes; return them all, in the order of the selection.
 /// `stream`: print each result as it comes (JSON or a plain line);
 /// otherwise only the progress bar shows.
-fn run_all(work: Vec<Work>, command: &str, limits: Limits, args: &FleetArgs, stream: bool) -> Vec<HostResult> {
+fn run_all(
+    work: Vec<Work>,
+    per_host: &(dyn Fn(&SshTarget, &Pinned) -> HostResult + Sync),
+    args: &FleetArgs,
+    stream: bool,
+) -> Vec<HostResult> {
     let total = work.len();
     let threads = (args.parallel as usize).min(total.max(1));
     let next = AtomicUsize::new(0);
@@ -242,7 +253,7 @@ fn run_all(work: Vec<Work>, command: &str, limits: Limits, args: &FleetArgs, str
                 let Some(w) = work.get(i) else { break };
                 let r = match w {
                     Work::Known(r) => r.clone(),
-                    Work::Session(t, pinned) => session::run(t, pinned, command, limits),
+                    Work::Session(t, pinned) => per_host(t, pinned),
                 };
                 if tx.send((i, r)).is_err() {
                     break;

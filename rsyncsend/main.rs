@@ -8,6 +8,7 @@
 mod cli;
 mod dumps;
 mod helper;
+mod rotate;
 
 use backuppc_enroll::config::ClientConfig;
 use backuppc_enroll::log::Audit;
@@ -31,6 +32,9 @@ fn main() -> ExitCode {
     }
     if let Some(Command::RunDumps) = cli.command {
         return dumps::run_dumps(&cli.config);
+    }
+    if let Some(Command::RotateKey) = cli.command {
+        return rotate::helper(&cli.config);
     }
     let env = SshEnv::from_process();
     let audit = Audit::new(c"rsyncsend", None);
@@ -57,6 +61,9 @@ fn main() -> ExitCode {
             Err(why) => refuse(&why),
         };
     }
+    if let Some(ran) = rotate::trigger(cmd, &cfg, &config) {
+        return ran.unwrap_or_else(|why| refuse(&why));
+    }
     let policy = policy(&cfg, &config);
     if cmd == "status" {
         let shares: Vec<String> = policy.shares.iter().map(|s| s.display().to_string()).collect();
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
         println!("restore: {}\ndelete: {}", cfg.restore, cfg.delete);
         println!("confinement: {}", Mode::from_abi(backuppc_enroll::sys::landlock_abi()).describe());
         println!("rsync: {}", rsync_version(&cfg.rsync));
+        println!("accepts: {} {}", backuppc_enroll::dumps::TRIGGER, backuppc_enroll::fleet::rotate::VERB);
         audit.event("status", json!({ "client": client }));
         return ExitCode::SUCCESS;
     }

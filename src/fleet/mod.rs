@@ -11,6 +11,7 @@
 
 pub mod health;
 pub mod report;
+pub mod rotate;
 pub mod selection;
 pub mod session;
 pub mod target;
