@@ -133,8 +133,9 @@ impl Rig {
         );
     }
 
-    /// The state a finished rotation leaves.
-    fn assert_rotated(&self, old: &Path, when: &str) {
+    /// The files a finished rotation leaves (no session opened): one line
+    /// of the server, holding HOST.pub, which is not the `old` key.
+    fn assert_files_rotated(&self, old: &Path, when: &str) {
         let lines = self.server_lines();
         assert_eq!(lines.len(), 1, "{when}: exactly one key line of the server: {lines:#?}");
         let public = fs::read_to_string(self.key_dir().join(format!("{HOST}.pub"))).unwrap();
@@ -148,6 +149,15 @@ impl Rig {
             let p = self.key_dir().join(format!("{HOST}{leftover}"));
             assert!(!p.exists(), "{when}: {} left", p.display());
         }
+        let old_public = text(&run_ok(Command::new("ssh-keygen").arg("-yf").arg(old)).stdout);
+        let old_blob = old_public.split_whitespace().nth(1).unwrap();
+        assert_ne!(old_blob, blob, "{when}: the key changed");
+        assert!(!fs::read_to_string(self.authorized_keys()).unwrap().contains(old_blob), "{when}: the old key is gone");
+    }
+
+    /// The state a finished rotation leaves, sessions included.
+    fn assert_rotated(&self, old: &Path, when: &str) {
+        self.assert_files_rotated(old, when);
         self.backups_work(when);
         let refused = self.ssh_with(old, "true");
         assert!(!refused.status.success(), "{when}: the old key still opens a session");
@@ -197,16 +207,15 @@ fn rotation_replaces_the_key_and_backups_go_on() {
     r.assert_rotated(&old, "the first key");
 }
 
-/// The file-changing and connecting system calls of the fleet process,
-/// at each of which a rotation is killed once.
-const STEPS: &[&str] = &["rename", "unlink", "unlinkat", "connect"];
-
-/// How many times a whole rotation makes each of [`STEPS`].
-fn step_counts(r: &Rig) -> Vec<(&'static str, usize)> {
+/// Where a whole rotation changes a file (`renameat`: each atomic
+/// replacement; `unlink`: the pending and previous keys going) or opens a
+/// session (`connect` to the sshd), as strace's `inject=CALL:when=N` counts
+/// them: per thread, in the thread that works on the host.
+fn kill_points(r: &Rig) -> Vec<(&'static str, usize)> {
     let log = r.w.dir.join("strace.log");
     let cmd = r.fleet_command();
     let out = Command::new("strace")
-        .args(["-f", "-qq", "-o", log.to_str().unwrap(), "-e", &format!("trace={}", STEPS.join(","))])
+        .args(["-f", "-qq", "-o", log.to_str().unwrap(), "-e", "trace=renameat,unlink,connect"])
         .arg(cmd.get_program())
         .args(cmd.get_args())
         .stdin(Stdio::null())
@@ -214,29 +223,34 @@ fn step_counts(r: &Rig) -> Vec<(&'static str, usize)> {
         .unwrap();
     assert!(out.status.success(), "traced rotation: {}\n{}", text(&out.stdout), text(&out.stderr));
     let log = fs::read_to_string(&log).unwrap();
-    STEPS
-        .iter()
-        .map(|s| {
-            let n = log
-                .lines()
-                .filter(|l| l.split_whitespace().nth(1).is_some_and(|c| c.starts_with(&format!("{s}("))))
-                .filter(|l| !l.contains("= -1 "))
-                .count();
-            (*s, n)
-        })
-        .collect()
+    let pid_of = |l: &str| l.split_whitespace().next().unwrap_or_default().to_string();
+    // The host's thread: the one that writes the pending key.
+    let worker = log.lines().find(|l| l.contains(".key.next.")).map(pid_of).expect("the pending key is written");
+    let mut points = Vec::new();
+    let mut seen: std::collections::BTreeMap<&str, usize> = Default::default();
+    for l in log.lines().filter(|l| pid_of(l) == worker) {
+        let Some(call) = ["renameat", "unlink", "connect"].into_iter().find(|c| l.contains(&format!(" {c}("))) else {
+            continue;
+        };
+        let n = seen.entry(call).or_default();
+        *n += 1;
+        if call != "connect" || l.contains("AF_INET") {
+            points.push((call, *n));
+        }
+    }
+    points
 }
 
 #[test]
 fn killed_at_every_step_then_rerun_ends_rotated() {
     require_root();
     let r = Rig::new();
-    let counts = step_counts(&r);
-    let total: usize = counts.iter().map(|(_, n)| n).sum();
-    assert!(total >= 8, "a rotation renames, removes and connects: {counts:?}");
+    let first = r.save_key("first.key");
+    let points = kill_points(&r);
+    assert!(points.len() >= 10, "a rotation renames, removes and connects: {points:?}");
     let mut killed = 0;
-    for (call, n) in counts {
-        for when in 1..=n {
+    for (call, when) in &points {
+        {
             let label = format!("killed at {call} #{when}");
             let before = r.save_key("before.key");
             let cmd = r.fleet_command();
@@ -254,10 +268,14 @@ fn killed_at_every_step_then_rerun_ends_rotated() {
             r.backups_work(&label);
             assert!(r.server_lines().len() <= 3, "{label}: {:?}", r.server_lines());
             r.rotate_ok();
-            r.assert_rotated(&before, &label);
+            r.assert_files_rotated(&before, &label);
         }
     }
-    assert!(killed >= 8, "the injected kills stopped rotations ({killed})");
+    assert_eq!(killed, points.len(), "every injected kill stopped a rotation");
+    // Sessions, once at the end (each costs a few hundred milliseconds):
+    // the last key works alone, the one before it and the first no more.
+    r.assert_rotated(&r.w.dir.join("before.key"), "after the last re-run");
+    r.assert_rotated(&first, "the key before any rotation");
 }
 
 /// The restricted key's requests an attacker holding it (or a broken
