@@ -2,7 +2,8 @@
 //! (enroll, its root-owned authorized_keys, rsyncsend through sudo, a real
 //! sshd on loopback): afterwards the workstation has exactly one key line
 //! for the server, rsync through rsyncsend as BackupPC runs it works with
-//! the new key, the old private key no longer opens a session; SIGKILLed
+//! the new key (and a real BackupPC full backup does), the old private
+//! key no longer opens a session; SIGKILLed
 //! at every step (strace's fault injection) and run again, it ends there
 //! too, with a working key at every moment; hostile requests over the
 //! restricted key and to the root helper change nothing.
@@ -375,4 +376,91 @@ fn an_older_rsyncsend_is_reported_unsupported() {
     assert!(!r.key_dir().join(format!("{HOST}.key.next")).exists(), "no pending key is left");
     let retry = fs::read_to_string(r.w.registry_dir.join("fleet.retry")).unwrap();
     assert!(retry.lines().any(|l| l == HOST), "in the retry file: {retry}");
+}
+
+/// A real BackupPC 4 (Debian's) backs a workstation up through the key
+/// `rotate-key` gave it, with only the files the rotation rewrote.
+#[test]
+fn backuppc_backs_up_through_the_new_key() {
+    use common::backuppc::{as_backuppc, require_backuppc, within, BackupPc, BIN};
+    use std::time::Duration;
+    require_backuppc();
+    let dir = TestDir::new("bpcrot");
+    let bins = install_bins(&dir);
+    install_executable(
+        Path::new(env!("CARGO_BIN_EXE_forced-command-fleet")),
+        &bins.forced_command.with_file_name("forced-command-fleet"),
+    );
+    let backup_user = unique("bprb");
+    // Dropped after the sshd and daemon below.
+    let _user = DeleteUser(backup_user.clone());
+    let data = dir.mkdir("data");
+    common::world::make_tree(&data);
+    let bpc = BackupPc::new(&dir, &bins.forced_command, &format!("[shares]\nlinux = [{data:?}]\n"));
+    let sshd = bpc.sshd(&dir.join("sshd"), &["backuppc", &backup_user], "");
+    let ns = sshd.pid();
+    let client_etc = dir.mkdir("etc-client");
+    fs::write(client_etc.join("server_host_keys"), sshd.known_hosts_line()).unwrap();
+    let client_toml = client_etc.join("client.toml");
+    fs::write(
+        &client_toml,
+        format!(
+            "server = \"127.0.0.1\"\nport = {port}\nserver_host_keys = {:?}\nregister_key = {:?}\n\
+             backup_user = {backup_user:?}\nbackup_home = {:?}\nrsyncsend = {:?}\nstate_file = {:?}\n\
+             hostname = \"localhost\"\nsshd_port = {port}\nhost_keys = [{:?}]\n",
+            client_etc.join("server_host_keys"),
+            bpc.register_key,
+            dir.join("clienthome"),
+            bins.rsyncsend,
+            dir.mkdir("state").join("client-state.json"),
+            sshd.host_pub_path,
+            port = sshd.port
+        ),
+    )
+    .unwrap();
+    let enrolled = Command::new(&bins.enroll)
+        .arg("--config")
+        .arg(&client_toml)
+        .args(["--logon", "cmartin", "--yes"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(enrolled.status.success(), "enroll: {}\n{}", text(&enrolled.stdout), text(&enrolled.stderr));
+    let ak = dir.join("clienthome/.ssh/authorized_keys");
+    let old_blob = fs::read_to_string(bpc.top.join(".ssh/backuppc-enroll/localhost.pub")).unwrap();
+    let old_blob = old_blob.split_whitespace().nth(1).unwrap().to_string();
+
+    // As the BackupPC account, inside the namespace where its files are.
+    let server_toml = bpc.server_toml.display().to_string();
+    let fc = bins.forced_command.display().to_string();
+    let out = within(
+        as_backuppc(ns, &fc, &["--config", &server_toml, "fleet", "rotate-key", "--hosts", "localhost", "--json"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "rotate-key as backuppc: {}\n{}", text(&out.stdout), text(&out.stderr));
+    let keys = fs::read_to_string(&ak).unwrap();
+    let ours: Vec<&str> = keys.lines().filter(|l| l.ends_with(" backuppc-enroll@127.0.0.1")).collect();
+    assert_eq!(ours.len(), 1, "one key line of the server: {keys}");
+    assert!(!keys.contains(&old_blob), "the old key is gone: {keys}");
+
+    // The daemon, which BackupPC_dump asks for its lock; stopped by pid.
+    let _daemon = bpc.start_daemon(&dir, ns);
+    let out =
+        within(as_backuppc(ns, &format!("{BIN}/BackupPC_dump"), &["-f", "-v", "localhost"]), Duration::from_secs(180));
+    assert!(out.status.success(), "BackupPC_dump -f: {}\n{}", text(&out.stdout), text(&out.stderr));
+    let backups = fs::read_to_string(bpc.top.join("pc/localhost/backups")).unwrap();
+    let last: Vec<&str> = backups.lines().last().unwrap().split('\t').collect();
+    assert_eq!(last[1], "full", "{backups}");
+    assert_eq!(last[10], "0", "no transfer errors: {}", text(&out.stdout));
+    assert!(last[4].parse::<u64>().unwrap() >= 7, "the tree's files were backed up: {backups}");
+}
+
+/// Removes the backup user enroll created, and its sudoers drop-in.
+struct DeleteUser(String);
+
+impl Drop for DeleteUser {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(Path::new("/etc/sudoers.d").join(format!("backuppc-enroll-{}", self.0)));
+        delete_user(&self.0);
+    }
 }

@@ -20,10 +20,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Request::parse(r.line().trim_end_matches('\n')).as_ref(), Ok(&r));
         assert_eq!(r.key.openssh().len(), "ssh-ed25519 ".len() + 68);
         for existing in [format!("{PRESENT}{rest}"), rest.to_string()] {
-            let others: Vec<&str> = existing.lines().filter(|l| !l.trim_end().ends_with(" backuppc-enroll@dugong")).collect();
+            let others: Vec<&str> =
+                existing.lines().filter(|l| !l.trim_end().ends_with(" backuppc-enroll@dugong")).collect();
             for edit in [rotate::add(&existing, "dugong", &r.key), rotate::retire(&existing, "dugong", &r.key)] {
                 let Ok(Some(out)) = edit else { continue };
-                let kept: Vec<&str> = out.lines().filter(|l| !l.trim_end().ends_with(" backuppc-enroll@dugong")).collect();
+                let kept: Vec<&str> =
+                    out.lines().filter(|l| !l.trim_end().ends_with(" backuppc-enroll@dugong")).collect();
                 assert_eq!(kept, others, "the other lines are kept");
                 for l in out.lines().filter(|l| l.trim_end().ends_with(" backuppc-enroll@dugong")) {
                     if l.contains(r.key.base64()) && !existing.lines().any(|e| e == l) {
