@@ -3,10 +3,10 @@
 //! sshd on loopback): afterwards the workstation has exactly one key line
 //! for the server, rsync through rsyncsend as BackupPC runs it works with
 //! the new key (and a real BackupPC full backup does), the old private
-//! key no longer opens a session; SIGKILLed
-//! at every step (strace's fault injection) and run again, it ends there
-//! too, with a working key at every moment; hostile requests over the
-//! restricted key and to the root helper change nothing.
+//! key no longer opens a session; SIGKILLed at every step (strace's fault
+//! injection) and run again, it ends there too, with a working key at
+//! every moment; hostile requests over the restricted key and to the root
+//! helper change nothing.
 
 mod common;
 
