@@ -372,7 +372,7 @@ pub fn rotate(srv: &Server, t: &SshTarget, pinned: &Pinned, limits: Limits) -> H
     let files = Files {
         current: srv.key_path(host),
         previous: srv.previous_key_path(host),
-        pending: srv.key_dir().join(format!("{host}.key.next")),
+        pending: srv.pending_key_path(host),
         public: srv.pub_key_path(host),
         pl: srv.per_host_config(host),
     };

@@ -201,6 +201,9 @@ fn rotation_replaces_the_key_and_backups_go_on() {
     // a re-run of enroll keeps the new key rather than putting back the old.
     let check = r.w.enroll(&["--check"]);
     assert!(check.status.success(), "enroll --check: {}\n{}", text(&check.stdout), text(&check.stderr));
+    let keys = fs::read(r.authorized_keys()).unwrap();
+    r.w.enroll_ok(&["--logon", "cmartin", "--yes"]);
+    assert_eq!(fs::read(r.authorized_keys()).unwrap(), keys, "a re-run of enroll keeps the rotated key line");
     // A second rotation replaces the new key in its turn.
     let second = r.save_key("second.key");
     r.rotate_ok();
