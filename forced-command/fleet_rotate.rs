@@ -337,11 +337,14 @@ impl Run<'_> {
                     if started {
                         let _ = std::fs::remove_file(&f.pending);
                     }
-                    return Err(self.result(
+                    let mut u = self.result(
                         Outcome::Unsupported,
                         "its rsyncsend (or its sudoers drop-in) is older than key rotation: upgrade backuppc-enroll \
                          there and run enroll once; its key is unchanged",
-                    ));
+                    );
+                    // What the workstation said, as it said it.
+                    u.stderr = r.stderr;
+                    return Err(u);
                 }
                 return Err(r);
             }

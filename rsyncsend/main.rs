@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             Err(why) => refuse(&why),
         };
     }
-    if let Some(ran) = rotate::trigger(cmd, &cfg, &config) {
+    if let Some(ran) = rotate::trigger(cmd, &cfg, &config, &audit, &client) {
         return ran.unwrap_or_else(|why| refuse(&why));
     }
     let policy = policy(&cfg, &config);

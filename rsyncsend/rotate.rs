@@ -22,11 +22,21 @@ use std::time::{Duration, Instant};
 /// For a command of the `rotate-key` family: run the root helper with the
 /// checked request on its stdin and return its exit status, or refuse
 /// (`Err`: the reason). `None`: not a rotation command.
-pub fn trigger(cmd: &str, cfg: &ClientConfig, config: &Path) -> Option<Result<ExitCode, String>> {
+pub fn trigger(
+    cmd: &str,
+    cfg: &ClientConfig,
+    config: &Path,
+    audit: &Audit,
+    client: &str,
+) -> Option<Result<ExitCode, String>> {
     let request = match rotate::command(cmd)? {
         Ok(r) => r,
         Err(e) => return Some(Err(format!("{}: {e}", rotate::VERB))),
     };
+    audit.event(
+        "checked",
+        json!({ "client": client, "rotate-key": request.action.as_str(), "key": request.key.fingerprint() }),
+    );
     let argv = crate::root_helper(cfg, config, rotate::VERB);
     // A drop-in from before rotation (enroll not run since the upgrade)
     // lacks the helper's line: say so, rather than sudo's own words.

@@ -379,6 +379,27 @@ fn an_older_rsyncsend_is_reported_unsupported() {
     assert!(!r.key_dir().join(format!("{HOST}.key.next")).exists(), "no pending key is left");
     let retry = fs::read_to_string(r.w.registry_dir.join("fleet.retry")).unwrap();
     assert!(retry.lines().any(|l| l == HOST), "in the retry file: {retry}");
+
+    // A new rsyncsend under a sudoers drop-in written before rotation
+    // (the package upgraded, enroll not run since): unsupported too.
+    fs::write(&ak, &before).unwrap();
+    let sudoers = r.w.sudoers_file();
+    let dropin = fs::read_to_string(&sudoers).unwrap();
+    assert!(dropin.ends_with(" rotate-key\n"), "{dropin}");
+    let older: String = dropin.lines().filter(|l| !l.ends_with(" rotate-key")).map(|l| format!("{l}\n")).collect();
+    fs::write(&sudoers, &older).unwrap();
+    let out = r.rotate();
+    let host = host_json(&out);
+    assert_eq!(host["outcome"], "unsupported", "{host}");
+    assert!(host["stderr"].as_str().unwrap().contains("run enroll on this workstation"), "{host}");
+    assert_eq!(fs::read_to_string(&ak).unwrap(), before, "the workstation is unchanged");
+    assert_eq!(fs::read(r.key()).unwrap(), key_before, "the server's key is unchanged");
+    // enroll rewrites the drop-in; then the rotation goes through.
+    r.w.enroll_ok(&["--logon", "cmartin", "--yes"]);
+    assert_eq!(fs::read_to_string(&sudoers).unwrap(), dropin);
+    let old = r.save_key("old.key");
+    r.rotate_ok();
+    r.assert_files_rotated(&old, "after enroll updated the drop-in");
 }
 
 /// A real BackupPC 4 (Debian's) backs a workstation up through the key
