@@ -248,6 +248,17 @@ impl Run<'_> {
     fn finish(&self, pending: &KeyFile) -> Result<(), HostResult> {
         let srv = self.srv;
         let _lock = registry::lock(&srv.cfg.registry).map_err(self.io("cannot lock the registry"))?;
+        // A re-enrollment since the switch owns the key files now.
+        match read_key(&self.files.current).map_err(|e| self.failed(e))? {
+            Some(k) if k.fingerprint == pending.fingerprint => {}
+            _ => {
+                return Err(self.failed(format!(
+                    "the host was re-enrolled during the rotation: its key is left as enroll made it; remove {} \
+                     and run rotate-key again",
+                    self.files.pending.display()
+                )))
+            }
+        }
         let pl = self.per_host_with(std::slice::from_ref(&self.files.current))?;
         let reg = self.registry_with(&pending.fingerprint)?;
         let mut batch = atomic::Batch::new();
