@@ -265,8 +265,10 @@ failing, even when it answers.
     ))]
     Report(ReportArgs),
     /// Replace each host's per-host key, with no moment at which backups
-    /// fail: a new key is made (kept as HOST.key.next until the end),
-    /// added on the workstation beside the present one (`rotate-key add`
+    /// fail and no key that can run a shell.
+    ///
+    /// A new key is made (kept as HOST.key.next until the end), added on
+    /// the workstation beside the present one (`rotate-key add`
     /// over the present key), proved by a session of its own, made
     /// BackupPC's key (HOST.key, the present one kept as HOST.key.prev
     /// and offered second, pc/HOST.pl, the registry), and only then are
