@@ -204,9 +204,25 @@ fn rotation_replaces_the_key_and_backups_go_on() {
     let keys = fs::read(r.authorized_keys()).unwrap();
     r.w.enroll_ok(&["--logon", "cmartin", "--yes"]);
     assert_eq!(fs::read(r.authorized_keys()).unwrap(), keys, "a re-run of enroll keeps the rotated key line");
-    // A second rotation replaces the new key in its turn.
+    // A second rotation replaces the new key in its turn; a misspelt name
+    // beside it is reported (and retried), not left out.
     let second = r.save_key("second.key");
-    r.rotate_ok();
+    let out = Command::new(&r.w.bins.forced_command)
+        .arg("--config")
+        .arg(&r.w.server_toml)
+        .args(["fleet", "rotate-key", "--hosts", "localhost,nosuchhost", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(host_json(&out)["outcome"], "ok");
+    assert!(
+        text(&out.stdout).contains("\"host\":\"nosuchhost\",\"outcome\":\"unknown-host\""),
+        "{}",
+        text(&out.stdout)
+    );
+    let retry = fs::read_to_string(r.w.registry_dir.join("fleet.retry")).unwrap();
+    assert_eq!(retry.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(), ["nosuchhost"], "{retry}");
     r.assert_rotated(&second, "after a second rotation");
     r.assert_rotated(&old, "the first key");
 }
