@@ -220,7 +220,8 @@ pub fn sudoers_content(cfg: &ClientConfig, config: &Path) -> Result<String> {
          Defaults:{u} !requiretty\n\
          {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} exec-rsync -- *\n\
          {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} run-dumps\n\
-         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} run-job\n"
+         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} run-job\n\
+         {u} ALL=(root) NOPASSWD: {rsyncsend} --config {config} rotate-key\n"
     ))
 }
 
@@ -355,6 +356,13 @@ mod tests {
             ["bckpciuem ALL=(root) NOPASSWD: /usr/lib/backuppc-enroll/rsyncsend \
              --config /etc/backuppc-enroll/client.toml run-job"]
         );
+        // The key rotation's helper likewise: the key comes on its stdin.
+        assert_eq!(
+            text.lines().filter(|l| l.contains("NOPASSWD")).nth(3).unwrap(),
+            "bckpciuem ALL=(root) NOPASSWD: /usr/lib/backuppc-enroll/rsyncsend \
+             --config /etc/backuppc-enroll/client.toml rotate-key"
+        );
+        assert_eq!(text.lines().filter(|l| l.contains("NOPASSWD")).count(), 4, "no other rule:\n{text}");
         if Path::new("/usr/sbin/visudo").exists() {
             let d = tempfile::tempdir().unwrap();
             let p = d.path().join("dropin");

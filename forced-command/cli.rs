@@ -203,7 +203,7 @@ Exit status:
 macro_rules! fleet_exit {
     () => {
         "Outcomes: ok, refused, timeout, unreachable, auth-failed, host-key-mismatch,
-no-pinned-key, failed, not-set-up, unknown-host.
+no-pinned-key, failed, not-set-up, unknown-host, unsupported.
 
 Exit status:
   0  every host succeeded
@@ -212,8 +212,8 @@ Exit status:
   2  some hosts could not be reached (refused, timeout, unreachable) and
      every host reached succeeded
   3  some hosts failed (auth-failed, host-key-mismatch, no-pinned-key,
-     failed, not-set-up, unknown-host), whether or not others were
-     unreachable
+     failed, not-set-up, unknown-host, unsupported), whether or not
+     others were unreachable
 
 Files:
   fleet.retry beside the registry   the hosts that did not succeed, for
@@ -291,6 +291,31 @@ Give --timeout more than the job's own timeout on the workstations.
         fleet_exit!()
     ))]
     Job(JobArgs),
+    /// Replace each host's per-host key, with no moment at which backups
+    /// fail and no key that can run a shell.
+    ///
+    /// A new key is made (kept as HOST.key.next until the end), added on
+    /// the workstation beside the present one (`rotate-key add`
+    /// over the present key), proved by a session of its own, made
+    /// BackupPC's key (HOST.key, the present one kept as HOST.key.prev
+    /// and offered second, pc/HOST.pl, the registry), and only then are
+    /// the workstation's other lines of this server retired (`rotate-key
+    /// retire` over the new key) and HOST.key.prev removed.
+    ///
+    /// A run cut off at any point leaves each host with a key that works;
+    /// running it again finishes the rotation where it stopped. A host
+    /// whose rsyncsend (or sudoers drop-in) is older than rotation is
+    /// reported `unsupported` and left as it was.
+    #[command(after_help = concat!(
+        "Examples:
+  forced-command fleet rotate-key --hosts dormeur.example.org
+  forced-command fleet rotate-key --parallel 16 --json
+  forced-command fleet rotate-key --hosts @/var/lib/backuppc-enroll/fleet.retry   # finish what stopped
+
+",
+        fleet_exit!()
+    ))]
+    RotateKey(FleetArgs),
 }
 
 /// `fleet job`'s own options.

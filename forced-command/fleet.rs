@@ -59,6 +59,7 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
             job = Some((j.name, j.out, j.max_answer));
             ("job", "", j.fleet, None)
         }
+        FleetCmd::RotateKey(a) => ("rotate-key", crate::fleet_rotate::OPERATION, a, None),
     };
     let cfg = ServerConfig::load(config)?;
     let srv = Server::open(&cfg).map_err(anyhow::Error::msg)?;
@@ -80,14 +81,16 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
     let selected = selection::select(names, reg.hosts.keys().map(String::as_str), |h| {
         reg.hosts.get(h).or_else(|| reg.requests.get(h)).map(|e| e.state.as_str())
     });
+    let _one_rotation = (name == "rotate-key").then(|| crate::fleet_rotate::lock(&srv)).transpose()?;
     let work = plan(&srv, &selected);
     let limits =
         Limits { connect: Duration::from_secs_f64(args.connect_timeout), total: Duration::from_secs_f64(args.timeout) };
     let started = Instant::now();
     // The report's lines come after the join with BackupPC's view.
-    let run_host = |t: &SshTarget, p: &Pinned| match &job {
-        Some(j) => j.host(t, p, limits),
-        None => session::run(t, p, command, limits),
+    let run_host = |t: &SshTarget, p: &Pinned| match (&job, command) {
+        (Some(j), _) => j.host(t, p, limits),
+        (None, crate::fleet_rotate::OPERATION) => crate::fleet_rotate::rotate(&srv, t, p, limits),
+        (None, _) => session::run(t, p, command, limits),
     };
     let results = run_all(work, &run_host, &args, report.is_none());
     let collected = job.as_ref().map(|j| j.finish(&results)).transpose()?;

@@ -8,6 +8,7 @@ mod cli;
 mod fleet;
 mod fleet_html;
 mod fleet_job;
+mod fleet_rotate;
 // forced-command's own: the fleet uses only where it keeps the per-host
 // files, not its writers.
 #[allow(dead_code)]

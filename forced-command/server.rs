@@ -63,6 +63,12 @@ impl<'a> Server<'a> {
         self.key_dir().join(format!("{host}.key.prev"))
     }
 
+    /// `HOST.key.next`: the new key of a key rotation under way
+    /// (`fleet rotate-key`), until the workstation accepts no other.
+    pub fn pending_key_path(&self, host: &str) -> PathBuf {
+        self.key_dir().join(format!("{host}.key.next"))
+    }
+
     pub fn pub_key_path(&self, host: &str) -> PathBuf {
         self.key_dir().join(format!("{host}.pub"))
     }
@@ -146,9 +152,13 @@ impl<'a> Server<'a> {
         if self.hosts().unregister(host).map_err(|e| io::Error::other(e.to_string()))? {
             done.push(format!("removed {host} from {}", self.hosts().path().display()));
         }
-        for p in
-            [self.key_path(host), self.previous_key_path(host), self.pub_key_path(host), self.per_host_config(host)]
-        {
+        for p in [
+            self.key_path(host),
+            self.previous_key_path(host),
+            self.pending_key_path(host),
+            self.pub_key_path(host),
+            self.per_host_config(host),
+        ] {
             match std::fs::remove_file(&p) {
                 Ok(()) => done.push(format!("removed {}", p.display())),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -14,8 +14,9 @@ use std::path::PathBuf;
 /// path against the client policy, and runs its own `exec-rsync` as root
 /// through `sudo -n`, which checks again and starts rsync confined to the
 /// shares. `true` is a connectivity check; `status` prints the version,
-/// the policy and how rsync is confined. Refusals are one line on stderr
-/// and a syslog entry.
+/// the policy and how rsync is confined; `rotate-key add|retire KEY` lets
+/// the server replace its own key (see the rotate-key subcommand).
+/// Refusals are one line on stderr and a syslog entry.
 #[derive(Parser)]
 #[command(
     name = "rsyncsend",
@@ -102,4 +103,27 @@ Exit status:
   0  the answer was sent (the job's own exit status is in its status.json)
   1  the name or the declarations were refused: nothing ran")]
     RunJob,
+    /// Add or retire a key of the backup server in the backup account's
+    /// authorized_keys, as root (`forced-command fleet rotate-key`).
+    ///
+    /// What the server's `rotate-key add|retire ssh-ed25519 BASE64` leads
+    /// to, through the one sudoers line that allows it without arguments:
+    /// the request comes on stdin, as one line `add KEY` or `retire KEY`,
+    /// and is checked again here: exactly one ed25519 public key in
+    /// canonical base64, nothing else. `add` puts a line for the key after
+    /// this server's lines, with the options of its present line
+    /// (restrict, command=, from=); `retire` keeps only the key's line
+    /// among this server's lines and records the key in the enrollment
+    /// state. The file is rewritten atomically and every other line is
+    /// kept byte for byte. A line without `restrict` and a forced command
+    /// is never copied.
+    #[command(after_help = "Examples:
+  # what rsyncsend runs for the server's `rotate-key add ssh-ed25519 AAAA…`
+  echo 'add ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI…' | sudo -n -- /usr/lib/backuppc-enroll/rsyncsend \\
+    --config /etc/backuppc-enroll/client.toml rotate-key
+
+Exit status:
+  0  the key was added or the others retired (or already were)
+  1  the request or authorized_keys was refused; nothing was changed")]
+    RotateKey,
 }

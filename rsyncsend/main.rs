@@ -9,6 +9,7 @@ mod cli;
 mod dumps;
 mod helper;
 mod jobs;
+mod rotate;
 
 use backuppc_enroll::config::ClientConfig;
 use backuppc_enroll::log::Audit;
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
     }
     if let Some(Command::RunJob) = cli.command {
         return jobs::run_job(&cli.config);
+    }
+    if let Some(Command::RotateKey) = cli.command {
+        return rotate::helper(&cli.config);
     }
     let env = SshEnv::from_process();
     let audit = Audit::new(c"rsyncsend", None);
@@ -64,6 +68,9 @@ fn main() -> ExitCode {
     if let Some(asked) = jobs::request(cmd, &cfg, &config, &audit, &client) {
         return asked.unwrap_or_else(|why| refuse(&why));
     }
+    if let Some(ran) = rotate::trigger(cmd, &cfg, &config, &audit, &client) {
+        return ran.unwrap_or_else(|why| refuse(&why));
+    }
     let policy = policy(&cfg, &config);
     if cmd == "status" {
         let shares: Vec<String> = policy.shares.iter().map(|s| s.display().to_string()).collect();
@@ -72,6 +79,12 @@ fn main() -> ExitCode {
         println!("restore: {}\ndelete: {}", cfg.restore, cfg.delete);
         println!("confinement: {}", Mode::from_abi(backuppc_enroll::sys::landlock_abi()).describe());
         println!("rsync: {}", rsync_version(&cfg.rsync));
+        println!(
+            "accepts: {} {} {}",
+            backuppc_enroll::dumps::TRIGGER,
+            backuppc_enroll::jobs::VERB,
+            backuppc_enroll::fleet::rotate::VERB
+        );
         audit.event("status", json!({ "client": client }));
         return ExitCode::SUCCESS;
     }

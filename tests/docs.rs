@@ -94,10 +94,10 @@ fn a_man_page_per_command_and_subcommand_rendering_without_warnings() {
             links += 1;
         }
     }
-    // forced-command's 14 + token's 3 + fleet's 3 + enroll's bundle, dump
-    // and dumps + rsyncsend's exec-rsync and run-dumps + dropbox's setup,
-    // uninstall, push, prune; + fleet job, enroll jobs, rsyncsend run-job.
-    assert_eq!(links, 32, "subcommand links found");
+    // forced-command's 14 + token's 3 + fleet's 5 + enroll's bundle, dump,
+    // dumps and jobs + rsyncsend's exec-rsync, run-dumps, run-job and
+    // rotate-key + dropbox's setup, uninstall, push, prune.
+    assert_eq!(links, 34, "subcommand links found");
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod health;
 pub mod html;
 pub mod mail;
 pub mod report;
+pub mod rotate;
 pub mod selection;
 pub mod session;
 pub mod target;

@@ -35,6 +35,9 @@ pub enum Outcome {
     NotSetUp,
     /// Named with `--hosts` but not an enrolled host of the registry.
     UnknownHost,
+    /// The host's rsyncsend does not offer the operation (an older
+    /// install): nothing was changed there.
+    Unsupported,
 }
 
 /// The three kinds of outcome the exit status tells apart.
@@ -48,7 +51,7 @@ pub enum Class {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Ok,
         Outcome::Refused,
         Outcome::Timeout,
@@ -59,6 +62,7 @@ impl Outcome {
         Outcome::Failed,
         Outcome::NotSetUp,
         Outcome::UnknownHost,
+        Outcome::Unsupported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::NotSetUp => "not-set-up",
             Outcome::UnknownHost => "unknown-host",
+            Outcome::Unsupported => "unsupported",
         }
     }
 
