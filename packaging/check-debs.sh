@@ -105,7 +105,9 @@ done
     || fail "registry folder: $(stat -c '%U:%G %a' /var/lib/backuppc-enroll), want backuppc:backuppc 755"
 [ "$(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml)" = "root:backuppc 640" ] \
     || fail "server.toml: $(stat -c '%U:%G %a' /etc/backuppc-enroll/server.toml), want root:backuppc 640"
-for page in enroll enroll-bundle rsyncsend forced-command forced-command-check-config forced-command-token-create dropbox dropbox-setup; do
+for page in enroll enroll-bundle enroll-jobs rsyncsend rsyncsend-run-job rsyncsend-rotate-key forced-command \
+    forced-command-check-config forced-command-token-create forced-command-fleet-job forced-command-fleet-rotate-key \
+    dropbox dropbox-setup; do
     file=$(man -w "$page") || fail "man $page: not found"
     warnings=$(MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$file" 2>&1 >/dev/null)
     [ -z "$warnings" ] || fail "man $page: $warnings"
