@@ -84,12 +84,20 @@ pub fn run(job: &Job) -> Ran {
             }
         };
     let mut results = Vec::new();
-    let mut budget = Budget { files: job.max_result_files, bytes: job.max_result_size };
+    let mut budget = Budget::new(job.max_result_files, job.max_result_size);
+    budget.named = job.results.iter().cloned().collect();
     for p in &job.results {
         collect_file(p, account.uid.as_raw(), &mut budget, &mut results, &mut status.skipped);
     }
     if let Some(dir) = &job.result_dir {
         collect_dir(dir, account.uid.as_raw(), &mut budget, &mut results, &mut status.skipped);
+    }
+    // The status names the first skipped files only: a folder of many
+    // files past the limits must not make it larger than the answer.
+    if status.skipped.len() > MAX_SKIPPED {
+        let more = status.skipped.len() - MAX_SKIPPED;
+        status.skipped.truncate(MAX_SKIPPED);
+        status.skipped.push(Skipped { path: "…".into(), why: format!("{more} more skipped, not listed") });
     }
     status.results = results
         .iter()
@@ -106,7 +114,26 @@ pub fn run(job: &Job) -> Ran {
 struct Budget {
     files: u64,
     bytes: u64,
+    /// The files named in `results`, which a walk of `result_dir` leaves
+    /// out (sent or skipped once already).
+    named: std::collections::HashSet<std::path::PathBuf>,
+    /// Folder entries a result folder's walk may still look at.
+    visits: u64,
+    /// The walk has stopped at a limit (said once, in `skipped`).
+    stopped: bool,
 }
+
+impl Budget {
+    fn new(files: u64, bytes: u64) -> Budget {
+        Budget { files, bytes, named: Default::default(), visits: MAX_VISITS, stopped: false }
+    }
+}
+
+/// The most folder entries a walk of `result_dir` looks at: it ends in
+/// bounded time and memory whatever the job's account puts there.
+const MAX_VISITS: u64 = 100_000;
+/// The most skipped files the status names one by one.
+const MAX_SKIPPED: usize = 100;
 
 const DIR: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
 const FILE: OFlag =
@@ -218,15 +245,20 @@ fn collect_dir(
     skipped: &mut Vec<Skipped>,
 ) {
     match open_dir_nofollow(dir) {
-        Ok(fd) => walk(&fd, dir, 0, uid, budget, results, skipped),
+        Ok(fd) => match fstat(&fd) {
+            Ok(st) => walk(&fd, dir, 0, st.st_dev, uid, budget, results, skipped),
+            Err(e) => skipped.push(Skipped { path: dir.display().to_string(), why: format!("cannot check it: {e}") }),
+        },
         Err(why) => skipped.push(Skipped { path: dir.display().to_string(), why }),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn walk(
     fd: &OwnedFd,
     at: &Path,
     depth: usize,
+    dev: u64,
     uid: u32,
     budget: &mut Budget,
     results: &mut Vec<(String, Vec<u8>)>,
@@ -239,13 +271,33 @@ fn walk(
     let mut names: Vec<std::ffi::OsString> = entries.flatten().map(|e| e.file_name()).collect();
     names.sort();
     for name in names {
+        if budget.stopped {
+            return;
+        }
         let path = at.join(&name);
         let skip =
             |why: String, skipped: &mut Vec<Skipped>| skipped.push(Skipped { path: path.display().to_string(), why });
-        // A folder, entered without following a symlink; else a file.
+        let limit = if budget.visits == 0 {
+            Some(format!("more than {MAX_VISITS} entries looked at"))
+        } else if budget.files == 0 {
+            Some("max_result_files reached".to_string())
+        } else {
+            None
+        };
+        if let Some(limit) = limit {
+            budget.stopped = true;
+            return skip(format!("{limit}: the walk stopped here, this and what follows are not sent"), skipped);
+        }
+        budget.visits -= 1;
+        // A folder, entered without following a symlink, nor into another
+        // file system; else a file.
         match openat(fd, name.as_os_str(), DIR, Mode::empty()) {
+            Ok(sub) if fstat(&sub).map(|st| st.st_dev) != Ok(dev) => {
+                skip("on another file system (not entered)".into(), skipped);
+                continue;
+            }
             Ok(sub) if depth < 16 => {
-                walk(&sub, &path, depth + 1, uid, budget, results, skipped);
+                walk(&sub, &path, depth + 1, dev, uid, budget, results, skipped);
                 continue;
             }
             Ok(_) => {
@@ -257,6 +309,10 @@ fn walk(
                 skip(why_open(e), skipped);
                 continue;
             }
+        }
+        // Also named in `results` (sent or skipped already): once.
+        if budget.named.contains(&path) {
+            continue;
         }
         let shown = match carried(&path) {
             Ok(s) => s,
@@ -294,7 +350,7 @@ mod tests {
         nix::unistd::mkfifo(&out.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
         std::os::unix::fs::symlink(&out, base.join("outlink")).unwrap();
 
-        let mut budget = Budget { files: 10, bytes: 1 << 20 };
+        let mut budget = Budget::new(10, 1 << 20);
         let (mut results, mut skipped) = (Vec::new(), Vec::new());
         collect_dir(&out, me(), &mut budget, &mut results, &mut skipped);
         let names: Vec<&str> = results.iter().map(|(p, _)| p.as_str()).collect();
@@ -321,15 +377,67 @@ mod tests {
         collect_file(&out.join("a.txt"), me() + 1, &mut budget, &mut r3, &mut s3);
         assert!(r3.is_empty() && s3[0].why.contains("owned by"), "{s3:?}");
         // Bounds: one file left in the count, few bytes left in size.
-        let mut tight = Budget { files: 1, bytes: 6 };
+        let mut tight = Budget::new(1, 6);
         let (mut r4, mut s4) = (Vec::new(), Vec::new());
         collect_dir(&out, me(), &mut tight, &mut r4, &mut s4);
         assert_eq!(r4.len(), 1, "{s4:?}");
         assert!(s4.iter().any(|s| s.why.contains("max_result")), "{s4:?}");
-        let mut small = Budget { files: 5, bytes: 3 };
+        let mut small = Budget::new(5, 3);
         let (mut r5, mut s5) = (Vec::new(), Vec::new());
         collect_file(&out.join("a.txt"), me(), &mut small, &mut r5, &mut s5);
         assert!(r5.is_empty() && s5[0].why.contains("max_result_size"), "{s5:?}");
+    }
+
+    #[test]
+    fn a_result_folder_is_sent_once_and_its_walk_is_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(t.path()).unwrap();
+        let out = base.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        for i in 0..300 {
+            std::fs::write(out.join(format!("f{i:03}")), format!("{i}")).unwrap();
+        }
+        let me = User::from_uid(nix::unistd::geteuid()).unwrap().unwrap();
+        let job = Job {
+            name: "t".into(),
+            argv: vec!["/bin/true".into()],
+            user: me.name.clone(),
+            timeout: 30,
+            max_output: 1 << 16,
+            // Named and inside the folder too: sent once, or the server
+            // refuses the whole answer for a name given twice.
+            results: vec![out.join("f007")],
+            result_dir: Some(out.clone()),
+            max_result_files: 1000,
+            max_result_size: 1 << 20,
+            source: "/j/t.toml".into(),
+        };
+        let ran = run(&job);
+        let a = answer::read(&ran.write(Vec::new()).unwrap()).unwrap();
+        assert_eq!(a.results.len(), 300, "{:?}", ran.status.skipped);
+
+        // Past max_result_files the walk stops and says so once.
+        let ran = run(&Job { max_result_files: 10, ..job.clone() });
+        assert_eq!(ran.results.len(), 10);
+        assert_eq!(ran.status.skipped.len(), 1, "{:?}", ran.status.skipped);
+        assert!(ran.status.skipped[0].why.contains("max_result_files reached: the walk stopped"));
+
+        // Many skipped files: the status names the first hundred.
+        for i in 0..300 {
+            nix::unistd::chown(&out.join(format!("f{i:03}")), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        }
+        let ran = run(&job);
+        assert!(ran.results.is_empty());
+        assert_eq!(ran.status.skipped.len(), MAX_SKIPPED + 1);
+        assert_eq!(ran.status.skipped[MAX_SKIPPED].why, "200 more skipped, not listed");
+        answer::read(&ran.write(Vec::new()).unwrap()).unwrap();
+
+        // The walk looks at a bounded number of entries.
+        let mut few = Budget { visits: 5, ..Budget::new(1000, 1 << 20) };
+        let (mut r, mut s) = (Vec::new(), Vec::new());
+        collect_dir(&out, 65534, &mut few, &mut r, &mut s);
+        assert_eq!((r.len(), s.len()), (5, 1), "{s:?}");
+        assert!(s[0].why.contains("more than 100000 entries looked at"), "{s:?}");
     }
 
     #[test]
