@@ -68,7 +68,6 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
         bail!("run fleet as root or as {} (uid {}): it reads the per-host private keys", cfg.backuppc_user, srv.uid);
     }
     let reg = Registry::load(&cfg.registry)?;
-    let job = job.map(|(n, out, max)| JobRun::start(&n, out.as_deref(), max, &cfg)).transpose()?;
     let names = match args.hosts.as_deref() {
         None => None,
         Some(spec) => Some(match spec.strip_prefix('@') {
@@ -78,6 +77,15 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
             None => selection::parse_list(spec),
         }),
     };
+    // A job's answers are the workstations' words, written into folders
+    // the BackupPC account can change: root never writes them. Run as
+    // root, the job run goes on as that account (before any thread).
+    if job.is_some() && euid.is_root() {
+        become_account(srv.uid, srv.gid).with_context(|| {
+            format!("cannot become the BackupPC account {} to collect the answers", cfg.backuppc_user)
+        })?;
+    }
+    let job = job.map(|(n, out, max)| JobRun::start(&n, out.as_deref(), max, &cfg)).transpose()?;
     let selected = selection::select(names, reg.hosts.keys().map(String::as_str), |h| {
         reg.hosts.get(h).or_else(|| reg.requests.get(h)).map(|e| e.state.as_str())
     });
@@ -135,6 +143,22 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
         json!({ "operation": name, "hosts": results.len(), "counts": counts, "elapsed_ms": elapsed.as_millis() as u64 }),
     );
     Ok(code)
+}
+
+/// Drop every privilege for good: no supplementary groups, then the
+/// group, then the user; checked afterwards.
+fn become_account(uid: u32, gid: u32) -> Result<()> {
+    use nix::unistd::{getegid, geteuid, getgid, getuid, setgid, setgroups, setuid, Gid, Uid};
+    setgroups(&[Gid::from_raw(gid)])?;
+    setgid(Gid::from_raw(gid))?;
+    setuid(Uid::from_raw(uid))?;
+    if getuid().as_raw() != uid || geteuid().as_raw() != uid || getgid().as_raw() != gid || getegid().as_raw() != gid {
+        bail!("the ids did not change");
+    }
+    if setuid(Uid::from_raw(0)).is_ok() {
+        bail!("root could be taken back");
+    }
+    Ok(())
 }
 
 /// `fleet report`: each host's answer joined with its `backups` file,

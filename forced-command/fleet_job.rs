@@ -147,10 +147,25 @@ impl JobRun {
         r
     }
 
-    /// Write a checked answer into the host's new folder.
+    /// Write a checked answer into the host's new folder: all of it, in
+    /// a `.HOST.partial` folder renamed into place at the end, or nothing
+    /// (a name too long or a full disk halfway leaves no half answer).
     fn write_answer(&self, host: &str, a: &Answer) -> Result<()> {
         let dir = self.host_dir(host).context("the host's name cannot be a folder name")?;
-        fs::DirBuilder::new().mode(0o750).create(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let partial = self.run_dir.join(format!(".{host}.partial"));
+        fs::DirBuilder::new()
+            .mode(0o750)
+            .create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let written = Self::write_into(&partial, a)
+            .and_then(|()| fs::rename(&partial, &dir).with_context(|| format!("cannot create {}", dir.display())));
+        if written.is_err() {
+            let _ = fs::remove_dir_all(&partial);
+        }
+        written
+    }
+
+    fn write_into(dir: &Path, a: &Answer) -> Result<()> {
         write_new(&dir.join("status.json"), &a.status_bytes)?;
         write_new(&dir.join("stdout"), &a.stdout)?;
         write_new(&dir.join("stderr"), &a.stderr)?;

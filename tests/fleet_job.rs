@@ -15,6 +15,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -121,7 +122,11 @@ fn setup() -> Jobs {
     let evil_line = format!("restrict,command=\"{}\" {}\n", evil.display(), keys[2]);
     write_authorized_keys(&files[0], &[srv.key_line(&keys[0]), old_line, evil_line]);
     write_authorized_keys(&files[1], &[srv.key_line(&keys[3])]);
+    // Root runs the fleet here, and a job run goes on as the server's
+    // account: the results folder is that account's, as the default
+    // (jobs/ beside the registry) is.
     let out = srv.dir.mkdir("out");
+    srv.server.chown(&out);
     Jobs { _sshds: sshds, _sudoers: sudoers, ports, job_user, whoami_dir, leak_dir, secret, counter, out, srv }
 }
 
@@ -249,6 +254,23 @@ fn a_declared_job_runs_as_its_user_on_every_host_and_its_results_are_collected()
         assert_eq!(packed[&format!("{run_id}/{host}/{result}")], user.as_bytes(), "the .tar.gz holds the results");
         assert!(packed.contains_key(&format!("{run_id}/{host}/status.json")));
     }
+
+    // Root never wrote what the workstations sent: everything of the run
+    // is the server account's (a swapped folder would have led root's
+    // writes anywhere).
+    let account = j.srv.server.ids();
+    for (p, _) in tree(&run_dir) {
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), account, "{} was written as the server's account", p.display());
+    }
+    let m = fs::metadata(&archive_path).unwrap();
+    assert_eq!((m.uid(), m.gid()), account, "the archive too");
+    // A results folder that account may not write is refused up front.
+    let root_only = j.srv.dir.mkdir("root-only-out");
+    let out = j.srv.fleet(&["job", "whoami", "--out", root_only.to_str().unwrap(), "--hosts", NEW[0]]);
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{}", explain(&out));
+    assert_eq!(fs::read_dir(&root_only).unwrap().count(), 0, "nothing written");
 
     let audit = fs::read_to_string(&j.srv.audit_log).unwrap();
     let event = audit
