@@ -325,7 +325,8 @@ pub struct JobArgs {
     #[arg(value_name = "NAME")]
     pub name: String,
     /// Where each run's folder and .tar.gz go (default: jobs/ beside the
-    /// registry).
+    /// registry). Run by root, the job run goes on as the BackupPC
+    /// account, which must be able to write there.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// The most bytes read of one host's answer (more fails the host).
