@@ -86,6 +86,15 @@ pub fn result_name(path: &str) -> String {
     format!("results/{}", path.trim_start_matches('/'))
 }
 
+/// What an entry named `name` of `size` bytes adds to an answer beyond
+/// its bytes: its header, a GNU long-name entry when the name does not
+/// fit the header's 100 bytes, and the padding to 512 bytes.
+pub fn entry_overhead(name: &str, size: u64) -> u64 {
+    let pad = |n: u64| n.div_ceil(512) * 512;
+    let long = if name.len() >= 100 { 512 + pad(name.len() as u64 + 1) } else { 0 };
+    512 + long + (pad(size) - size)
+}
+
 /// Whether `name` is one [`read`] accepts: relative, plain components,
 /// no control or hidden character, bounded.
 pub fn plain_name(name: &str) -> Result<(), String> {
@@ -265,6 +274,24 @@ mod tests {
                 .map(|(p, n)| ResultFile { path: p.to_string(), size: *n as u64, sha256: String::new() })
                 .collect(),
             skipped: vec![],
+        }
+    }
+
+    #[test]
+    fn the_overhead_of_an_entry_is_what_write_adds() {
+        let st = status(&[]);
+        let len = |results: &[(String, Vec<u8>)]| write(Vec::new(), &st, b"", b"", results).unwrap().len() as u64;
+        let none = len(&[]);
+        for (path_len, size) in [(2, 0), (2, 1), (90, 512), (92, 513), (300, 5), (4000, 100_000)] {
+            let path = format!("/{}", "a".repeat(path_len - 1));
+            let name = result_name(&path);
+            let added = len(&[(path.clone(), vec![7; size])]) - none;
+            assert_eq!(
+                added,
+                size as u64 + entry_overhead(&name, size as u64),
+                "a name of {} bytes, {size} bytes",
+                name.len()
+            );
         }
     }
 

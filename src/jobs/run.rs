@@ -164,7 +164,16 @@ fn open_dir_nofollow(dir: &Path) -> Result<OwnedFd, String> {
 
 /// Read the regular file `name` of folder `dir` if the job's account
 /// (`uid`) owns it and the budget allows; else say why not.
-fn read_at(dir: &OwnedFd, name: &std::ffi::OsStr, uid: u32, budget: &mut Budget) -> Result<Vec<u8>, String> {
+/// `entry`: its name in the answer, whose tar overhead counts in the
+/// size budget as its bytes do, so that an answer within the declared
+/// limits is one the server reads.
+fn read_at(
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    entry: &str,
+    uid: u32,
+    budget: &mut Budget,
+) -> Result<Vec<u8>, String> {
     let fd = openat(dir, name, FILE, Mode::empty()).map_err(why_open)?;
     let st = fstat(&fd).map_err(|e| format!("cannot check it: {e}"))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -183,19 +192,24 @@ fn read_at(dir: &OwnedFd, name: &std::ffi::OsStr, uid: u32, budget: &mut Budget)
         return Err("past max_result_files".into());
     }
     let size = st.st_size as u64;
-    if size > budget.bytes {
-        return Err(format!("{size} bytes, past what max_result_size leaves ({} bytes)", budget.bytes));
+    let cost = size.saturating_add(answer::entry_overhead(entry, size));
+    if cost > budget.bytes {
+        return Err(format!(
+            "{size} bytes ({cost} in the answer), past what max_result_size leaves ({} bytes)",
+            budget.bytes
+        ));
     }
     let mut data = Vec::with_capacity(size as usize);
     std::fs::File::from(fd)
         .take(budget.bytes + 1)
         .read_to_end(&mut data)
         .map_err(|e| format!("cannot read it: {e}"))?;
-    if data.len() as u64 > budget.bytes {
+    let cost = data.len() as u64 + answer::entry_overhead(entry, data.len() as u64);
+    if cost > budget.bytes {
         return Err(format!("it grew past what max_result_size leaves ({} bytes)", budget.bytes));
     }
     budget.files -= 1;
-    budget.bytes -= data.len() as u64;
+    budget.bytes -= cost;
     Ok(data)
 }
 
@@ -229,7 +243,7 @@ fn collect_file(
         Ok(d) => d,
         Err(why) => return skip(format!("its folder: {why}"), skipped),
     };
-    match read_at(&dir, name, uid, budget) {
+    match read_at(&dir, name, &answer::result_name(&shown), uid, budget) {
         Ok(data) => results.push((shown, data)),
         Err(why) => skip(why, skipped),
     }
@@ -321,7 +335,7 @@ fn walk(
                 continue;
             }
         };
-        match read_at(fd, name.as_os_str(), uid, budget) {
+        match read_at(fd, name.as_os_str(), &answer::result_name(&shown), uid, budget) {
             Ok(data) => results.push((shown, data)),
             Err(why) => skip(why, skipped),
         }
@@ -377,7 +391,7 @@ mod tests {
         collect_file(&out.join("a.txt"), me() + 1, &mut budget, &mut r3, &mut s3);
         assert!(r3.is_empty() && s3[0].why.contains("owned by"), "{s3:?}");
         // Bounds: one file left in the count, few bytes left in size.
-        let mut tight = Budget::new(1, 6);
+        let mut tight = Budget::new(1, 1100);
         let (mut r4, mut s4) = (Vec::new(), Vec::new());
         collect_dir(&out, me(), &mut tight, &mut r4, &mut s4);
         assert_eq!(r4.len(), 1, "{s4:?}");
