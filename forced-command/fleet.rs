@@ -77,13 +77,15 @@ fn run_op(op: FleetCmd, config: &Path) -> Result<u8> {
             None => selection::parse_list(spec),
         }),
     };
-    // A job's answers are the workstations' words, written into folders
-    // the BackupPC account can change: root never writes them. Run as
-    // root, the job run goes on as that account (before any thread).
-    if job.is_some() && euid.is_root() {
-        become_account(srv.uid, srv.gid).with_context(|| {
-            format!("cannot become the BackupPC account {} to collect the answers", cfg.backuppc_user)
-        })?;
+    // A job's answers are the workstations' words, and a rotation writes
+    // key files, pc/HOST.pl, the registry and their locks: all in folders
+    // the BackupPC account can change, where root must not write (a
+    // swapped folder or a planted symlink would lead root's writes
+    // anywhere). Run as root, these go on as that account (before any
+    // thread); nothing in them needs more.
+    if (job.is_some() || name == "rotate-key") && euid.is_root() {
+        become_account(srv.uid, srv.gid)
+            .with_context(|| format!("cannot become the BackupPC account {} for fleet {name}", cfg.backuppc_user))?;
     }
     let job = job.map(|(n, out, max)| JobRun::start(&n, out.as_deref(), max, &cfg)).transpose()?;
     let selected = selection::select(names, reg.hosts.keys().map(String::as_str), |h| {

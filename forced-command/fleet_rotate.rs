@@ -48,14 +48,17 @@ pub const OPERATION: &str = "rotate-key";
 const ROTATED: &str =
     "rotated: the new per-host key works and is BackupPC's; the workstation accepts no other key of this server\n";
 
-/// One rotation run at a time: held for the whole run.
+/// One rotation run at a time: held for the whole run (never through a
+/// symlink planted in its place).
 pub fn lock(srv: &Server) -> anyhow::Result<std::fs::File> {
     srv.ensure_parent(&srv.cfg.registry)?;
     let path = srv.cfg.registry.parent().unwrap_or(Path::new(".")).join("rotate-key.lock");
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .with_context(|| format!("cannot open the lock {}", path.display()))?;
     if file.try_lock().is_err() {

@@ -103,7 +103,7 @@ fn root_only(path: &Path) -> Result<(), String> {
 /// but only by one of their own (refused here, by owner) or by a symlink
 /// (not followed), never by a link to a root-owned file they could not
 /// write.
-fn read_root_owned(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_root_owned(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("/"));

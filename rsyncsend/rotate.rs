@@ -14,6 +14,7 @@ use backuppc_enroll::log::Audit;
 use backuppc_enroll::store::atomic::{self, Ownership};
 use serde_json::json;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path};
 use std::process::{ExitCode, Stdio};
@@ -137,7 +138,11 @@ fn apply(config: &Path) -> Result<(Request, bool, String), String> {
     backuppc_enroll::dumps::check_root_owned("the config", config).map_err(|e| e.0)?;
     let request = read_request()?;
     let cfg = ClientConfig::load(config).map_err(|e| e.to_string())?;
-    let state = ClientState::load(&cfg.state_file);
+    // The enrollment's state only when root's alone (checked through the
+    // descriptor it is read from), as exec-rsync reads it.
+    let state = crate::helper::read_root_owned(&cfg.state_file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<ClientState>(&bytes).ok());
     let server = cfg.server.clone().or_else(|| state.as_ref().map(|s| s.server.clone())).ok_or_else(|| {
         format!("{} names no server, and there is no enrollment: enroll this workstation first", config.display())
     })?;
@@ -147,10 +152,21 @@ fn apply(config: &Path) -> Result<(Request, bool, String), String> {
         .unwrap_or_else(|| cfg.backup_home());
     let ssh = home.join(".ssh");
     root_folder(&ssh)?;
-    let path = ssh.join("authorized_keys");
-    // One rotation at a time on this file: under a lock on its folder.
-    let dir = std::fs::File::open(&ssh).map_err(|e| format!("cannot open {}: {e}", ssh.display()))?;
-    dir.lock().map_err(|e| format!("cannot lock {}: {e}", ssh.display()))?;
+    // The folder is opened once, without following a symlink, and checked
+    // through that descriptor; every later step goes through it
+    // (`/proc/self/fd/N/…`), so a `.ssh` renamed or swapped for a symlink
+    // in the backup account's home after the check changes nothing here.
+    let dir = pinned_folder(&ssh)?;
+    let path = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join("authorized_keys");
+    // One rotation at a time on this file: under a lock on its folder,
+    // waited for a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dir.try_lock().is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{} stayed locked for 30 s: another rotation runs; try again", ssh.display()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let existing = read_authorized_keys(&path)?;
     let edit = match request.action {
         Action::Add => rotate::add(&existing, &server, &request.key),
@@ -166,6 +182,25 @@ fn apply(config: &Path) -> Result<(Request, bool, String), String> {
         record_key(&cfg.state_file, state, &server, &request)?;
     }
     Ok((request, changed, server))
+}
+
+/// `dir`, opened without following a symlink, and root's alone as that
+/// descriptor shows it.
+fn pinned_folder(dir: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|e| format!("cannot open the folder {} (not followed if a link): {e}", dir.display()))?;
+    let m = f.metadata().map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} must be a folder owned by root and writable by root only (enroll makes it so): run enroll again",
+            dir.display()
+        ));
+    }
+    Ok(f)
 }
 
 /// The file as root reads it: a plain root-owned file, not a link.

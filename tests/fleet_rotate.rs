@@ -362,6 +362,40 @@ fn hostile_requests_change_nothing() {
     r.assert_rotated(&old, "after a stray add");
 }
 
+/// The backup account owns its home, so it can swap `~/.ssh` for a
+/// symlink while the root helper waits for the folder's lock: the helper
+/// edits the folder it checked, never the one the link points to.
+#[test]
+fn a_swapped_ssh_folder_does_not_lead_the_helper_elsewhere() {
+    let r = Rig::new();
+    let ssh = r.w.client_home().join(".ssh");
+    let a = "AAAAC3NzaC1lZDI1NTE5AAAAIHXfUe5JdCKc8iOkdOKMLJ3K9ygWNIOCzIUtfmOh7i6q";
+    // A root-owned folder elsewhere, with its own authorized_keys.
+    let target = r.w.dir.mkdir("elsewhere");
+    let theirs = target.join("authorized_keys");
+    fs::write(&theirs, "ssh-ed25519 AAAA the admin's own line\n").unwrap();
+    let before = fs::read(&theirs).unwrap();
+    let held = fs::File::open(&ssh).unwrap();
+    held.lock().unwrap();
+    let mut cmd = Command::new(&r.w.bins.rsyncsend);
+    cmd.arg("--config").arg(&r.w.client_toml).arg("rotate-key");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = feed(&mut cmd, format!("add ssh-ed25519 {a}\n").as_bytes(), None);
+    // The helper has checked `.ssh` and waits for the lock: swap it.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let moved = r.w.client_home().join(".ssh-moved");
+    fs::rename(&ssh, &moved).unwrap();
+    std::os::unix::fs::symlink(&target, &ssh).unwrap();
+    drop(held);
+    let out = child.wait_with_output().unwrap();
+    fs::remove_file(&ssh).unwrap();
+    fs::rename(&moved, &ssh).unwrap();
+    assert_eq!(fs::read(&theirs).unwrap(), before, "the folder the link points to is untouched");
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 1, "nothing created there");
+    assert!(out.status.success(), "the checked folder was edited: {}", text(&out.stderr));
+    assert!(r.server_lines().iter().any(|l| l.contains(a)), "{:?}", r.server_lines());
+}
+
 /// A workstation whose rsyncsend is older than rotation is reported as
 /// such, and keeps its key.
 #[test]

@@ -249,13 +249,34 @@ impl Lock {
     /// A lock file created by root gets the owner of its folder, so the
     /// service account (forced-command, BackupPC) can still open it; a
     /// lock file we may only read is locked through a read-only handle.
+    ///
+    /// Never through a symlink, and only a regular file with one name: a
+    /// link planted where the lock goes must not make root create or
+    /// hand over a file elsewhere.
     pub fn exclusive(path: &Path) -> io::Result<Lock> {
-        let existed = path.exists();
-        let file = match OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path) {
+        let existed = path.symlink_metadata().is_ok();
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path)?,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?
+            }
             Err(e) => return Err(e),
         };
+        let m = file.metadata()?;
+        if !m.is_file() || m.nlink() != 1 {
+            return Err(io::Error::other(format!(
+                "the lock file {} is not a plain file with one name: remove it",
+                path.display()
+            )));
+        }
         if !existed && nix::unistd::geteuid().is_root() {
             if let Ok(m) = fs::metadata(parent(path)?) {
                 std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()))?;
@@ -380,5 +401,25 @@ mod tests {
         write_new(&p, b"a", me(0o644)).unwrap();
         assert!(write_new(&p, b"b", me(0o644)).is_err());
         assert_eq!(fs::read(&p).unwrap(), b"a");
+    }
+
+    #[test]
+    fn a_lock_is_never_taken_through_a_planted_link() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join("registry.json.lock");
+        let elsewhere = d.path().join("ld.so.preload");
+        std::os::unix::fs::symlink(&elsewhere, &lock).unwrap();
+        assert!(Lock::exclusive(&lock).is_err(), "a dangling symlink");
+        assert!(!elsewhere.exists(), "nothing created where the link points");
+        fs::write(&elsewhere, b"x").unwrap();
+        assert!(Lock::exclusive(&lock).is_err(), "a symlink to a file");
+        fs::remove_file(&lock).unwrap();
+        fs::hard_link(&elsewhere, &lock).unwrap();
+        let e = Lock::exclusive(&lock).unwrap_err();
+        assert!(e.to_string().contains("one name"), "{e}");
+        fs::remove_file(&lock).unwrap();
+        let held = Lock::exclusive(&lock).unwrap();
+        assert!(lock.is_file());
+        drop(held);
     }
 }
