@@ -346,7 +346,21 @@ impl Run<'_> {
         let new_key_only = std::slice::from_ref(&f.pending);
         if phase == Phase::Switch {
             let add = Request { action: Action::Add, key: key.clone() }.command();
-            if let Err(r) = self.session(&self.t.keys, &add, "adding the new key over the present one") {
+            let mut added = self.session(&self.t.keys, &add, "adding the new key over the present one");
+            // The workstation holds as many lines of this server as a
+            // rotation may: strays (the lost key of an aborted rotation, or
+            // keys added by whoever holds the present key). The present
+            // key, which opens this session, keeps its own line alone, and
+            // the add is asked again.
+            if let (Err(r), Ok(present)) = (&added, Ed25519Key::from_openssh(&current.public)) {
+                if r.stderr.contains(rotate::TOO_MANY_LINES) {
+                    let keep = Request { action: Action::Retire, key: present }.command();
+                    self.session(std::slice::from_ref(&f.current), &keep, "retiring stray keys over the present one")?;
+                    event("stray keys retired on the workstation");
+                    added = self.session(&self.t.keys, &add, "adding the new key over the present one");
+                }
+            }
+            if let Err(r) = added {
                 if self.unsupported(&r, &self.t.keys) {
                     if started {
                         let _ = std::fs::remove_file(&f.pending);

@@ -356,7 +356,12 @@ fn hostile_requests_change_nothing() {
     assert_eq!(lines.len(), 2);
     let options = |l: &str| l.split(" ssh-ed25519 ").next().unwrap().to_string();
     assert_eq!(options(&lines[0]), options(&lines[1]), "the same options: {lines:?}");
-    // And the rotation still ends with one line: the stray key is retired.
+    // A second stray key (as a thief of the present key would add, to
+    // fill the lines a rotation may use): the rotation retires the
+    // strays over the present key first, and still ends with one line.
+    let out = r.w.ssh_as_server(HOST, &format!("rotate-key add ssh-ed25519 {b}"));
+    assert!(out.status.success(), "a second stray add: {}", text(&out.stderr));
+    assert_eq!(r.server_lines().len(), 3);
     let old = r.save_key("old.key");
     r.rotate_ok();
     r.assert_rotated(&old, "after a stray add");

@@ -32,6 +32,9 @@ pub const MAX_REQUEST: usize = 256;
 /// added (plus one left by a rotation whose pending key was lost). More
 /// must be retired first, so a stolen key cannot grow the file.
 pub const MAX_LINES: usize = 3;
+/// What `add` says when this server has `MAX_LINES` lines already (the
+/// server then retires the strays over its present key and asks again).
+pub const TOO_MANY_LINES: &str = "key lines here, the most a rotation needs";
 
 const ALGORITHM: &str = "ssh-ed25519";
 
@@ -270,10 +273,7 @@ pub fn add(existing: &str, server: &str, key: &Ed25519Key) -> Result<Edit, Rotat
         }
     }
     if ours.len() >= MAX_LINES {
-        return err(format!(
-            "{server} already has {} key lines here, the most a rotation needs: retire the old ones first",
-            ours.len()
-        ));
+        return err(format!("{server} already has {} {TOO_MANY_LINES}: retire the old ones first", ours.len()));
     }
     let (options, _) = split_options(first).ok_or_else(|| {
         RotateError(format!("the key line of {server} has no options: it is not the toolkit's; run enroll again"))
