@@ -15,7 +15,7 @@ use common::world::make_tree;
 use common::*;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// The last line of a host's `backups` file, as BackupPC's fields.
@@ -68,7 +68,7 @@ fn run() {
     let restore_area = dir.mkdir("restore");
     let bpc = BackupPc::new(&dir, &bins.forced_command, &format!("[shares]\nlinux = [{data:?}, {restore_area:?}]\n"));
     let (etc, top, registry) = (bpc.etc.clone(), bpc.top.clone(), bpc.registry.clone());
-    let (server_toml, register_key) = (bpc.server_toml.clone(), bpc.register_key.clone());
+    let server_toml = bpc.server_toml.clone();
 
     // One sshd plays both the server (backuppc, behind its forced command)
     // and the workstation (the backup user, behind rsyncsend). It runs in
@@ -83,37 +83,8 @@ fn run() {
     assert!(!known.contains("\"localhost\""), "localhost is not a BackupPC host yet: {known}");
 
     // The workstation enrolls.
-    let client_etc = dir.mkdir("etc-client");
-    fs::write(client_etc.join("server_host_keys"), sshd.known_hosts_line()).unwrap();
-    let client_toml = client_etc.join("client.toml");
-    let client_cfg = format!(
-        "server = \"127.0.0.1\"\nport = {port}\nserver_host_keys = {:?}\nregister_key = {:?}\nbackup_user = {backup_user:?}\n\
-         backup_home = {:?}\nrsyncsend = {:?}\nstate_file = {:?}\nhostname = \"localhost\"\nsshd_port = {port}\n\
-         host_keys = [{:?}]\nrestore = true\n",
-        client_etc.join("server_host_keys"),
-        register_key,
-        dir.join("clienthome"),
-        bins.rsyncsend,
-        dir.mkdir("state").join("client-state.json"),
-        sshd.host_pub_path,
-        port = sshd.port
-    );
-    fs::write(&client_toml, &client_cfg).unwrap();
-    let out = Command::new(&bins.enroll)
-        .arg("--config")
-        .arg(&client_toml)
-        .args(["--logon", "cmartin", "--yes"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "enroll: {}\n{}\nsshd: {}\naudit: {}",
-        text(&out.stdout),
-        text(&out.stderr),
-        fs::read_to_string(&sshd.log).unwrap(),
-        fs::read_to_string(registry.join("audit.log")).unwrap_or_default()
-    );
+    let (client_toml, _) = bpc.enroll_workstation(&dir, &bins, &sshd, &backup_user, "restore = true\n");
+    let client_cfg = fs::read_to_string(&client_toml).unwrap();
     let audit = fs::read_to_string(registry.join("audit.log")).unwrap();
     assert!(audit.contains("\"backuppc_reload\":\"ok\""), "forced-command told BackupPC to reload: {audit}");
     // The audit line says how long the registry lock was waited for and

@@ -175,33 +175,7 @@ fn postgresql_dump_taken_before_the_backup_restores_to_the_backup_moment() {
         )
     };
     declare("fail");
-    let client_etc = dir.mkdir("etc-client");
-    fs::write(client_etc.join("server_host_keys"), sshd.known_hosts_line()).unwrap();
-    let client_toml = client_etc.join("client.toml");
-    fs::write(
-        &client_toml,
-        format!(
-            "server = \"127.0.0.1\"\nport = {port}\nserver_host_keys = {:?}\nregister_key = {:?}\nbackup_user = {backup_user:?}\n\
-             backup_home = {:?}\nrsyncsend = {:?}\nstate_file = {:?}\nhostname = \"localhost\"\nsshd_port = {port}\n\
-             host_keys = [{:?}]\ndumps_dir = {dumps_d:?}\n",
-            client_etc.join("server_host_keys"),
-            bpc.register_key,
-            dir.join("clienthome"),
-            bins.rsyncsend,
-            dir.mkdir("state").join("client-state.json"),
-            sshd.host_pub_path,
-            port = sshd.port
-        ),
-    )
-    .unwrap();
-    let out = Command::new(&bins.enroll)
-        .arg("--config")
-        .arg(&client_toml)
-        .args(["--logon", "cmartin", "--yes"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "enroll: {}\n{}", text(&out.stdout), text(&out.stderr));
+    bpc.enroll_workstation(&dir, &bins, &sshd, &backup_user, &format!("dumps_dir = {dumps_d:?}\n"));
     let per_host = fs::read_to_string(bpc.etc.join("localhost.pl")).unwrap();
     assert!(per_host.contains("$Conf{UserCmdCheckStatus} = 1;"), "{per_host}");
     assert!(per_host.contains(" $hostIP run-dumps';"), "{per_host}");

@@ -478,33 +478,7 @@ fn backuppc_backs_up_through_the_new_key() {
     let bpc = BackupPc::new(&dir, &bins.forced_command, &format!("[shares]\nlinux = [{data:?}]\n"));
     let sshd = bpc.sshd(&dir.join("sshd"), &["backuppc", &backup_user], "");
     let ns = sshd.pid();
-    let client_etc = dir.mkdir("etc-client");
-    fs::write(client_etc.join("server_host_keys"), sshd.known_hosts_line()).unwrap();
-    let client_toml = client_etc.join("client.toml");
-    fs::write(
-        &client_toml,
-        format!(
-            "server = \"127.0.0.1\"\nport = {port}\nserver_host_keys = {:?}\nregister_key = {:?}\n\
-             backup_user = {backup_user:?}\nbackup_home = {:?}\nrsyncsend = {:?}\nstate_file = {:?}\n\
-             hostname = \"localhost\"\nsshd_port = {port}\nhost_keys = [{:?}]\n",
-            client_etc.join("server_host_keys"),
-            bpc.register_key,
-            dir.join("clienthome"),
-            bins.rsyncsend,
-            dir.mkdir("state").join("client-state.json"),
-            sshd.host_pub_path,
-            port = sshd.port
-        ),
-    )
-    .unwrap();
-    let enrolled = Command::new(&bins.enroll)
-        .arg("--config")
-        .arg(&client_toml)
-        .args(["--logon", "cmartin", "--yes"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(enrolled.status.success(), "enroll: {}\n{}", text(&enrolled.stdout), text(&enrolled.stderr));
+    bpc.enroll_workstation(&dir, &bins, &sshd, &backup_user, "");
     let ak = dir.join("clienthome/.ssh/authorized_keys");
     let old_blob = fs::read_to_string(bpc.top.join(".ssh/backuppc-enroll/localhost.pub")).unwrap();
     let old_blob = old_blob.split_whitespace().nth(1).unwrap().to_string();

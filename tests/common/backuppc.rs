@@ -210,4 +210,52 @@ impl BackupPc {
     pub fn mesg(&self, ns: u32, what: &[&str]) -> Output {
         within(as_backuppc(ns, &format!("{BIN}/BackupPC_serverMesg"), what), Duration::from_secs(30))
     }
+
+    /// The workstation of a test against this server, enrolled as
+    /// `localhost` for the logon cmartin: its client.toml in
+    /// `DIR/etc-client` (this server's sshd pinned, the register key, the
+    /// backup user `backup_user` with its home in `DIR/clienthome`, its
+    /// state in `DIR/state`), `extra` appended. Returns the config's path
+    /// and enroll's output (asserted successful).
+    pub fn enroll_workstation(
+        &self,
+        dir: &TestDir,
+        bins: &Bins,
+        sshd: &Sshd,
+        backup_user: &str,
+        extra: &str,
+    ) -> (PathBuf, Output) {
+        let client_etc = dir.mkdir("etc-client");
+        fs::write(client_etc.join("server_host_keys"), sshd.known_hosts_line()).unwrap();
+        let client_toml = client_etc.join("client.toml");
+        let config = format!(
+            "server = \"127.0.0.1\"\nport = {port}\nserver_host_keys = {:?}\nregister_key = {:?}\n\
+             backup_user = {backup_user:?}\nbackup_home = {:?}\nrsyncsend = {:?}\nstate_file = {:?}\n\
+             hostname = \"localhost\"\nsshd_port = {port}\nhost_keys = [{:?}]\n{extra}",
+            client_etc.join("server_host_keys"),
+            self.register_key,
+            dir.join("clienthome"),
+            bins.rsyncsend,
+            dir.mkdir("state").join("client-state.json"),
+            sshd.host_pub_path,
+            port = sshd.port
+        );
+        fs::write(&client_toml, config).unwrap();
+        let out = Command::new(&bins.enroll)
+            .arg("--config")
+            .arg(&client_toml)
+            .args(["--logon", "cmartin", "--yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "enroll: {}\n{}\nsshd: {}\naudit: {}",
+            text(&out.stdout),
+            text(&out.stderr),
+            fs::read_to_string(&sshd.log).unwrap_or_default(),
+            fs::read_to_string(self.registry.join("audit.log")).unwrap_or_default()
+        );
+        (client_toml, out)
+    }
 }
