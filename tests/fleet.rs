@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::fleet::{write_authorized_keys, FleetServer, HostSpec};
+use common::fleet::{backups_line, write_authorized_keys, write_backups, FleetServer, HostSpec};
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -291,31 +291,19 @@ fn exit_status_by_class_status_folds_and_the_backuppc_account_may_run_it() {
     );
 }
 
-/// A `backups` line as BackupPC 4.4 writes it: backup `num` of `kind`
-/// that ended `hours_ago`, with `errs` transfer errors.
-fn backups_line(num: u64, kind: &str, hours_ago: u64, errs: u64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let end = now - hours_ago * 3600;
-    format!(
-        "{num}\t{kind}\t{}\t{end}\t120\t4096000\t0\t0\t120\t4096000\t{errs}\t0\t0\t0\t3\t0\t1200000\t0\t\t1\trsync\t0\tutf8\t4.4.0\t130\t0\t\n",
-        end - 300
-    )
-}
-
 #[test]
 fn report_joins_backuppcs_view_worst_first() {
     let f = setup();
     let top = f.srv.dir.mkdir("backuppc-top");
-    for (host, lines) in [
-        ("127.0.0.41", backups_line(0, "full", 30, 0) + &backups_line(1, "incr", 2, 0)),
-        ("127.0.0.42", backups_line(0, "full", 80, 0)),
-        ("127.0.0.48", backups_line(0, "full", 3, 7)),
-        ("127.0.0.43", backups_line(0, "full", 1, 0)),
-    ] {
-        let d = top.join("pc").join(host);
-        fs::create_dir_all(&d).unwrap();
-        fs::write(d.join("backups"), lines).unwrap();
-    }
+    write_backups(
+        &top,
+        &[
+            ("127.0.0.41", backups_line(0, "full", 30, 0) + &backups_line(1, "incr", 2, 0)),
+            ("127.0.0.42", backups_line(0, "full", 80, 0)),
+            ("127.0.0.48", backups_line(0, "full", 3, 7)),
+            ("127.0.0.43", backups_line(0, "full", 1, 0)),
+        ],
+    );
     let retry = f.srv.dir.join("report.retry");
     let hosts = "127.0.0.41,127.0.0.42,127.0.0.43,127.0.0.47,127.0.0.48";
     let args = |json: bool| {

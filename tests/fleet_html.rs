@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::fleet::{write_authorized_keys, FleetServer, HostSpec};
+use common::fleet::{backups_line, write_authorized_keys, write_backups, FleetServer, HostSpec};
 use common::*;
 use regex::Regex;
 use serde_json::Value;
@@ -29,17 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// A `backups` line as BackupPC 4.4 writes it: backup `num` of `kind`
-/// that ended `hours_ago`, with `errs` transfer errors.
-fn backups_line(num: u64, kind: &str, hours_ago: u64, errs: u64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let end = now - hours_ago * 3600;
-    format!(
-        "{num}\t{kind}\t{}\t{end}\t120\t4096000\t0\t0\t120\t4096000\t{errs}\t0\t0\t0\t3\t0\t1200000\t0\t\t1\trsync\t0\tutf8\t4.4.0\t130\t0\t\n",
-        end - 300
-    )
-}
 
 /// What a malicious workstation answers instead of rsyncsend's status:
 /// each line tries another way out of the text it is shown in, and the
@@ -273,16 +262,15 @@ fn report_page_in_chromium_matches_the_json_loads_nothing_and_is_mailed() {
     // BackupPC's view: fresh, stale, fresh but unreachable, with errors;
     // 64 never backed up.
     let top = srv.dir.mkdir("backuppc-top");
-    for (host, text) in [
-        ("127.0.0.61", backups_line(0, "full", 30, 0) + &backups_line(1, "incr", 2, 0)),
-        ("127.0.0.62", backups_line(0, "full", 80, 0)),
-        ("127.0.0.63", backups_line(0, "full", 1, 0)),
-        ("127.0.0.65", backups_line(4, "full", 500, 3)),
-    ] {
-        let d = top.join("pc").join(host);
-        fs::create_dir_all(&d).unwrap();
-        fs::write(d.join("backups"), text).unwrap();
-    }
+    write_backups(
+        &top,
+        &[
+            ("127.0.0.61", backups_line(0, "full", 30, 0) + &backups_line(1, "incr", 2, 0)),
+            ("127.0.0.62", backups_line(0, "full", 80, 0)),
+            ("127.0.0.63", backups_line(0, "full", 1, 0)),
+            ("127.0.0.65", backups_line(4, "full", 500, 3)),
+        ],
+    );
 
     // One run, both reports: the JSON on stdout, the page in a file,
     // written under the umask the administrator runs with.

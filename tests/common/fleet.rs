@@ -277,3 +277,24 @@ impl Drop for RootHelperSudoers {
         let _ = fs::remove_file(&self.path);
     }
 }
+
+/// A `backups` line as BackupPC 4.4 writes it: backup `num` of `kind`
+/// that ended `hours_ago`, with `errs` transfer errors.
+pub fn backups_line(num: u64, kind: &str, hours_ago: u64, errs: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let end = now - hours_ago * 3600;
+    format!(
+        "{num}\t{kind}\t{}\t{end}\t120\t4096000\t0\t0\t120\t4096000\t{errs}\t0\t0\t0\t3\t0\t1200000\t0\t\t1\trsync\t0\tutf8\t4.4.0\t130\t0\t\n",
+        end - 300
+    )
+}
+
+/// BackupPC's view of each host under the top folder `top`: its
+/// `pc/HOST/backups` file, with the given lines.
+pub fn write_backups(top: &Path, hosts: &[(&str, String)]) {
+    for (host, lines) in hosts {
+        let d = top.join("pc").join(host);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("backups"), lines).unwrap();
+    }
+}
