@@ -203,26 +203,10 @@ fn pinned_folder(dir: &Path) -> Result<std::fs::File, String> {
     Ok(f)
 }
 
-/// The file as root reads it: a plain root-owned file, not a link.
+/// The file as root reads it: a plain root-owned file with one name, not
+/// a link (as exec-rsync reads its state).
 fn read_authorized_keys(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let m = f.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !m.is_file() || m.uid() != 0 || m.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} must be a file owned by root and writable by root only: run enroll again",
-            path.display()
-        ));
-    }
-    let mut bytes = Vec::new();
-    Read::by_ref(&mut f)
-        .take(1 << 20)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = crate::helper::read_root_owned(path)?;
     String::from_utf8(bytes).map_err(|_| format!("{} is not text: fix it by hand", path.display()))
 }
 
