@@ -5,6 +5,7 @@
 mod admin;
 mod cli;
 mod fleet_exec;
+mod group;
 mod notify;
 mod serve;
 mod server;

@@ -2,6 +2,7 @@
 //! answer to stdout; every decision goes to the audit log (and, when
 //! configured, to the notification webhook).
 
+use crate::group::{Answer, Basis, HostFiles, Proposal, Queue, Ticket, MAX_GROUP};
 use crate::server::{now, Server};
 use backuppc_enroll::backuppc::hosts::{self, HostsWriteError};
 use backuppc_enroll::backuppc::perhost::PerHostConfig;
@@ -13,8 +14,9 @@ use backuppc_enroll::protocol::hello::{Hello, MAX_HELLO};
 use backuppc_enroll::protocol::request::Request;
 use backuppc_enroll::protocol::status;
 use backuppc_enroll::server::policy::{self, AllowList, Approval, Directory, Nss, SystemResolver};
-use backuppc_enroll::server::tokens::{TokenStore, TokenUse};
+use backuppc_enroll::server::tokens::{self, TokenStore, TokenUse};
 use backuppc_enroll::ssh::env::SshEnv;
+use backuppc_enroll::ssh::known_hosts;
 use backuppc_enroll::store::atomic::{self, Ownership};
 use backuppc_enroll::store::registry::{self, Enrollment, Registry};
 use serde_json::json;
@@ -56,6 +58,7 @@ extern "C" fn on_alarm(_: libc::c_int) {
 }
 
 pub fn run(config: &Path) -> ExitCode {
+    let _ = STARTED.set(Instant::now());
     let env = SshEnv::from_process();
     let cfg = ServerConfig::load(config);
     let limit = cfg.as_ref().map(|c| c.request_timeout).unwrap_or(60);
@@ -82,21 +85,28 @@ pub fn run(config: &Path) -> ExitCode {
         Ok(answer) => {
             print!("{}", answer.render());
             let _ = std::io::stdout().flush();
-            // After the registry lock is released, and once for a burst:
-            // enrollments do not queue behind BackupPC's reloads.
+            // After the registry lock is released, once for a burst, and
+            // in the background: the client's session ends now, and
+            // BackupPC learns of the host a moment later (it reads the
+            // files it was told of; a daemon that is down reads them when
+            // it starts).
             let changed = std::time::SystemTime::now();
-            let reloaded = match crate::server::Server::open(&cfg) {
-                Ok(srv) => srv.reload_coalesced(changed),
-                Err(e) => format!("failed ({e})"),
-            };
-            let (lock_wait_ms, lock_held_ms) = LOCK_TIMES.lock().ok().and_then(|t| *t).unzip();
-            audit.event(
-                "reload",
-                json!({
-                    "client": client, "host": answer.host, "backuppc_reload": reloaded,
-                    "lock_wait_ms": lock_wait_ms, "lock_held_ms": lock_held_ms,
-                }),
-            );
+            let times = LOCK_TIMES.lock().ok().and_then(|t| *t);
+            crate::notify::in_background(|| {
+                let reload_began = Instant::now();
+                let reloaded = match crate::server::Server::open(&cfg) {
+                    Ok(srv) => srv.reload_coalesced(changed),
+                    Err(e) => format!("failed ({e})"),
+                };
+                audit.event(
+                    "reload",
+                    json!({
+                        "client": client, "host": answer.host, "backuppc_reload": reloaded,
+                        "prepare_ms": times.map(|t| t.0), "lock_wait_ms": times.map(|t| t.1),
+                        "lock_held_ms": times.map(|t| t.2), "reload_ms": ms(reload_began.elapsed()),
+                    }),
+                );
+            });
             (0, format!("enrolled {} for {request} from {client}", answer.host.as_deref().unwrap_or("?")))
         }
         Err(Outcome::Refused(why)) => {
@@ -129,20 +139,27 @@ pub fn run(config: &Path) -> ExitCode {
 }
 
 /// The registry lock of this run, timed: when it is released, how long
-/// it was waited for and held go to `LOCK_TIMES` (milliseconds), for the
-/// audit log's `reload` event of the enrollment.
+/// the enrollment took to ask for it, waited for it and held it go to
+/// `LOCK_TIMES` (milliseconds), for the audit log's `reload` event of the
+/// enrollment.
 struct LockTimer {
     _lock: atomic::Lock,
     asked: Instant,
     acquired: Instant,
 }
 
-static LOCK_TIMES: std::sync::Mutex<Option<(f64, f64)>> = std::sync::Mutex::new(None);
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+static LOCK_TIMES: std::sync::Mutex<Option<(f64, f64, f64)>> = std::sync::Mutex::new(None);
+
+/// Milliseconds, to two decimals.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
 
 impl Drop for LockTimer {
     fn drop(&mut self) {
-        let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
-        let times = (ms(self.acquired - self.asked), ms(self.acquired.elapsed()));
+        let prepare = STARTED.get().map(|s| ms(self.asked.saturating_duration_since(*s))).unwrap_or(0.0);
+        let times = (prepare, ms(self.acquired - self.asked), ms(self.acquired.elapsed()));
         if let Ok(mut t) = LOCK_TIMES.lock() {
             *t = Some(times);
         }
@@ -229,36 +246,435 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
         TokenStore::load(&cfg.tokens)?.check(hello.token.as_deref(), &token_use, true, now()).map_err(refused)?;
     }
     // The expensive part of an answer is done before the lock, so that
-    // enrollments waiting for it wait only for file writes.
+    // enrollments waiting for it wait only for the few files they share:
+    // the key pair, and the host's own files written and flushed, from
+    // the host's files as they are now (the leader checks that they still
+    // are, or writes them itself).
     let fresh = FreshKey::generate(&host)?;
+    let pc_dir = cfg.backuppc_conf_dir.join("pc");
+    // Folders staging may make, deepest first: a refused or failed
+    // enrollment leaves none of those it made (if nothing else is in it).
+    let made_for_it: Vec<std::path::PathBuf> =
+        [pc_dir.clone(), srv.key_dir(), srv.ssh_dir.clone()].into_iter().filter(|d| !d.is_dir()).collect();
+    let mut own = Settled {
+        token_hash: hello.token.as_deref().map(tokens::hash),
+        host,
+        request,
+        ip,
+        hello,
+        from,
+        shares,
+        fresh: Some(fresh),
+        prestaged: None,
+    };
+    let held = prestage(&srv, &own);
+    own.prestaged = held.as_ref().map(|(_, _, files)| files.clone());
+    let proposal = own.proposal();
 
-    // One enrollment at a time changes the server's files.
+    // One leader at a time changes the server's files, for every
+    // enrollment waiting then (see group.rs).
     srv.ensure_parent(&cfg.registry)?;
+    let queue = Queue::of(&cfg.registry);
+    let ticket = queue.as_ref().and_then(|q| q.enqueue(&proposal).ok());
     let asked = Instant::now();
-    let _lock = LockTimer { _lock: registry::lock(&cfg.registry)?, asked, acquired: Instant::now() };
-    let mut reg = Registry::load(&cfg.registry)?;
-    let hosts_text = srv.hosts().read()?;
-    let current = hosts::find(&hosts_text, &host);
+    let lock = LockTimer { _lock: registry::lock(&cfg.registry)?, asked, acquired: Instant::now() };
+    let result = match ticket.as_ref().and_then(Ticket::answer) {
+        Some(answer) => answer.into_result(),
+        None => {
+            let waiting = match (&queue, &ticket) {
+                (Some(q), Some(t)) => q.waiting(t, MAX_GROUP - 1),
+                _ => Vec::new(),
+            };
+            let (waiters, others): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
+            let mut results = lead(&srv, audit, own, &others).into_iter();
+            let own = results.next().flatten();
+            for (waiter, result) in waiters.iter().zip(results) {
+                // One left unanswered (a second proposal for the same
+                // host) is led by its own writer, after this group.
+                if let Some(result) = result {
+                    waiter.answer(&Answer::of(&result));
+                }
+            }
+            own.unwrap_or_else(|| Err(Outcome::Failed("the enrollment was not led".into())))
+        }
+    };
+    // What was staged and not used goes; so do the folders made for it,
+    // when nothing else is in them.
+    drop(held);
+    if result.is_err() {
+        for dir in &made_for_it {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    drop(ticket);
+    drop(lock);
+    result
+}
+
+/// An enrollment as its leader handles it.
+struct Settled {
+    host: String,
+    request: Request,
+    ip: std::net::IpAddr,
+    hello: Hello,
+    token_hash: Option<String>,
+    from: String,
+    shares: Vec<String>,
+    /// The key made before the lock; another enrollment's is made only
+    /// when its prestaged files cannot be used.
+    fresh: Option<FreshKey>,
+    prestaged: Option<HostFiles>,
+}
+
+impl Settled {
+    fn of(p: &Proposal) -> Result<Settled, Outcome> {
+        let bad = |what: &str| Outcome::Failed(format!("a queued enrollment's {what} does not parse"));
+        Ok(Settled {
+            host: p.host.clone(),
+            request: Request::parse(&p.command).map_err(|_| bad("request"))?,
+            ip: p.ip,
+            hello: Hello::parse(p.hello.as_bytes()).map_err(|_| bad("hello block"))?,
+            token_hash: p.token_hash.clone(),
+            from: p.from.clone(),
+            shares: p.shares.clone(),
+            fresh: None,
+            prestaged: p.prestaged.clone(),
+        })
+    }
+
+    fn proposal(&self) -> Proposal {
+        Proposal {
+            command: self.request.to_string(),
+            ip: self.ip,
+            hello: Hello { token: None, ..self.hello.clone() }.render(),
+            token_hash: self.token_hash.clone(),
+            host: self.host.clone(),
+            from: self.from.clone(),
+            shares: self.shares.clone(),
+            prestaged: self.prestaged.clone(),
+        }
+    }
+}
+
+/// The host's files staged and flushed before the lock, as the leader
+/// would stage them under it from the host's files as they are now.
+/// `None` when staging failed: then the leader stages them itself.
+fn prestage(srv: &Server, s: &Settled) -> Option<(atomic::Prestaged, atomic::Prestaged, HostFiles)> {
+    let keys = HostKeys::read(srv, &s.host);
+    let plan = keys.plan(&s.hello);
+    let fresh = s.fresh.as_ref()?;
+    let staged = stage_host(srv, s, plan, &keys, fresh).ok()?;
+    let early = staged.early.prestage().ok()?;
+    let late = staged.late.prestage().ok()?;
+    let files = HostFiles {
+        basis: basis(srv, &s.host, &keys),
+        early: early.paths(),
+        late: late.paths(),
+        public: staged.public,
+        fingerprint: staged.fingerprint,
+        keep_previous: staged.keep_previous,
+    };
+    Some((early, late, files))
+}
+
+/// What a host's staged files were made from: its keys on the server and
+/// its pc/HOST.pl, as read then.
+fn basis(srv: &Server, host: &str, keys: &HostKeys) -> Basis {
+    use sha2::Digest;
+    let per_host = match std::fs::read(srv.per_host_config(host)) {
+        Ok(bytes) => format!("sha256:{:x}", sha2::Sha256::digest(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "absent".into(),
+        Err(e) => format!("unreadable: {e}"),
+    };
+    Basis {
+        current: keys.current.as_ref().map(|k| k.fingerprint.clone()),
+        previous: keys.previous.as_ref().map(|k| k.fingerprint.clone()),
+        per_host,
+    }
+}
+
+/// The files every enrollment of a group changes, as the leader read them
+/// under the lock and as the group changes them in memory.
+struct Shared {
+    reg: Registry,
+    reg_changed: bool,
+    hosts_text: String,
+    known_hosts: String,
+    tokens: Option<TokenStore>,
+    tokens_changed: bool,
+}
+
+/// An enrollment that passed every check, on its way to being written.
+struct Going {
+    index: usize,
+    s: Settled,
+    entry: Option<Enrollment>,
+    adopted: bool,
+    recorded: bool,
+    plan: KeyPlan,
+    keys: HostKeys,
+}
+
+/// A host's own files, staged: what goes before the files the group
+/// shares, what goes after, the public key answered, its fingerprint
+/// and whether the previous key stays offered.
+struct HostBatch {
+    early: atomic::Batch,
+    late: atomic::Batch,
+    public: String,
+    fingerprint: String,
+    keep_previous: bool,
+}
+
+/// What an enrollment adds to the group's batch.
+struct Staged {
+    going: Going,
+    files: HostBatch,
+}
+
+enum Decision {
+    Go(Box<Going>),
+    /// Refused or pending without a file changed.
+    Done(Outcome),
+    /// Pending, with its request added to the registry.
+    Waits(Outcome),
+}
+
+type Led = Option<Result<Success, Outcome>>;
+
+/// Under the registry lock: every enrollment of `group` checked against
+/// the files one after another, as if each had the lock alone, then all
+/// of their files written together. Each result is one enrollment's,
+/// `None` for one not led now (another proposal of the group names the
+/// same host).
+///
+/// The writes, for the whole group: one batch (see [`atomic::Batch`]: one
+/// wait for the disk for all contents, one for all folders; the hosts'
+/// own files were flushed before the lock) renamed in this order: the
+/// tokens' uses; the registry with each new host `enrolling` (so that
+/// after a crash its files are known to be the toolkit's) and each
+/// request waiting for an admin; each current key kept as
+/// `HOST.key.prev`, each pc/HOST.pl; known_hosts; the registry; each new
+/// key and its `.pub`. Then, on its own, BackupPC's hosts file, written
+/// once: BackupPC never schedules a host without its per-host config,
+/// key and registry entry. A crash leaves files that are each whole, and
+/// re-running finishes the job.
+///
+/// The first result is `own`'s, then one for each of `others`.
+fn lead(srv: &Server, audit: &Audit, own: Settled, others: &[Proposal]) -> Vec<Led> {
+    let mut phases = Phases::new();
+    let group: Vec<Result<Settled, Outcome>> = std::iter::once(Ok(own)).chain(others.iter().map(Settled::of)).collect();
+    let size = group.len();
+    let results = lead_timed(srv, audit, group, &mut phases);
+    let written = results.iter().filter(|r| matches!(r, Some(Ok(_)))).count();
+    audit.event("group", json!({ "size": size, "written": written, "ms": phases.0 }));
+    results
+}
+
+/// How long each step of leading a group took, for the audit log.
+struct Phases(serde_json::Map<String, serde_json::Value>, Instant);
+
+impl Phases {
+    fn new() -> Phases {
+        Phases(serde_json::Map::new(), Instant::now())
+    }
+
+    /// The time since the last step, as `name`'s.
+    fn done(&mut self, name: &str) {
+        self.0.insert(name.into(), json!(ms(self.1.elapsed())));
+        self.1 = Instant::now();
+    }
+}
+
+fn lead_timed(srv: &Server, audit: &Audit, group: Vec<Result<Settled, Outcome>>, phases: &mut Phases) -> Vec<Led> {
+    let cfg = srv.cfg;
+    let size = group.len();
+    let mut results: Vec<Led> = group.iter().map(|_| None).collect();
+    let fail_all = |results: &mut Vec<Led>, indices: &[usize], why: &str| {
+        for &i in indices {
+            results[i] = Some(Err(Outcome::Failed(why.to_string())));
+        }
+    };
+    let mut shared = match Shared::load(srv) {
+        Ok(s) => s,
+        Err(e) => {
+            let all: Vec<usize> = (0..size).collect();
+            fail_all(&mut results, &all, &e.to_string());
+            return results;
+        }
+    };
+    let mut going = Vec::new();
+    let mut waits = Vec::new();
+    let mut hosts_seen = std::collections::BTreeSet::new();
+    for (index, settled) in group.into_iter().enumerate() {
+        if settled.as_ref().is_ok_and(|s| !hosts_seen.insert(s.host.clone())) {
+            continue;
+        }
+        match settled.and_then(|s| decide(srv, &mut shared, index, s)) {
+            Ok(Decision::Go(g)) => going.push(*g),
+            Ok(Decision::Done(o)) => results[index] = Some(Err(o)),
+            Ok(Decision::Waits(o)) => {
+                results[index] = Some(Err(o));
+                waits.push(index);
+            }
+            Err(o) => results[index] = Some(Err(o)),
+        }
+    }
+    phases.done("check");
+    let deciding: Vec<usize> = going.iter().map(|g| g.index).chain(waits.iter().copied()).collect();
+    // First in the batch, renamed before any of BackupPC's files: the
+    // tokens' uses (a token is never good for more enrollments than it
+    // allows, even after a crash), and the registry with each new host
+    // `enrolling` and each request waiting for an admin.
+    let mut first = atomic::Batch::new();
+    let staged_first = (|| -> std::io::Result<()> {
+        if let Some(tokens) = shared.tokens.as_ref().filter(|_| shared.tokens_changed) {
+            tokens.stage(&mut first, &cfg.tokens, srv.file(0o600))?;
+        }
+        if shared.reg_changed {
+            shared.reg.version = 1;
+            shared.reg.stage(&mut first, &cfg.registry, srv.file(0o640))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = staged_first {
+        fail_all(&mut results, &deciding, &e.to_string());
+        return results;
+    }
+    let original_known_hosts = shared.known_hosts.clone();
+    let mut staged = Vec::new();
+    let mut failed: Vec<(Going, Outcome)> = Vec::new();
+    for g in going {
+        match host_files(srv, &g) {
+            Ok(files) => {
+                let host = g.s.host.clone();
+                if !g.s.hello.hostkeys.is_empty() {
+                    shared.known_hosts = known_hosts::replace(&shared.known_hosts, &host, &g.s.hello.hostkeys);
+                }
+                let entry = record(&host, &g.s.request, g.s.ip, &files.fingerprint, &g.s.hello, "enrolled");
+                shared.reg.hosts.insert(host.clone(), entry);
+                shared.reg.requests.remove(&host);
+                staged.push(Staged { going: g, files });
+            }
+            Err(o) => failed.push((g, o)),
+        }
+    }
+    phases.done("stage");
+    let committed = if staged.is_empty() && first.is_empty() {
+        Ok(())
+    } else {
+        commit_group(srv, &mut shared, &original_known_hosts, first, &mut staged)
+    };
+    let mut written = Vec::new();
+    match committed {
+        Ok(()) => written = staged,
+        Err(e) => {
+            fail_all(&mut results, &waits, &e.to_string());
+            failed.extend(staged.into_iter().map(|st| (st.going, Outcome::Failed(e.to_string()))));
+        }
+    }
+
+    // pc/HOST.pl no longer names a previous key: it can go.
+    let mut removed_previous = false;
+    let mut kept = Vec::new();
+    for st in written {
+        if st.files.keep_previous {
+            kept.push(st);
+            continue;
+        }
+        match std::fs::remove_file(srv.previous_key_path(&st.going.s.host)) {
+            Ok(()) => removed_previous = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                failed.push((st.going, e.into()));
+                continue;
+            }
+        }
+        kept.push(st);
+    }
+    let mut written = kept;
+    if removed_previous {
+        if let Err(e) = atomic::sync_dir(&srv.key_dir()) {
+            failed.extend(written.drain(..).map(|st| (st.going, Outcome::Failed(e.to_string()))));
+        }
+    }
+
+    phases.done("commit");
+    let entries: Vec<(&str, &str, bool)> = written
+        .iter()
+        .map(|st| (st.going.s.host.as_str(), st.going.s.request.logon.as_str(), cfg.allow_reassign || st.going.adopted))
+        .collect();
+    let registered = if entries.is_empty() { Ok(Vec::new()) } else { srv.hosts().register_all(&entries) };
+    drop(entries);
+    match registered {
+        Ok(outcomes) => {
+            for (st, outcome) in written.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => {
+                        let index = st.going.index;
+                        results[index] = Some(Ok(accepted(srv, audit, st, size)));
+                    }
+                    Err(e) => failed.push((st.going, refused(e))),
+                }
+            }
+        }
+        Err(HostsWriteError::Policy(e)) => {
+            failed.extend(written.into_iter().map(|st| (st.going, refused(&e))));
+        }
+        Err(e) => failed.extend(written.into_iter().map(|st| (st.going, Outcome::Failed(e.to_string())))),
+    }
+    phases.done("hosts");
+    undo_failed(srv, &failed);
+    for (g, o) in failed {
+        results[g.index] = Some(Err(o));
+    }
+    results
+}
+
+impl Shared {
+    fn load(srv: &Server) -> anyhow::Result<Shared> {
+        let cfg = srv.cfg;
+        Ok(Shared {
+            reg: Registry::load(&cfg.registry)?,
+            reg_changed: false,
+            hosts_text: srv.hosts().read()?,
+            known_hosts: String::from_utf8_lossy(&atomic::read_or_empty(&srv.known_hosts())?).into_owned(),
+            tokens: match cfg.mode {
+                Mode::Token => Some(TokenStore::load(&cfg.tokens)?),
+                _ => None,
+            },
+            tokens_changed: false,
+        })
+    }
+}
+
+/// The checks of one enrollment under the lock, against the group's
+/// files as they stand; changes only `shared`, in memory.
+fn decide(srv: &Server, shared: &mut Shared, index: usize, s: Settled) -> Result<Decision, Outcome> {
+    let cfg = srv.cfg;
+    let host = s.host.clone();
+    let reg = &mut shared.reg;
+    let current = hosts::find(&shared.hosts_text, &host);
     let entry = reg.hosts.get(&host).cloned();
     let waiting = reg.requests.get(&host).cloned();
     if entry.as_ref().is_some_and(|e| e.state == "revoked") {
-        return Err(refused(format!(
+        return Ok(Decision::Done(refused(format!(
             "host {host} was revoked by the backup administrator; ask them to clear it (forced-command clear {host})"
-        )));
+        ))));
     }
     if waiting.as_ref().is_some_and(|e| e.state == "denied") {
-        return Err(refused(format!("the enrollment of {host} was denied by the backup administrator")));
+        return Ok(Decision::Done(refused(format!("the enrollment of {host} was denied by the backup administrator"))));
     }
     // What the admin set up by hand is the admin's: the toolkit rewrites
     // only what it wrote, or what the admin handed over (`adopt`).
     let owned = reg.owns(&host);
     if !owned {
-        let found = srv.hand_made(&host, current.is_some())?;
+        let found = srv.hand_made_in(&host, current.is_some(), &shared.known_hosts);
         if !found.is_empty() {
-            return Err(refused(format!(
+            return Ok(Decision::Done(refused(format!(
                 "host {host} is already set up in BackupPC by hand ({}), not by this enrollment service; ask the backup administrator, who can hand it over with `forced-command adopt {host}`",
                 found.join(", ")
-            )));
+            ))));
         }
     }
     let adopted = entry.as_ref().is_some_and(|e| e.state == "adopted");
@@ -266,55 +682,49 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     // not hold the host for anyone.
     let held = holder(current.filter(|_| !adopted).map(|e| e.user), entry.as_ref(), waiting.as_ref());
     if !cfg.allow_reassign {
-        if let Some(why) = held.refusal(&host, &request.logon) {
-            return Err(refused(why));
+        if let Some(why) = held.refusal(&host, &s.request.logon) {
+            return Ok(Decision::Done(refused(why)));
         }
     }
     // The hosts line is written last; whether it may be is known now, so a
     // refusal comes before any file (or a token's use) changes.
-    if let Err(e) = hosts::upsert(&hosts_text, &host, &request.logon, cfg.allow_reassign || adopted) {
-        return Err(refused(e));
+    if let Err(e) = hosts::upsert(&shared.hosts_text, &host, &s.request.logon, cfg.allow_reassign || adopted) {
+        return Ok(Decision::Done(refused(e)));
     }
     // Which key to answer: the host's keys as they are on disk decide,
     // so a crash at any point leaves a state the next call reads right.
-    let keys = HostKeys {
-        current: InstalledKey::read(&srv.key_path(&host)),
-        previous: InstalledKey::read(&srv.previous_key_path(&host)),
-    };
-    let plan = key_plan(
-        keys.current.as_ref().map(|k| k.fingerprint.as_str()),
-        keys.previous.as_ref().map(|k| k.fingerprint.as_str()),
-        hello.installed_key.as_deref(),
-        hello.finish_rekey,
-    );
+    let keys = HostKeys::read(srv, &host);
+    let plan = keys.plan(&s.hello);
     match cfg.mode {
         Mode::Open => {}
         Mode::Token => {
-            // Counted now, before BackupPC's files change: a token is never
-            // good for more enrollments than it allows, even after a crash.
             // The same request retried (its answer was lost) counts no
             // further use; a new key beside one the workstation installed
             // is a new use.
             let retry = plan != KeyPlan::New { keep_current: true };
-            let mut store = TokenStore::load(&cfg.tokens)?;
-            let accepted = store.check(hello.token.as_deref(), &token_use, retry, now()).map_err(refused)?;
+            let token_use = TokenUse::new(&host, &s.request.logon, host_key_fingerprints(&s.hello));
+            let store = shared.tokens.as_mut().ok_or_else(|| Outcome::Failed("the tokens were not read".into()))?;
+            let accepted = match store.check_hashed(s.token_hash.as_deref(), &token_use, retry, now()) {
+                Ok(a) => a,
+                Err(e) => return Ok(Decision::Done(refused(e))),
+            };
             if !accepted.repeat {
                 store.consume(accepted, token_use);
-                store.save(&cfg.tokens, srv.file(0o600))?;
+                shared.tokens_changed = true;
             }
         }
         Mode::Approve => {
             // A request never overwrites a live host's entry: it waits in
             // `requests`, tied to the host keys the admin is shown.
-            let asking = record(&host, &request, ip, "", &hello, "pending");
+            let asking = record(&host, &s.request, s.ip, "", &s.hello, "pending");
             match policy::approval(entry.as_ref(), waiting.as_ref(), &asking) {
                 Approval::Proceed => {}
-                Approval::Refuse(why) => return Err(refused(why)),
-                Approval::StillWaiting => return Err(Outcome::Pending(host, None)),
+                Approval::Refuse(why) => return Ok(Decision::Done(refused(why))),
+                Approval::StillWaiting => return Ok(Decision::Done(Outcome::Pending(host, None))),
                 Approval::Wait(note) => {
                     reg.requests.insert(host.clone(), asking);
-                    reg.save(&cfg.registry, srv.file(0o640))?;
-                    return Err(Outcome::Pending(host, note));
+                    shared.reg_changed = true;
+                    return Ok(Decision::Waits(Outcome::Pending(host, note)));
                 }
             }
         }
@@ -324,39 +734,208 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     // finishes the job.
     let recorded = !owned || adopted;
     if recorded {
-        reg.hosts.insert(host.clone(), record(&host, &request, ip, "", &hello, "enrolling"));
-        reg.save(&cfg.registry, srv.file(0o640))?;
+        reg.hosts.insert(host.clone(), record(&host, &s.request, s.ip, "", &s.hello, "enrolling"));
+        shared.reg_changed = true;
     }
+    Ok(Decision::Go(Box::new(Going { index, s, entry, adopted, recorded, plan, keys })))
+}
+
+/// One write of everything the group's enrollments staged, after `first`;
+/// `shared`'s registry is staged with them, known_hosts when it changed.
+fn commit_group(
+    srv: &Server,
+    shared: &mut Shared,
+    original_known_hosts: &str,
+    first: atomic::Batch,
+    staged: &mut [Staged],
+) -> std::io::Result<()> {
+    let cfg = srv.cfg;
+    let mut batch = first;
+    if staged.is_empty() {
+        return batch.commit();
+    }
+    for st in staged.iter_mut() {
+        batch.append(std::mem::take(&mut st.files.early));
+    }
+    if shared.known_hosts != original_known_hosts {
+        let kh = srv.known_hosts();
+        batch.add(&kh, shared.known_hosts.as_bytes(), Ownership::of_existing_or(&kh, srv.file(0o644)))?;
+    }
+    shared.reg.version = 1;
+    shared.reg.stage(&mut batch, &cfg.registry, srv.file(0o640))?;
+    for st in staged.iter_mut() {
+        batch.append(std::mem::take(&mut st.files.late));
+    }
+    batch.commit()
+}
+
+/// Under the lock: `g`'s own files as staged before the lock, when they
+/// were made from the host's files as they are now; else staged now.
+fn host_files(srv: &Server, g: &Going) -> Result<HostBatch, Outcome> {
+    if let Some(pre) = g.s.prestaged.as_ref().filter(|p| p.basis == basis(srv, &g.s.host, &g.keys)) {
+        let adopt = |files: &[(std::path::PathBuf, std::path::PathBuf)]| -> std::io::Result<atomic::Batch> {
+            let mut batch = atomic::Batch::new();
+            for (tmp, path) in files {
+                batch.add_prestaged(tmp, path)?;
+            }
+            Ok(batch)
+        };
+        // One that cannot be taken over (its writer's clean-up was
+        // first) is staged again.
+        if let (Ok(early), Ok(late)) = (adopt(&pre.early), adopt(&pre.late)) {
+            return Ok(HostBatch {
+                early,
+                late,
+                public: pre.public.clone(),
+                fingerprint: pre.fingerprint.clone(),
+                keep_previous: pre.keep_previous,
+            });
+        }
+    }
+    let made;
+    let fresh = match &g.s.fresh {
+        Some(k) => k,
+        None => {
+            made = FreshKey::generate(&g.s.host)?;
+            &made
+        }
+    };
+    stage_host(srv, &g.s, g.plan, &g.keys, fresh)
+}
+
+/// An enrollment's own files staged: its keys and pc/HOST.pl, from the
+/// host's `keys` and the key `plan`, with `fresh` as the new key.
+///
+/// A refusal or failure here leaves the host's working key as it was.
+fn stage_host(
+    srv: &Server,
+    s: &Settled,
+    plan: KeyPlan,
+    keys: &HostKeys,
+    fresh: &FreshKey,
+) -> Result<HostBatch, Outcome> {
+    let cfg = srv.cfg;
+    let (host, request, hello) = (&s.host, &s.request, &s.hello);
+    let client_user = hello.user.clone().unwrap_or_else(|| cfg.client_user.clone());
+    let client_port = hello.port.unwrap_or(22);
+    srv.ensure_dir(&srv.ssh_dir, srv.file(0o700))?;
+    srv.ensure_dir(&srv.key_dir(), srv.file(0o700))?;
+    let key_path = srv.key_path(host);
+    let previous_path = srv.previous_key_path(host);
+    // Under the lock, what a killed run left of the host's key files is
+    // stale: a run that answers the same key again writes none of them.
+    // (`HOST.key.new`: where earlier builds staged a new key.)
+    let legacy_staged = srv.key_dir().join(format!("{host}.key.new"));
+    for p in [&key_path, &legacy_staged, &previous_path, &srv.pub_key_path(host)] {
+        if let Some(name) = p.file_name() {
+            atomic::remove_stale_temps(&srv.key_dir(), &name.to_string_lossy());
+        }
+    }
+    let _ = std::fs::remove_file(&legacy_staged);
+
+    let mut early = atomic::Batch::new();
+    let mut late = atomic::Batch::new();
+    let (public, fingerprint, new_key, keep_previous) = match (plan, keys.current.as_ref()) {
+        (KeyPlan::Same { keep_previous }, Some(current)) => {
+            (current.public.clone(), current.fingerprint.clone(), false, keep_previous && keys.previous.is_some())
+        }
+        (KeyPlan::New { keep_current }, current) => {
+            let keep = match current.filter(|_| keep_current) {
+                Some(current) => {
+                    early.add(&previous_path, &current.bytes, srv.file(0o600))?;
+                    true
+                }
+                None => false,
+            };
+            (fresh.public.clone(), fresh.fingerprint.clone(), true, keep)
+        }
+        (KeyPlan::Same { .. }, None) => unreachable!("key_plan answers the current key only when there is one"),
+    };
     let pc_dir = cfg.backuppc_conf_dir.join("pc");
-    let pc_dir_existed = pc_dir.is_dir();
-    let target = Target { host: host.clone(), request: &request, ip, hello: &hello, from, shares, adopted };
-    let result = write_host(&srv, &mut reg, &target, audit, plan, fresh, keys);
-    if result.is_err() && recorded {
-        // A failure before any BackupPC file was written leaves no trace
-        // in the registry either; an adopted host stays adopted.
-        let untouched = srv
-            .hosts()
-            .read()
-            .and_then(|h| srv.hand_made(&host, hosts::find(&h, &host).is_some()))
-            .is_ok_and(|found| found.is_empty());
-        match entry {
-            Some(previous) if adopted => {
-                reg.hosts.insert(host.clone(), previous);
-                let _ = reg.save(&cfg.registry, srv.file(0o640));
+    srv.ensure_dir(&pc_dir, srv.in_conf_dir(0o750))?;
+    let per_host = PerHostConfig {
+        host: host.clone(),
+        logon: request.logon.clone(),
+        client_user,
+        client_port,
+        key_path: key_path.to_string_lossy().into_owned(),
+        previous_key_path: keep_previous.then(|| previous_path.to_string_lossy().into_owned()),
+        known_hosts: srv.known_hosts().to_string_lossy().into_owned(),
+        rsync_client_path: cfg.rsync_client_path.clone(),
+        shares: s.shares.clone(),
+        dumps: hello.accepts.iter().any(|a| a == backuppc_enroll::dumps::TRIGGER),
+    };
+    let pl = srv.per_host_config(host);
+    // A re-enrollment keeps what the host's user saved in the web
+    // interface: only the toolkit's own settings are replaced.
+    let per_host_text = match std::fs::read_to_string(&pl) {
+        Ok(existing) => per_host.update(&existing).map_err(|e| anyhow::anyhow!("{}: {e}", pl.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => per_host.render(&timestamp()),
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", pl.display()).into()),
+    };
+    early.add(&pl, per_host_text.as_bytes(), Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)))?;
+    if new_key {
+        late.add(&key_path, fresh.private.as_bytes(), srv.file(0o600))?;
+        late.add(&srv.pub_key_path(host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
+    }
+    Ok(HostBatch { early, late, public, fingerprint, keep_previous })
+}
+
+/// The answer of an enrollment whose files are all written.
+fn accepted(srv: &Server, audit: &Audit, st: Staged, group: usize) -> Success {
+    let (g, cfg) = (&st.going, srv.cfg);
+    audit.event(
+        "accepted",
+        json!({
+            "client": g.s.ip.to_string(), "request": g.s.request.to_string(), "host": g.s.host,
+            "protocol": g.s.hello.protocol, "host_keys": g.s.hello.hostkeys.len(),
+            "key": st.files.fingerprint, "key_plan": format!("{:?}", g.plan), "previous_key_kept": st.files.keep_previous,
+            "group": group,
+        }),
+    );
+    Success {
+        key: st.files.public.trim_end().to_string(),
+        url: cfg.url_for(&g.s.host, &g.s.request.logon),
+        host: Some(g.s.host.clone()),
+        from: Some(g.s.from.clone()),
+        shares: g.s.shares.clone(),
+    }
+}
+
+/// After failures: a host none of whose BackupPC files was written leaves
+/// no trace in the registry either; an adopted host stays adopted. (A
+/// `pc` folder made for files never written is removed by the
+/// enrollment that made it, once it has its answer.)
+fn undo_failed(srv: &Server, failed: &[(Going, Outcome)]) {
+    let cfg = srv.cfg;
+    if !failed.iter().any(|(g, _)| g.recorded) {
+        return;
+    }
+    // The registry as the failed write left it.
+    let Ok(mut reg) = Registry::load(&cfg.registry) else { return };
+    let mut changed = false;
+    let hosts_text = srv.hosts().read();
+    for (g, _) in failed.iter().filter(|(g, _)| g.recorded) {
+        let host = &g.s.host;
+        let untouched = hosts_text
+            .as_ref()
+            .ok()
+            .and_then(|h| srv.hand_made(host, hosts::find(h, host).is_some()).ok())
+            .is_some_and(|found| found.is_empty());
+        match &g.entry {
+            Some(previous) if g.adopted => {
+                reg.hosts.insert(host.clone(), previous.clone());
+                changed = true;
             }
             None if untouched => {
-                reg.hosts.remove(&host);
-                let _ = reg.save(&cfg.registry, srv.file(0o640));
+                changed |= reg.hosts.remove(host).is_some();
             }
             _ => {}
         }
     }
-    if result.is_err() && !pc_dir_existed {
-        // Made for this host's pc/HOST.pl, which was never written (a
-        // folder with anything in it stays).
-        let _ = std::fs::remove_dir(&pc_dir);
+    if changed {
+        let _ = reg.save(&cfg.registry, srv.file(0o640));
     }
-    result
 }
 
 /// Who holds a host for a logon already, as far as the enrollment checks.
@@ -473,140 +1052,24 @@ struct HostKeys {
     previous: Option<InstalledKey>,
 }
 
-/// What is enrolled, as the checks settled it.
-struct Target<'a> {
-    host: String,
-    request: &'a Request,
-    ip: std::net::IpAddr,
-    hello: &'a Hello,
-    from: String,
-    shares: Vec<String>,
-    /// The admin handed the host over, so its hosts line is rewritten
-    /// whatever logon it names.
-    adopted: bool,
-}
+impl HostKeys {
+    fn read(srv: &Server, host: &str) -> HostKeys {
+        HostKeys {
+            current: InstalledKey::read(&srv.key_path(host)),
+            previous: InstalledKey::read(&srv.previous_key_path(host)),
+        }
+    }
 
-/// Write the host's keys, BackupPC files and registry entry; under the
-/// registry lock, after every check passed.
-///
-/// Order: the files are staged in one batch (see [`atomic::Batch`]: one
-/// wait for the disk for all contents, one for all folders) and renamed
-/// in this order: the current key kept as `HOST.key.prev` (when the
-/// workstation still has it installed), pc/HOST.pl, known_hosts, the
-/// registry, the new key and its `.pub`; the hosts line comes last, on
-/// its own: BackupPC never schedules the host without its per-host
-/// config, key and registry entry. A refusal or failure before the
-/// renames removes what was staged and leaves the host's working key as
-/// it was; a crash leaves files that are each whole, and re-running
-/// finishes the job.
-fn write_host(
-    srv: &Server,
-    reg: &mut Registry,
-    t: &Target,
-    audit: &Audit,
-    plan: KeyPlan,
-    fresh: FreshKey,
-    keys: HostKeys,
-) -> Result<Success, Outcome> {
-    let cfg = srv.cfg;
-    let (host, request, hello) = (&t.host, t.request, t.hello);
-    let client_user = hello.user.clone().unwrap_or_else(|| cfg.client_user.clone());
-    let client_port = hello.port.unwrap_or(22);
-    srv.ensure_dir(&srv.ssh_dir, srv.file(0o700))?;
-    srv.ensure_dir(&srv.key_dir(), srv.file(0o700))?;
-    let key_path = srv.key_path(host);
-    let previous_path = srv.previous_key_path(host);
-    // Under the lock, what a killed run left of the host's key files is
-    // stale: a run that answers the same key again writes none of them.
-    // (`HOST.key.new`: where earlier builds staged a new key.)
-    let legacy_staged = srv.key_dir().join(format!("{host}.key.new"));
-    for p in [&key_path, &legacy_staged, &previous_path, &srv.pub_key_path(host)] {
-        if let Some(name) = p.file_name() {
-            atomic::remove_stale_temps(&srv.key_dir(), &name.to_string_lossy());
-        }
+    /// Which key to answer: the host's keys as they are on disk decide,
+    /// so a crash at any point leaves a state the next call reads right.
+    fn plan(&self, hello: &Hello) -> KeyPlan {
+        key_plan(
+            self.current.as_ref().map(|k| k.fingerprint.as_str()),
+            self.previous.as_ref().map(|k| k.fingerprint.as_str()),
+            hello.installed_key.as_deref(),
+            hello.finish_rekey,
+        )
     }
-    let _ = std::fs::remove_file(&legacy_staged);
-
-    let mut batch = atomic::Batch::new();
-    let (public, fingerprint, new_key, keep_previous) = match (plan, keys.current) {
-        (KeyPlan::Same { keep_previous }, Some(current)) => {
-            (current.public, current.fingerprint, None, keep_previous && keys.previous.is_some())
-        }
-        (KeyPlan::New { keep_current }, current) => {
-            let keep = match current.filter(|_| keep_current) {
-                Some(current) => {
-                    batch.add(&previous_path, &current.bytes, srv.file(0o600))?;
-                    true
-                }
-                None => false,
-            };
-            (fresh.public, fresh.fingerprint, Some(fresh.private), keep)
-        }
-        (KeyPlan::Same { .. }, None) => unreachable!("key_plan answers the current key only when there is one"),
-    };
-    let pc_dir = cfg.backuppc_conf_dir.join("pc");
-    srv.ensure_dir(&pc_dir, srv.in_conf_dir(0o750))?;
-    let per_host = PerHostConfig {
-        host: host.clone(),
-        logon: request.logon.clone(),
-        client_user,
-        client_port,
-        key_path: key_path.to_string_lossy().into_owned(),
-        previous_key_path: keep_previous.then(|| previous_path.to_string_lossy().into_owned()),
-        known_hosts: srv.known_hosts().to_string_lossy().into_owned(),
-        rsync_client_path: cfg.rsync_client_path.clone(),
-        shares: t.shares.clone(),
-        dumps: hello.accepts.iter().any(|a| a == backuppc_enroll::dumps::TRIGGER),
-    };
-    let pl = srv.per_host_config(host);
-    // A re-enrollment keeps what the host's user saved in the web
-    // interface: only the toolkit's own settings are replaced.
-    let per_host_text = match std::fs::read_to_string(&pl) {
-        Ok(existing) => per_host.update(&existing).map_err(|e| anyhow::anyhow!("{}: {e}", pl.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => per_host.render(&timestamp()),
-        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", pl.display()).into()),
-    };
-    batch.add(&pl, per_host_text.as_bytes(), Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)))?;
-    if !hello.hostkeys.is_empty() {
-        srv.pin_host_keys(&mut batch, host, &hello.hostkeys)?;
-    }
-    reg.version = 1;
-    reg.hosts.insert(host.clone(), record(host, request, t.ip, &fingerprint, hello, "enrolled"));
-    reg.requests.remove(host);
-    reg.stage(&mut batch, &cfg.registry, srv.file(0o640))?;
-    if let Some(private) = new_key {
-        batch.add(&key_path, private.as_bytes(), srv.file(0o600))?;
-        batch.add(&srv.pub_key_path(host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
-    }
-    batch.commit()?;
-    // pc/HOST.pl no longer names the previous key: it can go.
-    if !keep_previous {
-        match std::fs::remove_file(&previous_path) {
-            Ok(()) => atomic::sync_dir(&srv.key_dir())?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    match srv.hosts().register(host, &request.logon, cfg.allow_reassign || t.adopted) {
-        Ok(_) => {}
-        Err(HostsWriteError::Policy(e)) => return Err(refused(e)),
-        Err(e) => return Err(e.into()),
-    }
-    audit.event(
-        "accepted",
-        json!({
-            "client": t.ip.to_string(), "request": request.to_string(), "host": host,
-            "protocol": hello.protocol, "host_keys": hello.hostkeys.len(),
-            "key": fingerprint, "key_plan": format!("{plan:?}"), "previous_key_kept": keep_previous,
-        }),
-    );
-    Ok(Success {
-        key: public.trim_end().to_string(),
-        url: cfg.url_for(host, &request.logon),
-        host: Some(host.clone()),
-        from: Some(t.from.clone()),
-        shares: t.shares.clone(),
-    })
 }
 
 pub(crate) fn host_key_fingerprints(hello: &Hello) -> Vec<String> {

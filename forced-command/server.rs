@@ -98,28 +98,22 @@ impl<'a> Server<'a> {
         self.ssh_dir.join("known_hosts")
     }
 
+    /// `dir`, made with `own` if missing. Enrollments stage their files
+    /// before the lock, so two may make it at once: the one that loses
+    /// the race finds it made.
     pub fn ensure_dir(&self, dir: &Path, own: Ownership) -> io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         if dir.is_dir() {
             return Ok(());
         }
-        std::fs::create_dir(dir)?;
+        match std::fs::DirBuilder::new().mode(own.mode & 0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+            Err(e) => return Err(e),
+        }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(own.mode))?;
         if nix::unistd::geteuid().is_root() {
             std::os::unix::fs::chown(dir, Some(own.uid), Some(own.gid))?;
-        }
-        Ok(())
-    }
-
-    /// Pin `keys` for `host` in known_hosts (replacing that host's lines).
-    /// Stage `host`'s lines of known_hosts as `keys` in `batch` (nothing
-    /// when they already are).
-    pub fn pin_host_keys(&self, batch: &mut atomic::Batch, host: &str, keys: &[String]) -> io::Result<()> {
-        let kh = self.known_hosts();
-        let existing = String::from_utf8_lossy(&atomic::read_or_empty(&kh)?).into_owned();
-        let updated = known_hosts::replace(&existing, host, keys);
-        if updated != existing {
-            batch.add(&kh, updated.as_bytes(), Ownership::of_existing_or(&kh, self.file(0o644)))?;
         }
         Ok(())
     }
@@ -128,6 +122,12 @@ impl<'a> Server<'a> {
     /// files (`in_hosts`: whether its hosts file has a line for it): each
     /// thing named for the person asking.
     pub fn hand_made(&self, host: &str, in_hosts: bool) -> io::Result<Vec<String>> {
+        let kh = String::from_utf8_lossy(&atomic::read_or_empty(&self.known_hosts())?).into_owned();
+        Ok(self.hand_made_in(host, in_hosts, &kh))
+    }
+
+    /// [`Server::hand_made`] with known_hosts as `kh`.
+    pub fn hand_made_in(&self, host: &str, in_hosts: bool, kh: &str) -> Vec<String> {
         let mut found = Vec::new();
         if in_hosts {
             found.push("a line in BackupPC's hosts file".to_string());
@@ -136,11 +136,10 @@ impl<'a> Server<'a> {
         if std::fs::symlink_metadata(self.per_host_config(host)).is_ok() {
             found.push(format!("pc/{host}.pl"));
         }
-        let kh = String::from_utf8_lossy(&atomic::read_or_empty(&self.known_hosts())?).into_owned();
-        if !known_hosts::keys_for(&kh, host).is_empty() {
+        if !known_hosts::keys_for(kh, host).is_empty() {
             found.push(format!("host keys in {}'s known_hosts", self.cfg.backuppc_user));
         }
-        Ok(found)
+        found
     }
 
     /// Remove everything that lets BackupPC back `host` up: its hosts line
@@ -208,8 +207,21 @@ impl<'a> Server<'a> {
         if reload_covered(std::fs::metadata(&stamp).and_then(|m| m.modified()).ok(), changed_at) {
             return "ok (by a reload that began after this change)".into();
         }
-        let _ = std::fs::File::create(&stamp).and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        self.reload_backuppc()
+        // BackupPC reads the hosts file, then its time: a file replaced in
+        // between leaves the daemon with the old hosts under the new
+        // file's time, so that the next reload skips it. Then the file's
+        // time is moved on and the daemon told again.
+        let hosts = self.hosts();
+        let mut outcome = String::new();
+        for _ in 0..RELOAD_ROUNDS {
+            let _ = std::fs::File::create(&stamp).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            let before = hosts.modified();
+            outcome = self.reload_backuppc();
+            if outcome != "ok" || hosts.modified() == before || hosts.touch_past().is_err() {
+                break;
+            }
+        }
+        outcome
     }
 
     fn tell_daemon(&self) -> String {
@@ -285,6 +297,10 @@ impl<'a> Server<'a> {
 /// the connection before its answer is written makes the daemon's write
 /// fail with SIGPIPE, on which it shuts down.
 const MESG_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// At most this many reloads in a row for one change (see
+/// [`Server::reload_coalesced`]); a later enrollment's reload goes on.
+const RELOAD_ROUNDS: usize = 5;
 
 /// How to reach a daemon that may be running.
 #[derive(Debug, PartialEq, Eq)]

@@ -285,7 +285,7 @@ fn enrollment() {
     );
     let told = reload == "daemon";
     if told {
-        let audit = fs::read_to_string(bpc.registry.join("audit.log")).unwrap();
+        let audit = bpc.audit_after_reloads(1);
         assert!(audit.contains("\"backuppc_reload\":\"ok\""), "the running daemon was told to reload: {audit}");
         let listed = text(&bpc.mesg(ns, &["status", "hosts"]).stdout);
         assert!(listed.contains("\"127.0.0.1\""), "the daemon lists the enrolled host: {listed}");
@@ -433,27 +433,77 @@ fn enrollment() {
     let burst_host = |h: &str| h.starts_with("127.") && h != "127.0.0.1";
     // What serialises a burst: the registry lock, as each enrollment's
     // audit line times it.
-    let audit = fs::read_to_string(bpc.registry.join("audit.log")).unwrap();
-    let (mut held, mut waited) = (Vec::new(), Vec::new());
+    // Each enrollment's reload (and its audit line) comes just after its
+    // answer, in the background: wait for all of them.
+    let wait_start = Instant::now();
+    let audit = loop {
+        let audit = fs::read_to_string(bpc.registry.join("audit.log")).unwrap();
+        let reloads = audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "reload" && e["host"].as_str().is_some_and(burst_host))
+            .count();
+        if reloads >= burst_no * n || wait_start.elapsed() > Duration::from_secs(120) {
+            break audit;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut prepare, mut held, mut waited, mut reload) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     for e in audit.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
         if e["event"] == "reload" && e["host"].as_str().is_some_and(burst_host) {
+            *outcomes.entry(e["backuppc_reload"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+            prepare.extend(e["prepare_ms"].as_f64());
             held.extend(e["lock_held_ms"].as_f64());
             waited.extend(e["lock_wait_ms"].as_f64());
+            reload.extend(e["reload_ms"].as_f64());
         }
     }
-    for (what, v) in [("held", &mut held), ("waited for", &mut waited)] {
+    for (what, v) in [
+        ("start to asking for the registry lock", &mut prepare),
+        ("registry lock waited for", &mut waited),
+        ("registry lock held", &mut held),
+        ("reload after the answer", &mut reload),
+    ] {
         v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            continue;
+        }
         let mid = v[v.len() / 2];
         println!(
             "{:<52} {:>34}",
-            format!("   registry lock {what}, ms (min / median / max)"),
+            format!("   {what}, ms (min / median / max)"),
             format!("{:.2} / {:.2} / {:.2}", v[0], mid, v[v.len() - 1])
         );
     }
+    println!("   reloads: {outcomes:?}");
     println!(
         "   {n} x the median time held = {:.2} s of each burst spent one enrollment at a time",
         n as f64 * held[held.len() / 2] / 1000.0
     );
+    // Enrollments are written in groups (group commit): how many, how
+    // large, and where the slowest group's time went.
+    let groups: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "group")
+        .collect();
+    let mut sizes: Vec<u64> = groups.iter().filter_map(|g| g["size"].as_u64()).collect();
+    sizes.sort();
+    let total_ms =
+        |g: &serde_json::Value| g["ms"].as_object().map(|m| m.values().filter_map(|v| v.as_f64()).sum::<f64>());
+    if let (Some(first), Some(last)) = (sizes.first(), sizes.last()) {
+        println!(
+            "   {} groups led, size min / median / max {first} / {} / {last}",
+            sizes.len(),
+            sizes[sizes.len() / 2]
+        );
+    }
+    if let Some(slowest) =
+        groups.iter().max_by(|a, b| total_ms(a).unwrap_or(0.0).total_cmp(&total_ms(b).unwrap_or(0.0)))
+    {
+        println!("   slowest group: {} enrollments, ms by step {}", slowest["size"], slowest["ms"]);
+    }
     let hosts = fs::read_to_string(bpc.etc.join("hosts")).unwrap();
     let rows =
         backuppc_enroll::backuppc::hosts::entries(&hosts).into_iter().filter(|(_, e)| burst_host(&e.host)).count();

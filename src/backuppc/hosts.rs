@@ -131,9 +131,49 @@ impl HostsFile {
         self.edit(|c| upsert(c, host, user, reassign).map_err(HostsWriteError::Policy))
     }
 
+    /// Register each `(host, user, reassign)` in one write of the file:
+    /// each one's refusal (as [`upsert`]'s) leaves the others registered.
+    pub fn register_all(&self, entries: &[(&str, &str, bool)]) -> Result<Vec<Result<(), HostsError>>, HostsWriteError> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        self.edit(|c| {
+            let mut content = c.to_string();
+            let mut changed = false;
+            for (host, user, reassign) in entries {
+                match upsert(&content, host, user, *reassign) {
+                    Ok(Some(new)) => {
+                        content = new;
+                        changed = true;
+                        outcomes.push(Ok(()));
+                    }
+                    Ok(None) => outcomes.push(Ok(())),
+                    Err(e) => outcomes.push(Err(e)),
+                }
+            }
+            Ok(changed.then_some(content))
+        })?;
+        Ok(outcomes)
+    }
+
     /// Remove `host`. Returns whether the file changed.
     pub fn unregister(&self, host: &str) -> Result<bool, HostsWriteError> {
         self.edit(|c| Ok(remove(c, host)))
+    }
+
+    /// The hosts file's modification time, to the nanosecond.
+    pub fn modified(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(self.path()).and_then(|m| m.modified()).ok()
+    }
+
+    /// Move the hosts file's modification time one whole second past
+    /// itself, contents untouched, under BackupPC's lock: a daemon that
+    /// read the file's time after a replacement it did not read then sees
+    /// a change, and reads the file on its next reload.
+    pub fn touch_past(&self) -> io::Result<()> {
+        use std::time::{Duration, UNIX_EPOCH};
+        let _lock = Lock::exclusive(&self.conf_dir.join("LOCK"))?;
+        let f = fs::OpenOptions::new().write(true).open(self.path())?;
+        let secs = f.metadata()?.modified()?.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs + 1))
     }
 
     pub fn read(&self) -> io::Result<String> {

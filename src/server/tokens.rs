@@ -124,9 +124,18 @@ impl TokenStore {
     }
 
     pub fn save(&self, path: &Path, own: Ownership) -> io::Result<()> {
+        atomic::write(path, &self.render(), Ownership::of_existing_or(path, own))
+    }
+
+    /// Stage the store's new contents in `batch` (see [`atomic::Batch`]).
+    pub fn stage(&self, batch: &mut atomic::Batch, path: &Path, own: Ownership) -> io::Result<()> {
+        batch.add(path, &self.render(), Ownership::of_existing_or(path, own))
+    }
+
+    fn render(&self) -> Vec<u8> {
         let mut text = serde_json::to_string_pretty(self).expect("tokens serialise");
         text.push('\n');
-        atomic::write(path, text.as_bytes(), Ownership::of_existing_or(path, own))
+        text.into_bytes()
     }
 
     /// Add a token; returns the token itself (shown once) and its id.
@@ -168,8 +177,18 @@ impl TokenStore {
         retry: bool,
         now: u64,
     ) -> Result<Accepted, TokenRefusal> {
-        let token = token.ok_or(TokenRefusal::Missing)?;
-        let h = hash(token);
+        self.check_hashed(token.map(hash).as_deref(), request, retry, now)
+    }
+
+    /// [`TokenStore::check`] of a token known only by its [`hash`].
+    pub fn check_hashed(
+        &self,
+        token_hash: Option<&str>,
+        request: &TokenUse,
+        retry: bool,
+        now: u64,
+    ) -> Result<Accepted, TokenRefusal> {
+        let h = token_hash.ok_or(TokenRefusal::Missing)?;
         let index = self.tokens.iter().position(|t| t.hash == h).ok_or(TokenRefusal::Unknown)?;
         let t = &self.tokens[index];
         if t.revoked {

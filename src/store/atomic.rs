@@ -68,7 +68,10 @@ fn locked_temp(dir: &Path, name: &str) -> io::Result<tempfile::NamedTempFile> {
             .rand_bytes(TEMP_RANDOM)
             .permissions(fs::Permissions::from_mode(0o600))
             .tempfile_in(dir)?;
-        tmp.as_file().lock()?;
+        // Shared: a batch that takes over a prestaged file locks it too
+        // (see [`Batch::add_prestaged`]), and clean-up takes only files
+        // nobody has locked.
+        tmp.as_file().lock_shared()?;
         if same_file(tmp.path(), tmp.as_file()) {
             return Ok(tmp);
         }
@@ -176,7 +179,15 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// temporary files and changes nothing.
 #[derive(Default)]
 pub struct Batch {
-    staged: Vec<(tempfile::NamedTempFile, PathBuf)>,
+    staged: Vec<Staged>,
+}
+
+enum Staged {
+    /// Staged by this batch, not flushed yet.
+    Temp(tempfile::NamedTempFile, PathBuf),
+    /// A temporary file another batch staged and flushed (see
+    /// [`Batch::prestage`]), held locked, and where it goes.
+    Flushed(File, PathBuf, PathBuf),
 }
 
 impl Batch {
@@ -186,7 +197,7 @@ impl Batch {
 
     /// Stage `contents` for `path`, with the given ownership (see [`write`]).
     pub fn add(&mut self, path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
-        self.staged.push((stage(path, contents, own)?, path.to_path_buf()));
+        self.staged.push(Staged::Temp(stage(path, contents, own)?, path.to_path_buf()));
         Ok(())
     }
 
@@ -194,20 +205,109 @@ impl Batch {
         self.staged.is_empty()
     }
 
+    /// Add what `other` staged, after what this batch staged.
+    pub fn append(&mut self, other: Batch) {
+        self.staged.extend(other.staged);
+    }
+
+    /// Flush the staged files now and hand them over: their temporary
+    /// files stay (locked, so no writer's clean-up takes them for stale)
+    /// for as long as the [`Prestaged`] is kept, for another batch, even
+    /// in another process, to rename into place with
+    /// [`Batch::add_prestaged`] without waiting for the disk.
+    pub fn prestage(self) -> io::Result<Prestaged> {
+        let mut files = Vec::new();
+        for s in self.staged {
+            match s {
+                Staged::Temp(tmp, path) => {
+                    let (file, tmp_path) = tmp.into_parts();
+                    files.push((file, tmp_path.keep().map_err(|e| e.error)?, path));
+                }
+                Staged::Flushed(..) => return Err(io::Error::other("a prestaged file cannot be prestaged again")),
+            }
+        }
+        let held = Prestaged { files };
+        sync_all_at_once(held.files.iter().map(|(f, _, _)| f))?;
+        Ok(held)
+    }
+
+    /// Rename `tmp`, staged and flushed by [`Batch::prestage`], to `path`
+    /// when this batch commits. Only a regular file of this process's
+    /// user with one name, in `path`'s folder and named as a temporary
+    /// file of it, is taken.
+    pub fn add_prestaged(&mut self, tmp: &Path, path: &Path) -> io::Result<()> {
+        let refuse = || io::Error::other(format!("{} is not a staged file for {}", tmp.display(), path.display()));
+        let named = tmp.file_name().and_then(|n| n.to_str()).is_some_and(|n| is_temp_of(n, &file_name(path)));
+        if !named || parent(tmp)? != parent(path)? {
+            return Err(refuse());
+        }
+        let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(tmp)?;
+        let m = file.metadata()?;
+        if !m.is_file() || m.nlink() != 1 || m.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(refuse());
+        }
+        // Held from now on: no writer's clean-up removes it before it is
+        // renamed, even if the process that staged it is gone.
+        file.try_lock_shared().map_err(|_| refuse())?;
+        if !same_file(tmp, &file) {
+            return Err(refuse());
+        }
+        self.staged.push(Staged::Flushed(file, tmp.to_path_buf(), path.to_path_buf()));
+        Ok(())
+    }
+
     /// Flush every staged file, rename each into place in order, flush
     /// their folders.
     pub fn commit(self) -> io::Result<()> {
-        sync_all_at_once(self.staged.iter().map(|(tmp, _)| tmp.as_file()))?;
+        sync_all_at_once(self.staged.iter().filter_map(|s| match s {
+            Staged::Temp(tmp, _) => Some(tmp.as_file()),
+            Staged::Flushed(..) => None,
+        }))?;
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for (tmp, path) in self.staged {
-            let dir = parent(&path)?;
-            tmp.persist(&path).map_err(|e| e.error)?;
+        for s in self.staged {
+            let dir = match s {
+                Staged::Temp(tmp, path) => {
+                    tmp.persist(&path).map_err(|e| e.error)?;
+                    parent(&path)?
+                }
+                Staged::Flushed(file, tmp, path) => {
+                    if !same_file(&tmp, &file) {
+                        return Err(io::Error::other(format!("{} was replaced before it was renamed", tmp.display())));
+                    }
+                    fs::rename(&tmp, &path)?;
+                    parent(&path)?
+                }
+            };
             if !dirs.contains(&dir) {
                 dirs.push(dir);
             }
         }
         let opened = dirs.iter().map(File::open).collect::<io::Result<Vec<File>>>()?;
         sync_all_at_once(opened.iter())
+    }
+}
+
+/// Files a batch staged and flushed, waiting to be renamed into place by
+/// another batch ([`Batch::add_prestaged`]). Dropped, it removes those of
+/// its temporary files that are still where they were made (not renamed).
+pub struct Prestaged {
+    files: Vec<(File, PathBuf, PathBuf)>,
+}
+
+impl Prestaged {
+    /// `(temporary file, where it goes)`, in the order staged.
+    pub fn paths(&self) -> Vec<(PathBuf, PathBuf)> {
+        self.files.iter().map(|(_, tmp, path)| (tmp.clone(), path.clone())).collect()
+    }
+}
+
+impl Drop for Prestaged {
+    fn drop(&mut self) {
+        for (file, tmp, _) in &self.files {
+            if same_file(tmp, file) {
+                let _ = fs::remove_file(tmp);
+            }
+        }
     }
 }
 

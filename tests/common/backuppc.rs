@@ -206,6 +206,26 @@ impl BackupPc {
         daemon
     }
 
+    /// The audit log once it holds at least `n` `reload` events:
+    /// forced-command tells the daemon in the background, just after the
+    /// client has its answer.
+    pub fn audit_after_reloads(&self, n: usize) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let audit = fs::read_to_string(self.registry.join("audit.log")).unwrap_or_default();
+            let reloads = audit
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|e| e["event"] == "reload")
+                .count();
+            if reloads >= n {
+                return audit;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "{reloads} of {n} reload events after 120 s:\n{audit}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// BackupPC_serverMesg as backuppc in the namespace of process `ns`.
     pub fn mesg(&self, ns: u32, what: &[&str]) -> Output {
         within(as_backuppc(ns, &format!("{BIN}/BackupPC_serverMesg"), what), Duration::from_secs(30))
