@@ -53,11 +53,11 @@ pub(crate) struct Proposal {
     pub host: String,
     pub from: String,
     pub shares: Vec<String>,
-    /// The host's own files, staged and flushed before the lock.
+    /// The host's own files, staged before the lock.
     pub prestaged: Option<HostFiles>,
 }
 
-/// A host's own files (its keys, pc/HOST.pl) staged and flushed by its
+/// A host's own files (its keys, pc/HOST.pl) staged by its
 /// enrollment before the lock, each temporary file held locked by that
 /// enrollment until it has its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -245,11 +245,10 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     if cfg.mode == Mode::Token {
         TokenStore::load(&cfg.tokens)?.check(hello.token.as_deref(), &token_use, true, now()).map_err(refused)?;
     }
-    // The expensive part of an answer is done before the lock, so that
-    // enrollments waiting for it wait only for the few files they share:
-    // the key pair, and the host's own files written and flushed, from
-    // the host's files as they are now (the leader checks that they still
-    // are, or writes them itself).
+    // The expensive part of an answer is done before the lock: the key
+    // pair, and the host's own files written from the host's files as
+    // they are now (the leader checks that they still are, or writes them
+    // itself, and flushes them with the group's).
     let fresh = FreshKey::generate(&host)?;
     let pc_dir = cfg.backuppc_conf_dir.join("pc");
     // Folders staging may make, deepest first: a refused or failed
@@ -356,7 +355,7 @@ impl Settled {
     }
 }
 
-/// The host's files staged and flushed before the lock, as the leader
+/// The host's files staged before the lock, as the leader
 /// would stage them under it from the host's files as they are now.
 /// `None` when staging failed: then the leader stages them itself.
 fn prestage(srv: &Server, s: &Settled) -> Option<(atomic::Prestaged, atomic::Prestaged, HostFiles)> {
@@ -450,7 +449,7 @@ type Led = Option<Result<Success, Outcome>>;
 ///
 /// The writes, for the whole group: one batch (see [`atomic::Batch`]: one
 /// wait for the disk for all contents, one for all folders; the hosts'
-/// own files were flushed before the lock) renamed in this order: the
+/// own files were written before the lock) renamed in this order: the
 /// tokens' uses; the registry with each new host `enrolling` (so that
 /// after a crash its files are known to be the toolkit's) and each
 /// request waiting for an admin; each current key kept as
@@ -541,6 +540,7 @@ fn lead_timed(srv: &Server, audit: &Audit, group: Vec<Result<Settled, Outcome>>,
         fail_all(&mut results, &deciding, &e.to_string());
         return results;
     }
+    sweep(srv);
     let original_known_hosts = shared.known_hosts.clone();
     let mut staged = Vec::new();
     let mut failed: Vec<(Going, Outcome)> = Vec::new();
@@ -740,6 +740,14 @@ fn decide(srv: &Server, shared: &mut Shared, index: usize, s: Settled) -> Result
     Ok(Decision::Go(Box::new(Going { index, s, entry, adopted, recorded, plan, keys })))
 }
 
+/// Under the lock: remove what killed enrollments left of the hosts' own
+/// files (temporary files nobody holds), one pass over each folder: the
+/// toolkit's key folder, and BackupPC's per-host configs.
+fn sweep(srv: &Server) {
+    atomic::remove_stale_temps_of(&srv.key_dir(), |_| true);
+    atomic::remove_stale_temps_of(&srv.cfg.backuppc_conf_dir.join("pc"), |name| name.ends_with(".pl"));
+}
+
 /// One write of everything the group's enrollments staged, after `first`;
 /// `shared`'s registry is staged with them, known_hosts when it changed.
 fn commit_group(
@@ -822,16 +830,10 @@ fn stage_host(
     srv.ensure_dir(&srv.key_dir(), srv.file(0o700))?;
     let key_path = srv.key_path(host);
     let previous_path = srv.previous_key_path(host);
-    // Under the lock, what a killed run left of the host's key files is
-    // stale: a run that answers the same key again writes none of them.
-    // (`HOST.key.new`: where earlier builds staged a new key.)
-    let legacy_staged = srv.key_dir().join(format!("{host}.key.new"));
-    for p in [&key_path, &legacy_staged, &previous_path, &srv.pub_key_path(host)] {
-        if let Some(name) = p.file_name() {
-            atomic::remove_stale_temps(&srv.key_dir(), &name.to_string_lossy());
-        }
-    }
-    let _ = std::fs::remove_file(&legacy_staged);
+    // What killed runs left in these folders is removed by each leader
+    // (see `sweep`), in one pass. `HOST.key.new`: where earlier builds
+    // staged a new key.
+    let _ = std::fs::remove_file(srv.key_dir().join(format!("{host}.key.new")));
 
     let mut early = atomic::Batch::new();
     let mut late = atomic::Batch::new();
@@ -842,7 +844,7 @@ fn stage_host(
         (KeyPlan::New { keep_current }, current) => {
             let keep = match current.filter(|_| keep_current) {
                 Some(current) => {
-                    early.add(&previous_path, &current.bytes, srv.file(0o600))?;
+                    early.add_swept(&previous_path, &current.bytes, srv.file(0o600))?;
                     true
                 }
                 None => false,
@@ -873,10 +875,10 @@ fn stage_host(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => per_host.render(&timestamp()),
         Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", pl.display()).into()),
     };
-    early.add(&pl, per_host_text.as_bytes(), Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)))?;
+    early.add_swept(&pl, per_host_text.as_bytes(), Ownership::of_existing_or(&pl, srv.in_conf_dir(0o644)))?;
     if new_key {
-        late.add(&key_path, fresh.private.as_bytes(), srv.file(0o600))?;
-        late.add(&srv.pub_key_path(host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
+        late.add_swept(&key_path, fresh.private.as_bytes(), srv.file(0o600))?;
+        late.add_swept(&srv.pub_key_path(host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
     }
     Ok(HostBatch { early, late, public, fingerprint, keep_previous })
 }

@@ -392,6 +392,9 @@ fn enrollment() {
     let bursts: usize = std::env::var("BENCH_BURSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let mut sshds = Vec::new();
     let mut burst_no = 0;
+    // The whole machine's busy CPU time during each burst (all cores,
+    // from /proc/stat): what the enrollments cost beyond the sessions.
+    let (mut cpu_a, mut cpu_b) = (Vec::new(), Vec::new());
     for (label, max_startups, times) in
         [("Debian default MaxStartups 10:30:100", "10:30:100", 1), ("MaxStartups 400:30:800", "400:30:800", bursts)]
     {
@@ -404,8 +407,13 @@ fn enrollment() {
         fs::write(&pins, s.known_hosts_line()).unwrap();
         let mut ratios = Vec::new();
         for t in 0..times {
+            let cpu0 = machine_cpu();
             let (ok_a, wall_a) = burst(burst_no, s.port, &pins, &reg_true, false);
+            let cpu1 = machine_cpu();
             let (ok_b, wall_b) = burst(burst_no, s.port, &pins, &bpc.register_key, true);
+            let cpu2 = machine_cpu();
+            cpu_a.push(cpu1 - cpu0);
+            cpu_b.push(cpu2 - cpu1);
             burst_no += 1;
             let ratio = wall_b.as_secs_f64() / wall_a.as_secs_f64();
             ratios.push(ratio);
@@ -428,6 +436,17 @@ fn enrollment() {
         }
         sshds.push(s);
     }
+    let spread = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!("{:.2} / {:.2} / {:.2}", v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    println!(
+        "{:<52} {:>34}\n{:<52} {:>34}",
+        "   machine CPU busy per burst, s: A (min / median / max)",
+        spread(&mut cpu_a),
+        "   machine CPU busy per burst, s: B (min / median / max)",
+        spread(&mut cpu_b)
+    );
     // Afterwards: exactly n intact burst entries everywhere, and the
     // daemon, still running, lists them all.
     let burst_host = |h: &str| h.starts_with("127.") && h != "127.0.0.1";
@@ -522,6 +541,16 @@ fn enrollment() {
     assert_eq!(daemon_rows, if told { all } else { 0 }, "the daemon lists the hosts it was told of");
     assert!(daemon.0.id() > 0);
     drop(daemon);
+}
+
+/// Busy CPU seconds of the whole machine since boot, all cores: every
+/// field of /proc/stat's `cpu` line but idle and iowait.
+fn machine_cpu() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap().split_whitespace().skip(1).map(|f| f.parse().unwrap()).collect();
+    let busy: u64 = fields.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    busy as f64 / 100.0
 }
 
 /// user+sys CPU of this process's waited-for children so far.

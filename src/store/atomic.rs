@@ -45,9 +45,14 @@ pub fn write(path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
 /// `contents` in a new locked temporary file beside `path`, with its
 /// ownership, not flushed yet; stale temporary files of `path` removed.
 fn stage(path: &Path, contents: &[u8], own: Ownership) -> io::Result<tempfile::NamedTempFile> {
+    remove_stale_temps(&parent(path)?, &file_name(path));
+    stage_swept(path, contents, own)
+}
+
+/// [`stage`] in a folder whose stale temporary files were just removed.
+fn stage_swept(path: &Path, contents: &[u8], own: Ownership) -> io::Result<tempfile::NamedTempFile> {
     let dir = parent(path)?;
     let name = file_name(path);
-    remove_stale_temps(&dir, &name);
     let tmp = locked_temp(&dir, &name)?;
     let mut f = tmp.as_file();
     f.write_all(contents)?;
@@ -86,13 +91,16 @@ const TEMP_RANDOM: usize = 6;
 
 /// Whether `file_name` is one of [`write`]'s temporary files for `name`.
 fn is_temp_of(file_name: &str, name: &str) -> bool {
-    let Some(rest) = file_name.strip_prefix('.').and_then(|r| r.strip_prefix(name)) else {
-        return false;
-    };
-    let Some(random) = rest.strip_prefix('.').and_then(|r| r.strip_suffix(".tmp")) else {
-        return false;
-    };
-    random.len() == TEMP_RANDOM && random.bytes().all(|b| b.is_ascii_alphanumeric())
+    temp_target(file_name) == Some(name)
+}
+
+/// The name of the file that `file_name`, one of [`write`]'s temporary
+/// files (`.NAME.XXXXXX.tmp`), was made for.
+fn temp_target(file_name: &str) -> Option<&str> {
+    let rest = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (name, random) = rest.rsplit_once('.')?;
+    (!name.is_empty() && random.len() == TEMP_RANDOM && random.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then_some(name)
 }
 
 /// Remove the temporary files of `name` in `dir` that a killed writer left:
@@ -102,10 +110,17 @@ fn is_temp_of(file_name: &str, name: &str) -> bool {
 /// only while its name still leads to the file that was checked. Clean-up
 /// is best effort: a failure here never fails the write.
 pub fn remove_stale_temps(dir: &Path, name: &str) {
+    remove_stale_temps_of(dir, |n| n == name)
+}
+
+/// [`remove_stale_temps`] for every file of `dir` whose name `ours`
+/// accepts, in one pass over the folder (a folder of thousands of hosts'
+/// files is read once, not once per file).
+pub fn remove_stale_temps_of(dir: &Path, ours: impl Fn(&str) -> bool) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        if !file_name.to_str().is_some_and(|f| is_temp_of(f, name)) {
+        if !file_name.to_str().and_then(temp_target).is_some_and(&ours) {
             continue;
         }
         let p = entry.path();
@@ -185,9 +200,9 @@ pub struct Batch {
 enum Staged {
     /// Staged by this batch, not flushed yet.
     Temp(tempfile::NamedTempFile, PathBuf),
-    /// A temporary file another batch staged and flushed (see
-    /// [`Batch::prestage`]), held locked, and where it goes.
-    Flushed(File, PathBuf, PathBuf),
+    /// A temporary file another batch staged (see [`Batch::prestage`]),
+    /// held locked, and where it goes.
+    Prestaged(File, PathBuf, PathBuf),
 }
 
 impl Batch {
@@ -205,16 +220,24 @@ impl Batch {
         self.staged.is_empty()
     }
 
+    /// [`Batch::add`] in a folder whose stale temporary files the caller
+    /// has just removed ([`remove_stale_temps_of`]).
+    pub fn add_swept(&mut self, path: &Path, contents: &[u8], own: Ownership) -> io::Result<()> {
+        self.staged.push(Staged::Temp(stage_swept(path, contents, own)?, path.to_path_buf()));
+        Ok(())
+    }
+
     /// Add what `other` staged, after what this batch staged.
     pub fn append(&mut self, other: Batch) {
         self.staged.extend(other.staged);
     }
 
-    /// Flush the staged files now and hand them over: their temporary
-    /// files stay (locked, so no writer's clean-up takes them for stale)
-    /// for as long as the [`Prestaged`] is kept, for another batch, even
-    /// in another process, to rename into place with
-    /// [`Batch::add_prestaged`] without waiting for the disk.
+    /// Hand the staged files over: their temporary files stay (locked,
+    /// so no writer's clean-up takes them for stale) for as long as the
+    /// [`Prestaged`] is kept, for another batch, even in another process,
+    /// to flush and rename into place with [`Batch::add_prestaged`]. The
+    /// flush is left to that batch, so that the flushes of many files
+    /// staged apart are still waited for at once.
     pub fn prestage(self) -> io::Result<Prestaged> {
         let mut files = Vec::new();
         for s in self.staged {
@@ -223,15 +246,13 @@ impl Batch {
                     let (file, tmp_path) = tmp.into_parts();
                     files.push((file, tmp_path.keep().map_err(|e| e.error)?, path));
                 }
-                Staged::Flushed(..) => return Err(io::Error::other("a prestaged file cannot be prestaged again")),
+                Staged::Prestaged(..) => return Err(io::Error::other("a prestaged file cannot be prestaged again")),
             }
         }
-        let held = Prestaged { files };
-        sync_all_at_once(held.files.iter().map(|(f, _, _)| f))?;
-        Ok(held)
+        Ok(Prestaged { files })
     }
 
-    /// Rename `tmp`, staged and flushed by [`Batch::prestage`], to `path`
+    /// Flush `tmp`, staged by [`Batch::prestage`], and rename it to `path`
     /// when this batch commits. Only a regular file of this process's
     /// user with one name, in `path`'s folder and named as a temporary
     /// file of it, is taken.
@@ -252,16 +273,16 @@ impl Batch {
         if !same_file(tmp, &file) {
             return Err(refuse());
         }
-        self.staged.push(Staged::Flushed(file, tmp.to_path_buf(), path.to_path_buf()));
+        self.staged.push(Staged::Prestaged(file, tmp.to_path_buf(), path.to_path_buf()));
         Ok(())
     }
 
     /// Flush every staged file, rename each into place in order, flush
     /// their folders.
     pub fn commit(self) -> io::Result<()> {
-        sync_all_at_once(self.staged.iter().filter_map(|s| match s {
-            Staged::Temp(tmp, _) => Some(tmp.as_file()),
-            Staged::Flushed(..) => None,
+        sync_all_at_once(self.staged.iter().map(|s| match s {
+            Staged::Temp(tmp, _) => tmp.as_file(),
+            Staged::Prestaged(file, _, _) => file,
         }))?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         for s in self.staged {
@@ -270,7 +291,7 @@ impl Batch {
                     tmp.persist(&path).map_err(|e| e.error)?;
                     parent(&path)?
                 }
-                Staged::Flushed(file, tmp, path) => {
+                Staged::Prestaged(file, tmp, path) => {
                     if !same_file(&tmp, &file) {
                         return Err(io::Error::other(format!("{} was replaced before it was renamed", tmp.display())));
                     }
@@ -287,9 +308,10 @@ impl Batch {
     }
 }
 
-/// Files a batch staged and flushed, waiting to be renamed into place by
+/// Files a batch staged, waiting to be flushed and renamed into place by
 /// another batch ([`Batch::add_prestaged`]). Dropped, it removes those of
-/// its temporary files that are still where they were made (not renamed).
+/// its temporary files that are still where they were made (not renamed)
+/// and that no other batch holds.
 pub struct Prestaged {
     files: Vec<(File, PathBuf, PathBuf)>,
 }
@@ -304,7 +326,9 @@ impl Prestaged {
 impl Drop for Prestaged {
     fn drop(&mut self) {
         for (file, tmp, _) in &self.files {
-            if same_file(tmp, file) {
+            // Exclusive only if the batch that took it over (its shared
+            // lock) is gone.
+            if file.try_lock().is_ok() && same_file(tmp, file) {
                 let _ = fs::remove_file(tmp);
             }
         }
@@ -464,10 +488,58 @@ mod tests {
             (".hosts.Ab-dE9.tmp", "hosts", false),
             ("hosts.Ab3dE9.tmp", "hosts", false),
             (".hosts.Ab3dE9.tmpx", "hosts", false),
+            ("..Ab3dE9.tmp", "", false),
         ];
         for (file, name, want) in rows {
             assert_eq!(is_temp_of(file, name), want, "{file} for {name}");
         }
+    }
+
+    #[test]
+    fn one_pass_removes_the_stale_temporary_files_of_the_names_chosen() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [".a.pl.Ab3dE9.tmp", ".b.pl.Xy12Zw.tmp", ".c.key.Qr5tU7.tmp", "a.pl", ".a.pl.short.tmp"] {
+            fs::write(d.path().join(f), b"x").unwrap();
+        }
+        // A live writer's file of a chosen name stays.
+        let live = d.path().join(".d.pl.LiVe01.tmp");
+        fs::write(&live, b"x").unwrap();
+        let held = File::open(&live).unwrap();
+        held.lock_shared().unwrap();
+        remove_stale_temps_of(d.path(), |name| name.ends_with(".pl"));
+        let mut left: Vec<String> =
+            fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [".a.pl.short.tmp", ".c.key.Qr5tU7.tmp", ".d.pl.LiVe01.tmp", "a.pl"]);
+        drop(held);
+    }
+
+    #[test]
+    fn a_prestaged_file_is_flushed_and_renamed_by_another_batch_and_held_meanwhile() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("HOST.key");
+        fs::write(&target, b"old").unwrap();
+        let mut staging = Batch::new();
+        staging.add(&target, b"new", me(0o600)).unwrap();
+        let handed = staging.prestage().unwrap();
+        let (tmp, path) = handed.paths().remove(0);
+        assert_eq!(path, target);
+        // Nobody's clean-up takes it while it is handed over.
+        remove_stale_temps(d.path(), "HOST.key");
+        assert!(tmp.exists());
+        // Only a temporary file of the target, in its folder, is taken.
+        let mut other = Batch::new();
+        assert!(other.add_prestaged(&target, &target).is_err(), "not a temporary file");
+        assert!(other.add_prestaged(&tmp, &d.path().join("OTHER.key")).is_err(), "not this target's");
+        let mut taking = Batch::new();
+        taking.add_prestaged(&tmp, &target).unwrap();
+        drop(handed);
+        assert!(tmp.exists(), "held by the batch that took it over, it outlives its stager");
+        remove_stale_temps(d.path(), "HOST.key");
+        assert!(tmp.exists(), "and no clean-up takes it");
+        taking.commit().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "nothing else left");
     }
 
     #[test]
