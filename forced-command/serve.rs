@@ -90,23 +90,32 @@ pub fn run(config: &Path) -> ExitCode {
             // BackupPC learns of the host a moment later (it reads the
             // files it was told of; a daemon that is down reads them when
             // it starts).
+            // The leader of the group that wrote this enrollment's files
+            // does it for the whole group.
             let changed = std::time::SystemTime::now();
             let times = LOCK_TIMES.lock().ok().and_then(|t| *t);
-            crate::notify::in_background(|| {
-                let reload_began = Instant::now();
-                let reloaded = match crate::server::Server::open(&cfg) {
-                    Ok(srv) => srv.reload_coalesced(changed),
-                    Err(e) => format!("failed ({e})"),
-                };
+            let event = |reloaded: String, took: Option<f64>| {
                 audit.event(
                     "reload",
                     json!({
                         "client": client, "host": answer.host, "backuppc_reload": reloaded,
                         "prepare_ms": times.map(|t| t.0), "lock_wait_ms": times.map(|t| t.1),
-                        "lock_held_ms": times.map(|t| t.2), "reload_ms": ms(reload_began.elapsed()),
+                        "lock_held_ms": times.map(|t| t.2), "reload_ms": took,
                     }),
-                );
-            });
+                )
+            };
+            if LED.load(std::sync::atomic::Ordering::Relaxed) {
+                crate::notify::in_background(|| {
+                    let began = Instant::now();
+                    let reloaded = match crate::server::Server::open(&cfg) {
+                        Ok(srv) => srv.reload_coalesced(changed),
+                        Err(e) => format!("failed ({e})"),
+                    };
+                    event(reloaded, Some(ms(began.elapsed())));
+                });
+            } else {
+                event(FOLLOWER_RELOAD.into(), None);
+            }
             (0, format!("enrolled {} for {request} from {client}", answer.host.as_deref().unwrap_or("?")))
         }
         Err(Outcome::Refused(why)) => {
@@ -149,7 +158,13 @@ struct LockTimer {
 }
 
 static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+/// Whether this enrollment led a group that wrote files: then it tells
+/// BackupPC, for the whole group.
+static LED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static LOCK_TIMES: std::sync::Mutex<Option<(f64, f64, f64)>> = std::sync::Mutex::new(None);
+
+/// The `backuppc_reload` of an enrollment written by another's group.
+const FOLLOWER_RELOAD: &str = "by the leader of its group";
 
 /// Milliseconds, to two decimals.
 fn ms(d: Duration) -> f64 {
@@ -285,7 +300,11 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
                 _ => Vec::new(),
             };
             let (waiters, others): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
-            let mut results = lead(&srv, audit, own, &others).into_iter();
+            let results = lead(&srv, audit, own, &others);
+            if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
+                LED.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let mut results = results.into_iter();
             let own = results.next().flatten();
             for (waiter, result) in waiters.iter().zip(results) {
                 // One left unanswered (a second proposal for the same
