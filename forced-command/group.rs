@@ -10,12 +10,13 @@
 //! and leaves each proposal's answer beside it. An enrollment answers its
 //! client only from an answer written after its files were on disk.
 //!
-//! The files are `.REGISTRY.ID.req` and `.REGISTRY.ID.res` in the
-//! registry's folder. They are messages between live processes, not
-//! state: never flushed, and gone when their enrollment ends. A proposal
-//! is live while its writer holds an `flock` on it (the kernel drops the
-//! lock of a killed process); a leader removes proposals nobody holds and
-//! their answers. A leader takes only proposals of its own user, so no
+//! The files are `.REGISTRY.ID.req` in the registry's folder: a line
+//! of JSON with the proposal, to which the leader appends the answer.
+//! They are messages between live processes, not state: never flushed,
+//! and gone when their enrollment ends. A proposal is live while its
+//! writer holds an `flock` on it (the kernel drops the lock of a killed
+//! process); a leader removes the proposals nobody holds, answered or
+//! not. A leader takes only proposals of its own user, so no
 //! account can have another's enrollment done for it; root's enrollments
 //! (an admin's tests) are never grouped.
 //!
@@ -130,7 +131,6 @@ pub(crate) struct Queue {
 /// One's own proposal, live while this is held.
 pub(crate) struct Ticket {
     req: PathBuf,
-    res: PathBuf,
     _held: File,
 }
 
@@ -142,7 +142,7 @@ impl Drop for Ticket {
 
 /// Another enrollment's proposal, taken by the leader.
 pub(crate) struct Waiter {
-    res: PathBuf,
+    req: PathBuf,
 }
 
 const ID_LEN: usize = 12;
@@ -162,8 +162,8 @@ impl Queue {
         Some(Queue { dir, prefix: format!(".{name}.") })
     }
 
-    fn paths(&self, id: &str) -> (PathBuf, PathBuf) {
-        (self.dir.join(format!("{}{id}.req", self.prefix)), self.dir.join(format!("{}{id}.res", self.prefix)))
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{}{id}.req", self.prefix))
     }
 
     /// The id in `file_name`, if it is one of this queue's proposals.
@@ -172,17 +172,12 @@ impl Queue {
         (id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
     }
 
-    fn answer_id_of<'a>(&self, file_name: &'a str) -> Option<&'a str> {
-        let id = file_name.strip_prefix(&self.prefix)?.strip_suffix(".res")?;
-        (id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
-    }
-
-    /// Leave `p` for a leader, locked until the ticket is dropped.
+    /// Leave `p` for a leader, locked until the ticket is dropped: one
+    /// line of JSON, to which the leader appends the answer.
     pub fn enqueue(&self, p: &Proposal) -> io::Result<Ticket> {
         let text = serde_json::to_vec(p).map_err(io::Error::other)?;
         loop {
-            let id = random_id();
-            let (req, res) = self.paths(&id);
+            let req = self.path(&random_id());
             let file = match OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -197,8 +192,8 @@ impl Queue {
             // Locked before anything is in it: a leader that sees it
             // unlocked knows its writer is gone.
             file.lock()?;
-            let ticket = Ticket { req, res, _held: file };
-            (&ticket._held).write_all(&text).inspect_err(|_| ticket.remove())?;
+            let ticket = Ticket { req, _held: file };
+            (&ticket._held).write_all(&text)?;
             return Ok(ticket);
         }
     }
@@ -212,22 +207,12 @@ impl Queue {
         let mut found = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if let Some(id) = name.to_str().and_then(|n| self.answer_id_of(n)) {
-                // An answer whose proposal is gone: its writer ended
-                // without reading it.
-                let (req, res) = self.paths(id);
-                if req.symlink_metadata().is_err() {
-                    let _ = fs::remove_file(&res);
-                }
-                continue;
-            }
             let Some(id) = name.to_str().and_then(|n| self.id_of(n)) else { continue };
-            let (req, res) = self.paths(id);
+            let req = self.path(id);
             if req == mine.req {
                 continue;
             }
-            let Ok(mut file) =
-                OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&req)
+            let Ok(file) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&req)
             else {
                 continue;
             };
@@ -238,70 +223,68 @@ impl Queue {
             if file.try_lock().is_ok() {
                 // Its writer is gone: nobody waits for it.
                 if same_file(&req, &file) {
-                    let _ = fs::remove_file(&res);
                     let _ = fs::remove_file(&req);
                 }
                 continue;
             }
-            if res.symlink_metadata().is_ok() {
+            let Some((proposal, answer)) = read_message(file) else { continue };
+            if answer.is_some() {
                 // Answered by an earlier leader; its writer reads it next.
                 continue;
             }
-            let mut text = Vec::new();
             // A proposal still being written does not parse: its writer
             // leads for itself when its turn comes.
-            let Ok(p) = file
-                .read_to_end(&mut text)
-                .map_err(|_| ())
-                .and_then(|_| serde_json::from_slice::<Proposal>(&text).map_err(|_| ()))
-            else {
-                continue;
-            };
-            found.push((meta.mtime_nsec() as i128 + meta.mtime() as i128 * 1_000_000_000, Waiter { res }, p));
+            let Ok(p) = serde_json::from_slice::<Proposal>(&proposal) else { continue };
+            found.push((meta.mtime_nsec() as i128 + meta.mtime() as i128 * 1_000_000_000, Waiter { req }, p));
         }
         found.sort_by_key(|(t, _, _)| *t);
         found.into_iter().take(max).map(|(_, w, p)| (w, p)).collect()
     }
 }
 
+/// A proposal file: the proposal's line, and what follows it (the answer)
+/// if a leader has begun to append one.
+fn read_message(file: File) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut text = Vec::new();
+    file.take(MAX_MESSAGE).read_to_end(&mut text).ok()?;
+    Some(match text.iter().position(|b| *b == b'\n') {
+        Some(end) => (text[..end].to_vec(), Some(text[end + 1..].to_vec())),
+        None => (text, None),
+    })
+}
+
 impl Ticket {
     /// Under the registry lock: the answer a leader left, if any.
     pub fn answer(&self) -> Option<Answer> {
         let file =
-            OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&self.res).ok()?;
-        let meta = file.metadata().ok()?;
-        if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
-            return None;
-        }
-        let mut text = Vec::new();
-        file.take(MAX_MESSAGE).read_to_end(&mut text).ok()?;
+            OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&self.req).ok()?;
+        let (_, answer) = read_message(file)?;
         // A leader killed while writing it leaves one that does not parse:
         // then there is no answer, and this enrollment leads.
-        serde_json::from_slice(&text).ok()
+        serde_json::from_slice(&answer?).ok()
     }
 
     /// The proposal and its answer are done with.
     pub fn remove(&self) {
-        let _ = fs::remove_file(&self.res);
         let _ = fs::remove_file(&self.req);
     }
 }
 
 impl Waiter {
-    /// Leave `answer` for the proposal's writer. Not flushed: it is read
-    /// by a live process, and a crash ends that process too.
+    /// Append `answer` to the proposal's file, for its writer. Not
+    /// flushed: it is read by a live process, and a crash ends that
+    /// process too.
     pub fn answer(&self, answer: &Answer) {
         let Ok(text) = serde_json::to_vec(answer) else { return };
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.res)
-            .and_then(|mut f| f.write_all(&text));
-        if written.is_err() {
-            // No answer at all rather than half of one: the writer leads.
-            let _ = fs::remove_file(&self.res);
+        let Ok(mut f) =
+            OpenOptions::new().append(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&self.req)
+        else {
+            return;
+        };
+        if f.metadata().is_ok_and(|m| m.is_file() && m.uid() == nix::unistd::geteuid().as_raw()) {
+            let mut message = b"\n".to_vec();
+            message.extend_from_slice(&text);
+            let _ = f.write_all(&message);
         }
     }
 }
@@ -363,6 +346,7 @@ mod tests {
         );
         assert!(!dead_req.exists(), "a dead proposal is removed");
 
+        assert_eq!(other.answer(), None, "no answer yet");
         waiting[0].0.answer(&Answer::Refused("no".into()));
         assert_eq!(other.answer(), Some(Answer::Refused("no".into())));
         assert!(q.waiting(&mine, MAX_GROUP).is_empty(), "an answered proposal is not led again");
@@ -379,7 +363,8 @@ mod tests {
         let torn = q.enqueue(&proposal("b")).unwrap();
         fs::write(&torn.req, b"{\"command\":").unwrap();
         assert!(q.waiting(&mine, MAX_GROUP).is_empty(), "a torn proposal is left to its writer");
-        fs::write(&torn.res, b"{\"Refused\":").unwrap();
+        fs::write(&torn.req, [serde_json::to_vec(&proposal("b")).unwrap(), b"\n{\"Refused\":".to_vec()].concat())
+            .unwrap();
         assert_eq!(torn.answer(), None, "a torn answer is no answer");
         // Not one of the queue's names: ignored.
         fs::write(d.path().join(".registry.json.short.req"), b"{}").unwrap();
