@@ -54,6 +54,9 @@ pub(crate) struct Proposal {
     pub host: String,
     pub from: String,
     pub shares: Vec<String>,
+    /// Which server config the proposal was checked under: a leader
+    /// reading another (an admin changed it meanwhile) does not lead it.
+    pub config: String,
     /// The host's own files, staged before the lock.
     pub prestaged: Option<HostFiles>,
 }
@@ -166,10 +169,20 @@ impl Queue {
         self.dir.join(format!("{}{id}.req", self.prefix))
     }
 
-    /// The id in `file_name`, if it is one of this queue's proposals.
-    fn id_of<'a>(&self, file_name: &'a str) -> Option<&'a str> {
-        let id = file_name.strip_prefix(&self.prefix)?.strip_suffix(".req")?;
-        (id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
+    /// Where a proposal is written before it is locked and complete.
+    fn part_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{}{id}.part", self.prefix))
+    }
+
+    /// The id in `file_name`, if it is one of this queue's proposals, and
+    /// whether it is one still being written (`.part`).
+    fn id_of<'a>(&self, file_name: &'a str) -> Option<(&'a str, bool)> {
+        let rest = file_name.strip_prefix(&self.prefix)?;
+        let (id, part) = match rest.strip_suffix(".req") {
+            Some(id) => (id, false),
+            None => (rest.strip_suffix(".part")?, true),
+        };
+        (id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some((id, part))
     }
 
     /// Leave `p` for a leader, locked until the ticket is dropped: one
@@ -177,24 +190,27 @@ impl Queue {
     pub fn enqueue(&self, p: &Proposal) -> io::Result<Ticket> {
         let text = serde_json::to_vec(p).map_err(io::Error::other)?;
         loop {
-            let req = self.path(&random_id());
+            let id = random_id();
+            let (part, req) = (self.part_path(&id), self.path(&id));
             let file = match OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(&req)
+                .open(&part)
             {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             };
-            // Locked before anything is in it: a leader that sees it
-            // unlocked knows its writer is gone.
-            file.lock()?;
-            let ticket = Ticket { req, _held: file };
-            (&ticket._held).write_all(&text)?;
-            return Ok(ticket);
+            // Locked and whole before it has its queue name: a leader that
+            // finds a proposal unlocked knows its writer is gone.
+            let written = file.lock().and_then(|()| (&file).write_all(&text));
+            if let Err(e) = written.and_then(|()| fs::rename(&part, &req)) {
+                let _ = fs::remove_file(&part);
+                return Err(e);
+            }
+            return Ok(Ticket { req, _held: file });
         }
     }
 
@@ -207,7 +223,21 @@ impl Queue {
         let mut found = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|n| self.id_of(n)) else { continue };
+            let Some((id, part)) = name.to_str().and_then(|n| self.id_of(n)) else { continue };
+            if part {
+                // One whose writer died before it was whole.
+                let p = self.part_path(id);
+                if let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&p)
+                {
+                    if f.metadata().is_ok_and(|m| m.is_file() && m.uid() == me)
+                        && f.try_lock().is_ok()
+                        && same_file(&p, &f)
+                    {
+                        let _ = fs::remove_file(&p);
+                    }
+                }
+                continue;
+            }
             let req = self.path(id);
             if req == mine.req {
                 continue;
@@ -232,8 +262,8 @@ impl Queue {
                 // Answered by an earlier leader; its writer reads it next.
                 continue;
             }
-            // A proposal still being written does not parse: its writer
-            // leads for itself when its turn comes.
+            // One that does not parse is left to its writer, which leads
+            // for itself when its turn comes.
             let Ok(p) = serde_json::from_slice::<Proposal>(&proposal) else { continue };
             found.push((meta.mtime_nsec() as i128 + meta.mtime() as i128 * 1_000_000_000, Waiter { req }, p));
         }
@@ -321,6 +351,7 @@ mod tests {
             host: host.into(),
             from: "192.0.2.1".into(),
             shares: vec!["/".into()],
+            config: "c".into(),
             prestaged: None,
         }
     }
@@ -366,6 +397,12 @@ mod tests {
         fs::write(&torn.req, [serde_json::to_vec(&proposal("b")).unwrap(), b"\n{\"Refused\":".to_vec()].concat())
             .unwrap();
         assert_eq!(torn.answer(), None, "a torn answer is no answer");
+        // A writer that died before its proposal was whole leaves a
+        // `.part` nobody holds: removed.
+        let part = d.path().join(".registry.json.DiedWriting1.part");
+        fs::write(&part, b"{").unwrap();
+        assert!(q.waiting(&mine, MAX_GROUP).is_empty());
+        assert!(!part.exists());
         // Not one of the queue's names: ignored.
         fs::write(d.path().join(".registry.json.short.req"), b"{}").unwrap();
         assert!(q.waiting(&mine, MAX_GROUP).is_empty());

@@ -47,6 +47,12 @@ pub(crate) fn refused(why: impl std::fmt::Display) -> Outcome {
     Outcome::Refused(why.to_string())
 }
 
+/// The request's time limit, from now.
+fn rearm_alarm(seconds: u64) {
+    // SAFETY: alarm(2) only sets this process's timer.
+    unsafe { libc::alarm(seconds.clamp(1, u32::MAX as u64) as u32) };
+}
+
 /// Past the request's time limit the client gets a message, not silence.
 extern "C" fn on_alarm(_: libc::c_int) {
     const MSG: &[u8] = b"The backup server took too long to answer; try again later.\n";
@@ -59,14 +65,15 @@ extern "C" fn on_alarm(_: libc::c_int) {
 
 pub fn run(config: &Path) -> ExitCode {
     let _ = STARTED.set(Instant::now());
+    let _ = CONFIG_ID.set(config_id(config));
     let env = SshEnv::from_process();
     let cfg = ServerConfig::load(config);
     let limit = cfg.as_ref().map(|c| c.request_timeout).unwrap_or(60);
     // SAFETY: installs a handler that only calls async-signal-safe functions.
     unsafe {
         libc::signal(libc::SIGALRM, on_alarm as *const () as libc::sighandler_t);
-        libc::alarm(limit.clamp(1, u32::MAX as u64) as u32);
     }
+    rearm_alarm(limit);
     let audit = Audit::new(c"forced-command", cfg.as_ref().ok().and_then(|c| c.audit_log.clone()));
     let client = env.client.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
     let cfg = match cfg {
@@ -81,41 +88,42 @@ pub fn run(config: &Path) -> ExitCode {
         return crate::status::run(&cfg, &env, &audit, &client);
     }
     let request = env.original_command.clone().unwrap_or_default();
-    let (code, note) = match enroll(&cfg, &env, &audit) {
-        Ok(answer) => {
-            print!("{}", answer.render());
-            let _ = std::io::stdout().flush();
-            // After the registry lock is released, once for a burst, and
-            // in the background: the client's session ends now, and
-            // BackupPC learns of the host a moment later (it reads the
-            // files it was told of; a daemon that is down reads them when
-            // it starts).
-            // The leader of the group that wrote this enrollment's files
-            // does it for the whole group.
-            let changed = std::time::SystemTime::now();
-            let times = LOCK_TIMES.lock().ok().and_then(|t| *t);
-            let event = |reloaded: String, took: Option<f64>| {
-                audit.event(
-                    "reload",
-                    json!({
-                        "client": client, "host": answer.host, "backuppc_reload": reloaded,
-                        "prepare_ms": times.map(|t| t.0), "lock_wait_ms": times.map(|t| t.1),
-                        "lock_held_ms": times.map(|t| t.2), "reload_ms": took,
-                    }),
-                )
+    let result = enroll(&cfg, &env, &audit);
+    // After the registry lock is released, once for a burst, and in the
+    // background: the client's session ends as soon as it has its answer,
+    // and BackupPC learns of the hosts a moment later (a daemon that is
+    // down reads the files when it starts). The leader of a group that
+    // wrote files does it for the whole group, whatever its own outcome.
+    let changed = std::time::SystemTime::now();
+    let times = LOCK_TIMES.lock().ok().and_then(|t| *t);
+    let own_host = result.as_ref().ok().and_then(|a| a.host.clone());
+    let event = |reloaded: String, took: Option<f64>| {
+        audit.event(
+            "reload",
+            json!({
+                "client": client, "host": own_host, "backuppc_reload": reloaded,
+                "prepare_ms": times.map(|t| t.0), "lock_wait_ms": times.map(|t| t.1),
+                "lock_held_ms": times.map(|t| t.2), "reload_ms": took,
+            }),
+        )
+    };
+    if LED.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::notify::in_background(|| {
+            let began = Instant::now();
+            let reloaded = match crate::server::Server::open(&cfg) {
+                Ok(srv) => srv.reload_coalesced(changed),
+                Err(e) => format!("failed ({e})"),
             };
-            if LED.load(std::sync::atomic::Ordering::Relaxed) {
-                crate::notify::in_background(|| {
-                    let began = Instant::now();
-                    let reloaded = match crate::server::Server::open(&cfg) {
-                        Ok(srv) => srv.reload_coalesced(changed),
-                        Err(e) => format!("failed ({e})"),
-                    };
-                    event(reloaded, Some(ms(began.elapsed())));
-                });
-            } else {
-                event(FOLLOWER_RELOAD.into(), None);
-            }
+            event(reloaded, Some(ms(began.elapsed())));
+        });
+    } else if result.is_ok() {
+        event(FOLLOWER_RELOAD.into(), None);
+    }
+    let (code, note) = match result {
+        Ok(answer) => {
+            // A client gone already is no reason to stop here.
+            let _ = std::io::stdout().write_all(answer.render().as_bytes());
+            let _ = std::io::stdout().flush();
             (0, format!("enrolled {} for {request} from {client}", answer.host.as_deref().unwrap_or("?")))
         }
         Err(Outcome::Refused(why)) => {
@@ -158,6 +166,18 @@ struct LockTimer {
 }
 
 static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+/// Which server config this run read (see [`config_id`]).
+static CONFIG_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The config file as it is now: its file, size and time. Another run
+/// that read another version of it does not lead this one's proposal.
+fn config_id(config: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(config) {
+        Ok(m) => format!("{}:{}:{}:{}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()),
+        Err(_) => "unreadable".into(),
+    }
+}
 /// Whether this enrollment led a group that wrote files: then it tells
 /// BackupPC, for the whole group.
 static LED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -295,11 +315,16 @@ fn enroll(cfg: &ServerConfig, env: &SshEnv, audit: &Audit) -> Result<Success, Ou
     let result = match ticket.as_ref().and_then(Ticket::answer) {
         Some(answer) => answer.into_result(),
         None => {
+            // Leading: the time this enrollment waited is no reason to
+            // stop halfway through writing a group.
+            rearm_alarm(cfg.request_timeout);
             let waiting = match (&queue, &ticket) {
                 (Some(q), Some(t)) => q.waiting(t, MAX_GROUP - 1),
                 _ => Vec::new(),
             };
-            let (waiters, others): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
+            // Only proposals checked under the same config as this one.
+            let (waiters, others): (Vec<_>, Vec<_>) =
+                waiting.into_iter().filter(|(_, p)| p.config == proposal.config).unzip();
             let results = lead(&srv, audit, own, &others);
             if results.iter().any(|r| matches!(r, Some(Ok(_)))) {
                 LED.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -369,6 +394,7 @@ impl Settled {
             host: self.host.clone(),
             from: self.from.clone(),
             shares: self.shares.clone(),
+            config: CONFIG_ID.get().cloned().unwrap_or_default(),
             prestaged: self.prestaged.clone(),
         }
     }
@@ -385,7 +411,13 @@ fn prestage(srv: &Server, s: &Settled) -> Option<(atomic::Prestaged, atomic::Pre
     let early = staged.early.prestage().ok()?;
     let late = staged.late.prestage().ok()?;
     let files = HostFiles {
-        basis: basis(srv, &s.host, &keys),
+        // From the very bytes of pc/HOST.pl that the staged one was made
+        // from: a save by the web interface in between makes it unusable.
+        basis: Basis {
+            current: keys.current.as_ref().map(|k| k.fingerprint.clone()),
+            previous: keys.previous.as_ref().map(|k| k.fingerprint.clone()),
+            per_host: staged.per_host.clone(),
+        },
         early: early.paths(),
         late: late.paths(),
         public: staged.public,
@@ -398,16 +430,21 @@ fn prestage(srv: &Server, s: &Settled) -> Option<(atomic::Prestaged, atomic::Pre
 /// What a host's staged files were made from: its keys on the server and
 /// its pc/HOST.pl, as read then.
 fn basis(srv: &Server, host: &str, keys: &HostKeys) -> Basis {
-    use sha2::Digest;
-    let per_host = match std::fs::read(srv.per_host_config(host)) {
-        Ok(bytes) => format!("sha256:{:x}", sha2::Sha256::digest(&bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "absent".into(),
-        Err(e) => format!("unreadable: {e}"),
-    };
     Basis {
         current: keys.current.as_ref().map(|k| k.fingerprint.clone()),
         previous: keys.previous.as_ref().map(|k| k.fingerprint.clone()),
-        per_host,
+        per_host: per_host_state(&std::fs::read(srv.per_host_config(host))),
+    }
+}
+
+/// pc/HOST.pl as read, for a [`Basis`]: `sha256:HEX`, `absent`, or why
+/// it could not be read.
+fn per_host_state(read: &std::io::Result<Vec<u8>>) -> String {
+    use sha2::Digest;
+    match read {
+        Ok(bytes) => format!("sha256:{:x}", sha2::Sha256::digest(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "absent".into(),
+        Err(e) => format!("unreadable: {e}"),
     }
 }
 
@@ -442,6 +479,8 @@ struct HostBatch {
     public: String,
     fingerprint: String,
     keep_previous: bool,
+    /// pc/HOST.pl as it was read to stage the new one (see [`Basis`]).
+    per_host: String,
 }
 
 /// What an enrollment adds to the group's batch.
@@ -800,9 +839,15 @@ fn commit_group(
 /// were made from the host's files as they are now; else staged now.
 fn host_files(srv: &Server, g: &Going) -> Result<HostBatch, Outcome> {
     if let Some(pre) = g.s.prestaged.as_ref().filter(|p| p.basis == basis(srv, &g.s.host, &g.keys)) {
+        // Only this host's own files, wherever the proposal says they go.
+        let host = &g.s.host;
+        let own = [srv.previous_key_path(host), srv.per_host_config(host), srv.key_path(host), srv.pub_key_path(host)];
         let adopt = |files: &[(std::path::PathBuf, std::path::PathBuf)]| -> std::io::Result<atomic::Batch> {
             let mut batch = atomic::Batch::new();
             for (tmp, path) in files {
+                if !own.contains(path) {
+                    return Err(std::io::Error::other(format!("{} is not one of {host}'s files", path.display())));
+                }
                 batch.add_prestaged(tmp, path)?;
             }
             Ok(batch)
@@ -816,6 +861,7 @@ fn host_files(srv: &Server, g: &Going) -> Result<HostBatch, Outcome> {
                 public: pre.public.clone(),
                 fingerprint: pre.fingerprint.clone(),
                 keep_previous: pre.keep_previous,
+                per_host: pre.basis.per_host.clone(),
             });
         }
     }
@@ -889,8 +935,14 @@ fn stage_host(
     let pl = srv.per_host_config(host);
     // A re-enrollment keeps what the host's user saved in the web
     // interface: only the toolkit's own settings are replaced.
-    let per_host_text = match std::fs::read_to_string(&pl) {
-        Ok(existing) => per_host.update(&existing).map_err(|e| anyhow::anyhow!("{}: {e}", pl.display()))?,
+    let read = std::fs::read(&pl);
+    let per_host_read = per_host_state(&read);
+    let per_host_text = match read {
+        Ok(bytes) => {
+            let existing = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("cannot read {}: it is not UTF-8 text", pl.display()))?;
+            per_host.update(&existing).map_err(|e| anyhow::anyhow!("{}: {e}", pl.display()))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => per_host.render(&timestamp()),
         Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", pl.display()).into()),
     };
@@ -899,7 +951,7 @@ fn stage_host(
         late.add_swept(&key_path, fresh.private.as_bytes(), srv.file(0o600))?;
         late.add_swept(&srv.pub_key_path(host), format!("{public}\n").as_bytes(), srv.file(0o644))?;
     }
-    Ok(HostBatch { early, late, public, fingerprint, keep_previous })
+    Ok(HostBatch { early, late, public, fingerprint, keep_previous, per_host: per_host_read })
 }
 
 /// The answer of an enrollment whose files are all written.

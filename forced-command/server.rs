@@ -214,10 +214,15 @@ impl<'a> Server<'a> {
         let hosts = self.hosts();
         let mut outcome = String::new();
         for _ in 0..RELOAD_ROUNDS {
-            let _ = std::fs::File::create(&stamp).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            let began = std::time::SystemTime::now();
             let before = hosts.modified();
             outcome = self.reload_backuppc();
-            if outcome != "ok" || hosts.modified() == before || hosts.touch_past().is_err() {
+            if outcome != "ok" {
+                break;
+            }
+            // Only a reload that was done covers the changes before it.
+            let _ = std::fs::File::create(&stamp).and_then(|f| f.set_modified(began));
+            if hosts.modified() == before || hosts.touch_past().is_err() {
                 break;
             }
         }

@@ -37,6 +37,8 @@ struct Service {
 impl Service {
     fn new(extra: &str) -> Service {
         require_root();
+        // No reload unless the test asks for one.
+        let reload = if extra.contains("reload_command") { "" } else { "reload_command = []\n" };
         let dir = TestDir::new("gc");
         let name = unique("bpegc");
         let user = SystemUser::create(&name, &dir.join("home"));
@@ -47,7 +49,7 @@ impl Service {
             &config,
             format!(
                 "backuppc_conf_dir = {:?}\nbackuppc_user = {name:?}\nssh_dir = {:?}\nurl = \"https://b/?host={{host}}\"\n\
-                 logon_check = \"file\"\nlogon_file = {:?}\nregistry = {:?}\ntokens = {:?}\nreload_command = []\n\
+                 logon_check = \"file\"\nlogon_file = {:?}\nregistry = {:?}\ntokens = {:?}\n{reload}\
                  hello_timeout = 5\nrequest_timeout = 120\nhost_naming = \"ip\"\nnetworks = [\"127.0.0.0/8\"]\naudit_log = {:?}\n{extra}",
                 dir.join("backuppc"),
                 dir.join("ssh"),
@@ -133,9 +135,8 @@ impl Service {
         Registry::load(&self.dir.join("registry/registry.json")).unwrap()
     }
 
-    /// Every host in the hosts file has its per-host config, its key and
-    /// an enrolled registry entry, and the key's `.pub` is the one its
-    /// registry entry names.
+    /// Every host in the hosts file has its per-host config (whole), its
+    /// key and an enrolled registry entry.
     fn assert_listed_hosts_complete(&self, when: &str) {
         let text = self.hosts_text();
         assert!(text.starts_with(STOCK_HOSTS), "{when}: other lines intact");
@@ -296,19 +297,21 @@ fn tokens_are_counted_across_a_group() {
 }
 
 /// Each enrollment under its own strace, which kills it at its `when`th
-/// rename(2): only a leader renames (files are renamed into place by the
-/// leader alone), so each leader in turn dies at that point of its work,
-/// until the group left is too small to reach it.
+/// rename(2). Each renames its proposal into the queue first; after that
+/// only a leader renames (files are renamed into place by the leader
+/// alone), so each leader in turn dies at that point of its work, until
+/// the group left is too small to reach it.
 #[test]
 fn leaders_killed_at_every_rename_leave_the_rest_to_the_next() {
     let s = Service::new("");
     let (uid, gid) = s.user.ids();
     let g = 5;
     let mut killed = 0;
-    // A leader of g proposals renames: the registry (`enrolling`), then
-    // per host pc/HOST.pl, key and .pub, then known_hosts and the
-    // registry, then hosts.old and hosts: 3g + 5.
-    for when in 1..=(3 * g + 6) {
+    // An enrollment renames its proposal into the queue (1); a leader of
+    // g proposals then renames the registry (`enrolling`), per host
+    // pc/HOST.pl, key and .pub, known_hosts and the registry, then
+    // hosts.old and hosts: 1 + 3g + 5 in all.
+    for when in 1..=(3 * g + 7) {
         s.reset();
         let addresses = ips(g, 40 + when as u8);
         let held = fs::File::open(s.lock_path()).unwrap();
@@ -332,8 +335,10 @@ fn leaders_killed_at_every_rename_leave_the_rest_to_the_next() {
                 feed(&mut traced, hello(KEY).as_bytes(), None)
             })
             .collect();
+        // Each is either in the queue or dead (killed at its first rename).
+        let mut children = children;
         let start = Instant::now();
-        while s.proposals().len() < g {
+        while s.proposals().len() + children.iter_mut().filter_map(|c| c.try_wait().ok().flatten()).count() < g {
             assert!(start.elapsed() < Duration::from_secs(60), "only {} proposals appeared", s.proposals().len());
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -366,4 +371,41 @@ fn leaders_killed_at_every_rename_leave_the_rest_to_the_next() {
         assert!(s.leftovers().is_empty(), "{at}: left behind: {:?}", s.leftovers());
     }
     assert!(killed > 3 * g, "the injected kills did stop leaders ({killed})");
+}
+
+/// The group's leader tells BackupPC to reload whatever its own outcome:
+/// here most of a group is refused (hosts set up by hand), one host is
+/// written, and whichever of them leads, the reload command runs after
+/// the write. Three rounds, so that a refused leader is all but certain.
+#[test]
+fn a_group_led_by_a_refused_enrollment_still_tells_backuppc() {
+    let dir = TestDir::new("gcr");
+    let log = dir.join("reloads");
+    let script = dir.join("reload.sh");
+    write_script(&script, &format!("#!/bin/sh\necho reloaded >> {log:?}\n"));
+    let s = Service::new(&format!("reload_command = [{script:?}]\n"));
+    fs::write(&log, "").unwrap();
+    s.user.chown(&log);
+    for round in 0..3u8 {
+        let addresses = ips(6, 60 + round);
+        // All but the last set up by hand: refused, whoever leads.
+        let pc = s.dir.join("backuppc/pc");
+        fs::create_dir_all(&pc).unwrap();
+        s.user.chown(&pc);
+        for ip in &addresses[..5] {
+            fs::write(pc.join(format!("{ip}.pl")), "$Conf{XferMethod} = 'tar';\n").unwrap();
+        }
+        let before = fs::read_to_string(&log).unwrap().lines().count();
+        let outs: Vec<Output> =
+            s.burst(&addresses, &hello(KEY)).into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+        for o in &outs[..5] {
+            assert!(String::from_utf8_lossy(&o.stdout).contains("set up in BackupPC by hand"), "{o:?}");
+        }
+        assert!(answered_key(&outs[5]).is_some(), "{}", String::from_utf8_lossy(&outs[5].stdout));
+        let start = Instant::now();
+        while fs::read_to_string(&log).unwrap().lines().count() <= before {
+            assert!(start.elapsed() < Duration::from_secs(20), "round {round}: no reload after the group's write");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
