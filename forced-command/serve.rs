@@ -413,11 +413,7 @@ fn prestage(srv: &Server, s: &Settled) -> Option<(atomic::Prestaged, atomic::Pre
     let files = HostFiles {
         // From the very bytes of pc/HOST.pl that the staged one was made
         // from: a save by the web interface in between makes it unusable.
-        basis: Basis {
-            current: keys.current.as_ref().map(|k| k.fingerprint.clone()),
-            previous: keys.previous.as_ref().map(|k| k.fingerprint.clone()),
-            per_host: staged.per_host.clone(),
-        },
+        basis: keys.basis(staged.per_host.clone()),
         early: early.paths(),
         late: late.paths(),
         public: staged.public,
@@ -430,11 +426,7 @@ fn prestage(srv: &Server, s: &Settled) -> Option<(atomic::Prestaged, atomic::Pre
 /// What a host's staged files were made from: its keys on the server and
 /// its pc/HOST.pl, as read then.
 fn basis(srv: &Server, host: &str, keys: &HostKeys) -> Basis {
-    Basis {
-        current: keys.current.as_ref().map(|k| k.fingerprint.clone()),
-        previous: keys.previous.as_ref().map(|k| k.fingerprint.clone()),
-        per_host: per_host_state(&std::fs::read(srv.per_host_config(host))),
-    }
+    keys.basis(per_host_state(&std::fs::read(srv.per_host_config(host))))
 }
 
 /// pc/HOST.pl as read, for a [`Basis`]: `sha256:HEX`, `absent`, or why
@@ -662,7 +654,8 @@ fn lead_timed(srv: &Server, audit: &Audit, group: Vec<Result<Settled, Outcome>>,
         .iter()
         .map(|st| (st.going.s.host.as_str(), st.going.s.request.logon.as_str(), cfg.allow_reassign || st.going.adopted))
         .collect();
-    let registered = if entries.is_empty() { Ok(Vec::new()) } else { srv.hosts().register_all(&entries) };
+    let registered =
+        if entries.is_empty() { Ok(Vec::new()) } else { srv.hosts().register_all(&entries).map(|(_, each)| each) };
     drop(entries);
     match registered {
         Ok(outcomes) => {
@@ -1130,6 +1123,15 @@ impl HostKeys {
         HostKeys {
             current: InstalledKey::read(&srv.key_path(host)),
             previous: InstalledKey::read(&srv.previous_key_path(host)),
+        }
+    }
+
+    /// These keys with pc/HOST.pl's state (see [`per_host_state`]).
+    fn basis(&self, per_host: String) -> Basis {
+        Basis {
+            current: self.current.as_ref().map(|k| k.fingerprint.clone()),
+            previous: self.previous.as_ref().map(|k| k.fingerprint.clone()),
+            per_host,
         }
     }
 

@@ -128,14 +128,23 @@ impl HostsFile {
 
     /// Register `host` for `user`. Returns whether the file changed.
     pub fn register(&self, host: &str, user: &str, reassign: bool) -> Result<bool, HostsWriteError> {
-        self.edit(|c| upsert(c, host, user, reassign).map_err(HostsWriteError::Policy))
+        let (changed, mut outcomes) = self.register_all(&[(host, user, reassign)])?;
+        match outcomes.pop() {
+            Some(Err(e)) => Err(HostsWriteError::Policy(e)),
+            _ => Ok(changed),
+        }
     }
 
     /// Register each `(host, user, reassign)` in one write of the file:
     /// each one's refusal (as [`upsert`]'s) leaves the others registered.
-    pub fn register_all(&self, entries: &[(&str, &str, bool)]) -> Result<Vec<Result<(), HostsError>>, HostsWriteError> {
+    /// Returns whether the file changed, and each entry's outcome.
+    #[allow(clippy::type_complexity)]
+    pub fn register_all(
+        &self,
+        entries: &[(&str, &str, bool)],
+    ) -> Result<(bool, Vec<Result<(), HostsError>>), HostsWriteError> {
         let mut outcomes = Vec::with_capacity(entries.len());
-        self.edit(|c| {
+        let written = self.edit(|c| {
             let mut content = c.to_string();
             let mut changed = false;
             for (host, user, reassign) in entries {
@@ -151,7 +160,7 @@ impl HostsFile {
             }
             Ok(changed.then_some(content))
         })?;
-        Ok(outcomes)
+        Ok((written, outcomes))
     }
 
     /// Remove `host`. Returns whether the file changed.
